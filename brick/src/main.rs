@@ -1,0 +1,71 @@
+//! `cairnd`: the brick daemon. One per server; serves all of the node's
+//! bricks on one UDP port over QUIC and holds the volume configuration.
+
+mod locks;
+mod node;
+mod server;
+mod store;
+mod sys;
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "cairnd", version, about = "Cairn brick daemon")]
+struct Args {
+    /// Address to serve on, HOST[:PORT] (default port 24007).
+    #[arg(long, default_value = "0.0.0.0:24007")]
+    listen: String,
+    /// State directory (identity, credentials, volume configuration).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+fn main() {
+    cairn_common::logging::init("info");
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("cairnd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let state_dir = cairn_common::state::resolve_state_dir(args.state_dir.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("cairnd")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let node = Arc::new(node::Node::load_or_init(&state_dir, &args.listen)?);
+        let endpoint = cairn_common::transport::server_endpoint(node.listen, &node.credentials)
+            .with_context(|| format!("listening on {}", node.listen))?;
+        node.serve_started_volumes();
+        tracing::info!(node = %node.id, address = %node.address, state_dir = %state_dir.display(), "cairnd serving");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = server::Server::new(node);
+        let serving = tokio::spawn(server.run(endpoint.clone(), stop_rx));
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = serving.await;
+        // Let close frames reach peers so they fail over at once.
+        tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await.ok();
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

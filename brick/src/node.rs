@@ -1,0 +1,409 @@
+//! The node: its identity and credentials in the state dir, the volume
+//! configuration it holds, and the bricks it currently serves.
+
+use crate::store::Brick;
+use anyhow::{bail, Context};
+use cairn_common::addr::{self, BrickAddr};
+use cairn_common::proto::{
+    AdminReply, AdminRequest, BrickSpec, BrickStatus, VolumeSpec, VolumeState, VolumeStatus,
+};
+use cairn_common::state;
+use cairn_common::tls::{self, Credentials, Role};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use uuid::Uuid;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NodeInfo {
+    node_id: Uuid,
+}
+
+pub struct Node {
+    pub id: Uuid,
+    pub state_dir: PathBuf,
+    /// Canonical `host:port` this node answers to.
+    pub address: String,
+    pub listen: SocketAddr,
+    pub credentials: Credentials,
+    volumes: Mutex<BTreeMap<String, VolumeSpec>>,
+    served: RwLock<HashMap<Uuid, Arc<Brick>>>,
+    brick_errors: Mutex<HashMap<Uuid, String>>,
+}
+
+fn volumes_file(dir: &Path) -> PathBuf {
+    dir.join("volumes.json")
+}
+
+impl Node {
+    /// Loads (or on first start creates) the node's state: id, pool CA,
+    /// node and client certificates, volume configuration.
+    pub fn load_or_init(state_dir: &Path, listen: &str) -> anyhow::Result<Node> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+        let info_path = state_dir.join("node.json");
+        let id = match std::fs::read(&info_path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<NodeInfo>(&bytes)
+                    .with_context(|| format!("parsing {}", info_path.display()))?
+                    .node_id
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = Uuid::new_v4();
+                state::write_private(
+                    &info_path,
+                    &serde_json::to_vec_pretty(&NodeInfo { node_id: id })?,
+                )?;
+                id
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", info_path.display())),
+        };
+        if !state::ca_cert(state_dir).exists() {
+            let (ca, key) = tls::create_ca(&id.to_string())?;
+            state::write_private(&state::ca_key(state_dir), key.as_bytes())?;
+            state::write_private(&state::ca_cert(state_dir), ca.as_bytes())?;
+            tracing::info!("created a new pool CA");
+        }
+        let ca = std::fs::read_to_string(state::ca_cert(state_dir))?;
+        for (cert, key, role) in [
+            (
+                state::node_cert(state_dir),
+                state::node_key(state_dir),
+                Role::Node(id.to_string()),
+            ),
+            (
+                state::client_cert(state_dir),
+                state::client_key(state_dir),
+                Role::Client(format!("local-{}", &id.to_string()[..8])),
+            ),
+        ] {
+            if !cert.exists() || !key.exists() {
+                let ca_key = std::fs::read_to_string(state::ca_key(state_dir))
+                    .context("reading the pool CA key")?;
+                let (c, k) = tls::issue(&ca, &ca_key, &role)?;
+                state::write_private(&key, k.as_bytes())?;
+                state::write_private(&cert, c.as_bytes())?;
+            }
+        }
+        let credentials = state::node_credentials(state_dir)?;
+        let volumes = match std::fs::read(volumes_file(state_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("parsing volumes.json")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).context("reading volumes.json"),
+        };
+        let address = addr::canonical_node(listen)?;
+        let listen = addr::resolve_node(listen)?;
+        state::write_private(&state::listen_file(state_dir), address.as_bytes())?;
+        Ok(Node {
+            id,
+            state_dir: state_dir.to_path_buf(),
+            address,
+            listen,
+            credentials,
+            volumes: Mutex::new(volumes),
+            served: RwLock::new(HashMap::new()),
+            brick_errors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn save(&self, volumes: &BTreeMap<String, VolumeSpec>) -> anyhow::Result<()> {
+        state::write_private(
+            &volumes_file(&self.state_dir),
+            &serde_json::to_vec_pretty(volumes)?,
+        )
+    }
+
+    /// Is this brick address served by this node?
+    fn is_local(&self, node: &str) -> bool {
+        if node == self.address {
+            return true;
+        }
+        match addr::resolve_node(node) {
+            Ok(a) if a == self.listen => true,
+            Ok(a) if a.port() == self.listen.port() && self.listen.ip().is_unspecified() => {
+                // Listening on every address: local if we can bind its IP.
+                std::net::UdpSocket::bind((a.ip(), 0)).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// Opens and serves the bricks of every started volume (at start-up).
+    pub fn serve_started_volumes(&self) {
+        let volumes = self.volumes.lock().expect("volumes poisoned").clone();
+        for spec in volumes.values().filter(|v| v.state == VolumeState::Started) {
+            self.open_bricks(spec);
+        }
+    }
+
+    fn open_bricks(&self, spec: &VolumeSpec) {
+        for b in spec.bricks.iter().filter(|b| self.is_local(&b.node)) {
+            match Brick::open_existing(Path::new(&b.path), b.id, spec.id) {
+                Ok(brick) => {
+                    tracing::info!(volume = %spec.name, brick = %b.path, "serving brick");
+                    self.served
+                        .write()
+                        .expect("served poisoned")
+                        .insert(b.id, Arc::new(brick));
+                    self.brick_errors.lock().expect("poisoned").remove(&b.id);
+                }
+                Err(e) => {
+                    tracing::error!(volume = %spec.name, brick = %b.path, error = %format!("{e:#}"), "brick not served");
+                    self.brick_errors
+                        .lock()
+                        .expect("poisoned")
+                        .insert(b.id, format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    fn close_bricks(&self, spec: &VolumeSpec) {
+        let mut served = self.served.write().expect("served poisoned");
+        for b in &spec.bricks {
+            served.remove(&b.id);
+        }
+    }
+
+    pub fn brick(&self, id: &Uuid) -> Option<Arc<Brick>> {
+        self.served
+            .read()
+            .expect("served poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// Handles a management request; errors become one-line CLI messages.
+    pub fn admin(&self, req: AdminRequest) -> anyhow::Result<AdminReply> {
+        match req {
+            AdminRequest::VolumeCreate {
+                name,
+                bricks,
+                force,
+            } => self.volume_create(&name, &bricks, force),
+            AdminRequest::VolumeStart { name, force } => self.volume_start(&name, force),
+            AdminRequest::VolumeStop { name, force: _ } => self.volume_stop(&name),
+            AdminRequest::VolumeDelete { name } => self.volume_delete(&name),
+            AdminRequest::VolumeInfo { name } => {
+                Ok(AdminReply::Volumes(self.selected(name.as_deref())?))
+            }
+            AdminRequest::VolumeStatus { name } => {
+                let vols = self.selected(name.as_deref())?;
+                if let Some(v) = vols
+                    .iter()
+                    .find(|v| v.state != VolumeState::Started)
+                    .filter(|_| name.is_some())
+                {
+                    bail!("Volume {} is not started", v.name);
+                }
+                Ok(AdminReply::Status(
+                    vols.iter()
+                        .filter(|v| v.state == VolumeState::Started)
+                        .map(|v| self.status_of(v))
+                        .collect(),
+                ))
+            }
+            AdminRequest::GetVolume { name } => {
+                let vols = self.volumes.lock().expect("volumes poisoned");
+                let spec = vols
+                    .get(&name)
+                    .with_context(|| format!("Volume {name} does not exist"))?;
+                if spec.state != VolumeState::Started {
+                    bail!("Volume {name} is not started");
+                }
+                Ok(AdminReply::Spec(spec.clone()))
+            }
+        }
+    }
+
+    fn selected(&self, name: Option<&str>) -> anyhow::Result<Vec<VolumeSpec>> {
+        let vols = self.volumes.lock().expect("volumes poisoned");
+        match name {
+            Some(n) => Ok(vec![vols
+                .get(n)
+                .with_context(|| format!("Volume {n} does not exist"))?
+                .clone()]),
+            None => Ok(vols.values().cloned().collect()),
+        }
+    }
+
+    fn status_of(&self, spec: &VolumeSpec) -> VolumeStatus {
+        let served = self.served.read().expect("served poisoned");
+        VolumeStatus {
+            name: spec.name.clone(),
+            state: spec.state,
+            bricks: spec
+                .bricks
+                .iter()
+                .map(|b| {
+                    let online = served.contains_key(&b.id);
+                    BrickStatus {
+                        brick: b.clone(),
+                        port: online.then_some(self.listen.port()),
+                        online,
+                        pid: online.then(std::process::id),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn volume_create(
+        &self,
+        name: &str,
+        bricks: &[String],
+        force: bool,
+    ) -> anyhow::Result<AdminReply> {
+        cairn_common::names::check_volume_name(name)?;
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        if vols.contains_key(name) {
+            bail!("Volume {name} already exists");
+        }
+        if bricks.is_empty() {
+            bail!("volume create needs at least one brick (NODE:/path)");
+        }
+        if bricks.len() > 1 {
+            bail!(
+                "a volume of {} bricks needs distribute or replicate, which this release does not provide yet; create it with one brick",
+                bricks.len()
+            );
+        }
+        let mut specs = Vec::new();
+        for text in bricks {
+            let b = BrickAddr::parse(text)?;
+            if !self.is_local(&b.node) {
+                bail!("Host {} is not in 'Peer in Cluster' state (only this node, {}, is in the pool)", b.node, self.address);
+            }
+            self.check_brick_path(&b, &vols, force)?;
+            specs.push(BrickSpec {
+                id: Uuid::new_v4(),
+                node: b.node,
+                path: b.path,
+            });
+        }
+        let volume_id = Uuid::new_v4();
+        for b in &specs {
+            Brick::initialize(Path::new(&b.path), b.id, volume_id, name, force)
+                .with_context(|| format!("preparing brick {}", b.label()))?;
+        }
+        let spec = VolumeSpec {
+            name: name.to_string(),
+            id: volume_id,
+            state: VolumeState::Created,
+            bricks: specs,
+            options: BTreeMap::new(),
+            version: 1,
+        };
+        vols.insert(name.to_string(), spec);
+        self.save(&vols)?;
+        Ok(AdminReply::Done {
+            message: format!(
+                "volume create: {name}: success: please start the volume to access data"
+            ),
+        })
+    }
+
+    fn check_brick_path(
+        &self,
+        b: &BrickAddr,
+        vols: &BTreeMap<String, VolumeSpec>,
+        force: bool,
+    ) -> anyhow::Result<()> {
+        if b.path == "/" {
+            bail!("{b}: the root directory cannot be a brick");
+        }
+        for v in vols.values() {
+            for other in &v.bricks {
+                if addr::canonical_node(&other.node).ok().as_deref() == Some(b.node.as_str())
+                    && (addr::path_within(&b.path, &other.path)
+                        || addr::path_within(&other.path, &b.path))
+                {
+                    bail!(
+                        "Brick: {b} overlaps brick {} of volume {}",
+                        other.label(),
+                        v.name
+                    );
+                }
+            }
+        }
+        if !force && on_root_filesystem(Path::new(&b.path))? {
+            bail!(
+                "The brick {b} is being created in the root partition. It is recommended that you don't use the system's root partition for storage backend. Or use 'force' at the end of the command if you want to override this behavior."
+            );
+        }
+        Ok(())
+    }
+
+    fn volume_start(&self, name: &str, force: bool) -> anyhow::Result<AdminReply> {
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        let spec = vols
+            .get_mut(name)
+            .with_context(|| format!("Volume {name} does not exist"))?;
+        if spec.state == VolumeState::Started && !force {
+            bail!("Volume {name} already started");
+        }
+        spec.state = VolumeState::Started;
+        spec.version += 1;
+        let spec = spec.clone();
+        self.open_bricks(&spec);
+        self.save(&vols)?;
+        let errors = self.brick_errors.lock().expect("poisoned");
+        if let Some(err) = spec.bricks.iter().find_map(|b| errors.get(&b.id)) {
+            bail!("volume start: {name}: failed: {err}");
+        }
+        Ok(AdminReply::Done {
+            message: format!("volume start: {name}: success"),
+        })
+    }
+
+    fn volume_stop(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        let spec = vols
+            .get_mut(name)
+            .with_context(|| format!("Volume {name} does not exist"))?;
+        if spec.state != VolumeState::Started {
+            bail!("Volume {name} is not in the started state");
+        }
+        spec.state = VolumeState::Stopped;
+        spec.version += 1;
+        let spec = spec.clone();
+        self.close_bricks(&spec);
+        self.save(&vols)?;
+        Ok(AdminReply::Done {
+            message: format!("volume stop: {name}: success"),
+        })
+    }
+
+    fn volume_delete(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        let spec = vols
+            .get(name)
+            .with_context(|| format!("Volume {name} does not exist"))?;
+        if spec.state == VolumeState::Started {
+            bail!("Volume {name} has been started.Volume needs to be stopped before deletion.");
+        }
+        vols.remove(name);
+        self.save(&vols)?;
+        Ok(AdminReply::Done {
+            message: format!("volume delete: {name}: success"),
+        })
+    }
+}
+
+/// Is `path` (or, if it does not exist yet, its nearest existing ancestor)
+/// on the same file system as `/`?
+fn on_root_filesystem(path: &Path) -> anyhow::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/")?.dev();
+    for p in path.ancestors() {
+        if let Ok(m) = std::fs::metadata(p) {
+            return Ok(m.dev() == root);
+        }
+    }
+    Ok(true)
+}

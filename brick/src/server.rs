@@ -1,0 +1,578 @@
+//! The QUIC server: accepts connections from pool members and mounts, checks
+//! each peer's role from its certificate, and answers one request per stream.
+
+use crate::locks::{LockKind, LockManager, LockOwner};
+use crate::node::Node;
+use crate::store::{inode, namespace::NewKind, Brick, FsError};
+use bytes::Bytes;
+use cairn_common::proto::{
+    Fop, LockSpec, LockType, Reply, Request, Response, MAX_IO_SIZE, PROTOCOL_VERSION,
+};
+use cairn_common::tls::Role;
+use cairn_common::{wire, Gfid};
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A peer that opens a stream must send its header within this time; a
+/// silent stream is dropped so it cannot pin resources (slowloris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open files one connection may hold.
+const MAX_OPEN_FILES: usize = 65536;
+
+pub struct Server {
+    pub node: Arc<Node>,
+    locks: Arc<LockManager>,
+    next_conn: AtomicU64,
+}
+
+struct OpenFile {
+    brick: Uuid,
+    gfid: Gfid,
+    file: Arc<File>,
+}
+
+/// What one connection owns; dropped (closing its files and locks) when the
+/// peer goes away.
+struct ConnState {
+    id: u64,
+    role: Role,
+    files: Mutex<HashMap<u64, OpenFile>>,
+    next_fh: AtomicU64,
+}
+
+type Outcome = Result<(Reply, Bytes), FsError>;
+
+impl Server {
+    pub fn new(node: Arc<Node>) -> Arc<Server> {
+        Arc::new(Server {
+            node,
+            locks: Arc::new(LockManager::new()),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Accepts connections until `shutdown` fires.
+    pub async fn run(
+        self: Arc<Self>,
+        endpoint: quinn::Endpoint,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let server = self.clone();
+                    tokio::spawn(async move { server.serve_connection(incoming).await });
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        endpoint.close(0u32.into(), b"node shutting down");
+    }
+
+    async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let conn = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(%remote, error = %e, "connection refused in handshake");
+                return;
+            }
+        };
+        let role = conn
+            .peer_identity()
+            .and_then(|id| {
+                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| cairn_common::tls::peer_role(&chain));
+        let Some(role) = role else {
+            tracing::warn!(%remote, "refusing a certificate without a cairn role");
+            conn.close(1u32.into(), b"certificate carries no cairn role");
+            return;
+        };
+        let state = Arc::new(ConnState {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            role,
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        });
+        tracing::debug!(%remote, role = ?state.role, conn = state.id, "connection up");
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let server = self.clone();
+            let state = state.clone();
+            tokio::spawn(async move { server.serve_stream(state, send, recv).await });
+        }
+        tracing::debug!(%remote, conn = state.id, "connection down");
+        self.locks.release_connection(state.id);
+        state.files.lock().expect("files poisoned").clear();
+    }
+
+    async fn serve_stream(
+        self: Arc<Self>,
+        state: Arc<ConnState>,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let (resp, payload) =
+            match tokio::time::timeout(HEADER_TIMEOUT, wire::recv_header::<Request>(&mut recv))
+                .await
+            {
+                Err(_) => (
+                    Response::error(libc::ETIMEDOUT, "no request header in time"),
+                    Bytes::new(),
+                ),
+                Ok(Err(e)) => {
+                    tracing::debug!(conn = state.id, error = %e, "bad request frame");
+                    (
+                        Response::error(libc::EPROTO, format!("bad request: {e}")),
+                        Bytes::new(),
+                    )
+                }
+                Ok(Ok(req)) => self.dispatch(&state, req, &mut recv).await,
+            };
+        let mut chunks = if payload.is_empty() {
+            vec![]
+        } else {
+            vec![payload]
+        };
+        if let Err(e) = wire::send_message(&mut send, &resp, &mut chunks).await {
+            tracing::debug!(conn = state.id, error = %e, "could not send a reply");
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        state: &Arc<ConnState>,
+        req: Request,
+        recv: &mut quinn::RecvStream,
+    ) -> (Response, Bytes) {
+        match req {
+            Request::Hello { version } => {
+                if version != PROTOCOL_VERSION {
+                    return (
+                        Response::error(libc::EPROTO, format!("protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}")),
+                        Bytes::new(),
+                    );
+                }
+                (
+                    Response::Ok(Reply::Hello {
+                        version: PROTOCOL_VERSION,
+                        node_id: self.node.id,
+                    }),
+                    Bytes::new(),
+                )
+            }
+            Request::Admin(admin) => {
+                if matches!(state.role, Role::Client(_)) && !admin.allowed_for_clients() {
+                    return (
+                        Response::error(libc::EACCES, "management requests need node credentials"),
+                        Bytes::new(),
+                    );
+                }
+                let node = self.node.clone();
+                match tokio::task::spawn_blocking(move || node.admin(admin)).await {
+                    Ok(Ok(reply)) => (Response::Ok(Reply::Admin(reply)), Bytes::new()),
+                    Ok(Err(e)) => (
+                        Response::error(libc::EINVAL, format!("{e:#}")),
+                        Bytes::new(),
+                    ),
+                    Err(e) => (
+                        Response::error(libc::EIO, format!("management task failed: {e}")),
+                        Bytes::new(),
+                    ),
+                }
+            }
+            Request::Fop { brick, op } => {
+                let name = op.name();
+                match self.fop(state, brick, op, recv).await {
+                    Ok((reply, payload)) => (Response::Ok(reply), payload),
+                    Err(e) => {
+                        tracing::trace!(op = name, errno = e.errno, context = %e.context, "fop failed");
+                        (Response::error(e.errno, e.context), Bytes::new())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fop(
+        &self,
+        state: &Arc<ConnState>,
+        brick_id: Uuid,
+        op: Fop,
+        recv: &mut quinn::RecvStream,
+    ) -> Outcome {
+        let brick = self.node.brick(&brick_id).ok_or_else(|| {
+            FsError::new(
+                libc::ENOTCONN,
+                format!("brick {brick_id} is not served here (volume stopped?)"),
+            )
+        })?;
+        let payload = match op.payload_len() {
+            0 => Bytes::new(),
+            n if n > u64::from(MAX_IO_SIZE) => {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "write larger than the protocol allows",
+                ))
+            }
+            n => wire::recv_payload(recv, n)
+                .await
+                .map_err(|e| FsError::new(libc::EIO, e.to_string()))?,
+        };
+        match op {
+            Fop::GetLk { fh, lock } => {
+                let (_, gfid) = self.open_file(state, &brick, fh)?;
+                let owner = LockOwner {
+                    conn: state.id,
+                    owner: lock.owner,
+                };
+                let found =
+                    self.locks
+                        .get_lock(gfid.0, owner, kind_of(lock.typ), lock.start, lock.end);
+                Ok((
+                    Reply::Lock(found.map(|l| LockSpec {
+                        typ: match l.kind {
+                            LockKind::Read => LockType::Read,
+                            _ => LockType::Write,
+                        },
+                        start: l.start,
+                        end: l.end,
+                        pid: l.pid,
+                        owner: 0,
+                    })),
+                    Bytes::new(),
+                ))
+            }
+            Fop::SetLk { fh, lock, wait } => {
+                let (_, gfid) = self.open_file(state, &brick, fh)?;
+                let owner = LockOwner {
+                    conn: state.id,
+                    owner: lock.owner,
+                };
+                let kind = kind_of(lock.typ);
+                let result = if wait && kind != LockKind::Unlock {
+                    self.locks
+                        .set_lock_wait(gfid.0, owner, kind, lock.start, lock.end, lock.pid)
+                        .await
+                } else {
+                    self.locks
+                        .set_lock(gfid.0, owner, kind, lock.start, lock.end, lock.pid)
+                };
+                result.map_err(|e| FsError::new(e.errno(), e.to_string()))?;
+                Ok((Reply::Empty, Bytes::new()))
+            }
+            Fop::Flush { fh, lock_owner } => {
+                let (_, gfid) = self.open_file(state, &brick, fh)?;
+                self.locks.release_owner(
+                    gfid.0,
+                    LockOwner {
+                        conn: state.id,
+                        owner: lock_owner,
+                    },
+                );
+                Ok((Reply::Empty, Bytes::new()))
+            }
+            Fop::Release { fh } => {
+                state.files.lock().expect("files poisoned").remove(&fh);
+                Ok((Reply::Empty, Bytes::new()))
+            }
+            op => {
+                let state = state.clone();
+                tokio::task::spawn_blocking(move || blocking_fop(&brick, &state, op, payload))
+                    .await
+                    .map_err(|e| FsError::new(libc::EIO, format!("fop task failed: {e}")))?
+            }
+        }
+    }
+
+    fn open_file(
+        &self,
+        state: &ConnState,
+        brick: &Brick,
+        fh: u64,
+    ) -> Result<(Arc<File>, Gfid), FsError> {
+        lookup_fh(state, brick, fh)
+    }
+}
+
+fn kind_of(t: LockType) -> LockKind {
+    match t {
+        LockType::Read => LockKind::Read,
+        LockType::Write => LockKind::Write,
+        LockType::Unlock => LockKind::Unlock,
+    }
+}
+
+fn lookup_fh(state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {
+    let files = state.files.lock().expect("files poisoned");
+    match files.get(&fh) {
+        Some(f) if f.brick == brick.id => Ok((f.file.clone(), f.gfid)),
+        _ => Err(FsError::new(libc::EBADF, format!("no open file {fh}"))),
+    }
+}
+
+fn register_fh(state: &ConnState, brick: &Brick, gfid: Gfid, file: File) -> Result<u64, FsError> {
+    let mut files = state.files.lock().expect("files poisoned");
+    if files.len() >= MAX_OPEN_FILES {
+        return Err(FsError::new(
+            libc::EMFILE,
+            "too many open files on this connection",
+        ));
+    }
+    let fh = state.next_fh.fetch_add(1, Ordering::Relaxed);
+    files.insert(
+        fh,
+        OpenFile {
+            brick: brick.id,
+            gfid,
+            file: Arc::new(file),
+        },
+    );
+    Ok(fh)
+}
+
+/// File operations that are plain blocking syscalls, run off the async
+/// threads.
+fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Outcome {
+    let none = Bytes::new();
+    Ok(match op {
+        Fop::Lookup { parent, name } => (Reply::Entry(brick.lookup(&parent, &name)?), none),
+        Fop::GetAttr { gfid } => (Reply::Attr(brick.getattr(&gfid)?), none),
+        Fop::SetAttr { gfid, fh, set } => {
+            let open = match fh {
+                Some(fh) => Some(lookup_fh(state, brick, fh)?.0),
+                None => None,
+            };
+            (
+                Reply::Attr(brick.setattr(&gfid, open.as_deref(), &set)?),
+                none,
+            )
+        }
+        Fop::Mknod {
+            parent,
+            name,
+            gfid,
+            mode,
+            umask,
+            rdev,
+            creds,
+        } => (
+            Reply::Entry(brick.make_entry(
+                &parent,
+                &name,
+                &gfid,
+                NewKind::Special(rdev),
+                mode,
+                umask,
+                &creds,
+            )?),
+            none,
+        ),
+        Fop::Mkdir {
+            parent,
+            name,
+            gfid,
+            mode,
+            umask,
+            creds,
+        } => (
+            Reply::Entry(brick.make_entry(
+                &parent,
+                &name,
+                &gfid,
+                NewKind::Dir,
+                mode,
+                umask,
+                &creds,
+            )?),
+            none,
+        ),
+        Fop::Symlink {
+            parent,
+            name,
+            gfid,
+            target,
+            creds,
+        } => (
+            Reply::Entry(brick.make_entry(
+                &parent,
+                &name,
+                &gfid,
+                NewKind::Symlink(&target),
+                0o777,
+                0,
+                &creds,
+            )?),
+            none,
+        ),
+        Fop::Unlink { parent, name } => {
+            brick.unlink(&parent, &name)?;
+            (Reply::Empty, none)
+        }
+        Fop::Rmdir { parent, name } => {
+            brick.rmdir(&parent, &name)?;
+            (Reply::Empty, none)
+        }
+        Fop::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags,
+        } => {
+            brick.rename(&parent, &name, &new_parent, &new_name, flags)?;
+            (Reply::Empty, none)
+        }
+        Fop::Link {
+            gfid,
+            new_parent,
+            new_name,
+        } => (
+            Reply::Entry(brick.link(&gfid, &new_parent, &new_name)?),
+            none,
+        ),
+        Fop::Readlink { gfid } => (Reply::Link(brick.readlink(&gfid)?), none),
+        Fop::Open { gfid, flags } => {
+            let file = brick.open(&gfid, flags)?;
+            (
+                Reply::Opened {
+                    fh: register_fh(state, brick, gfid, file)?,
+                },
+                none,
+            )
+        }
+        Fop::Create {
+            parent,
+            name,
+            gfid,
+            mode,
+            umask,
+            flags,
+            creds,
+        } => {
+            let (attr, fd) = brick.create(&parent, &name, &gfid, mode, umask, flags, &creds)?;
+            let fh = register_fh(state, brick, attr.gfid, File::from(fd))?;
+            (Reply::Created { attr, fh }, none)
+        }
+        Fop::Read { fh, offset, size } => {
+            let (file, _) = lookup_fh(state, brick, fh)?;
+            let data = inode::read_at(&file, offset, size.min(MAX_IO_SIZE) as usize)?;
+            (
+                Reply::Data {
+                    len: data.len() as u32,
+                },
+                Bytes::from(data),
+            )
+        }
+        Fop::Write { fh, offset, len: _ } => {
+            let (file, _) = lookup_fh(state, brick, fh)?;
+            let n = inode::write_at(&file, offset, &payload)?;
+            (Reply::Written { len: n as u32 }, none)
+        }
+        Fop::Fsync { fh, datasync } => {
+            let (file, _) = lookup_fh(state, brick, fh)?;
+            let r = if datasync {
+                file.sync_data()
+            } else {
+                file.sync_all()
+            };
+            r.map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsync"))?;
+            (Reply::Empty, none)
+        }
+        Fop::Fsyncdir { gfid, datasync: _ } => {
+            let dir = brick.dir_for_sync(&gfid)?;
+            crate::sys::fsync(std::os::fd::AsFd::as_fd(&*dir))
+                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsyncdir"))?;
+            (Reply::Empty, none)
+        }
+        Fop::Readdir {
+            gfid,
+            cookie,
+            plus,
+            max_entries,
+        } => {
+            let (entries, eof) = brick.readdir(&gfid, cookie, plus, max_entries as usize)?;
+            (Reply::Dir { entries, eof }, none)
+        }
+        Fop::Statfs => (Reply::Statfs(brick.statfs()?), none),
+        Fop::GetXattr { gfid, name } => (Reply::Xattr(brick.getxattr(&gfid, &name)?), none),
+        Fop::SetXattr {
+            gfid,
+            name,
+            value,
+            flags,
+        } => {
+            brick.setxattr(&gfid, &name, &value, flags)?;
+            (Reply::Empty, none)
+        }
+        Fop::ListXattr { gfid } => (Reply::XattrNames(brick.listxattr(&gfid)?), none),
+        Fop::RemoveXattr { gfid, name } => {
+            brick.removexattr(&gfid, &name)?;
+            (Reply::Empty, none)
+        }
+        Fop::Fallocate {
+            fh,
+            mode,
+            offset,
+            len,
+        } => {
+            let (file, _) = lookup_fh(state, brick, fh)?;
+            let allowed =
+                libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+            if mode & !allowed != 0 {
+                return Err(FsError::new(libc::EOPNOTSUPP, "fallocate mode"));
+            }
+            crate::sys::fallocate(std::os::fd::AsFd::as_fd(&*file), mode, offset, len)
+                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fallocate"))?;
+            (Reply::Empty, none)
+        }
+        Fop::Lseek { fh, offset, whence } => {
+            let (file, _) = lookup_fh(state, brick, fh)?;
+            if ![
+                libc::SEEK_SET,
+                libc::SEEK_CUR,
+                libc::SEEK_END,
+                libc::SEEK_DATA,
+                libc::SEEK_HOLE,
+            ]
+            .contains(&whence)
+            {
+                return Err(FsError::new(libc::EINVAL, "lseek whence"));
+            }
+            let off = crate::sys::lseek(std::os::fd::AsFd::as_fd(&*file), offset, whence)
+                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "lseek"))?;
+            (Reply::Offset(off as u64), none)
+        }
+        Fop::CopyFileRange {
+            fh_in,
+            offset_in,
+            fh_out,
+            offset_out,
+            len,
+        } => {
+            let (fin, _) = lookup_fh(state, brick, fh_in)?;
+            let (fout, _) = lookup_fh(state, brick, fh_out)?;
+            let n = crate::sys::copy_file_range(
+                std::os::fd::AsFd::as_fd(&*fin),
+                offset_in,
+                std::os::fd::AsFd::as_fd(&*fout),
+                offset_out,
+                len.min(u64::from(MAX_IO_SIZE)) as usize,
+            )
+            .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "copy_file_range"))?;
+            (Reply::Written { len: n as u32 }, none)
+        }
+        Fop::GetLk { .. } | Fop::SetLk { .. } | Fop::Flush { .. } | Fop::Release { .. } => {
+            return Err(FsError::new(
+                libc::EINVAL,
+                "lock operation on the blocking path",
+            ))
+        }
+    })
+}

@@ -1,0 +1,204 @@
+//! Inode operations: attributes, symlink targets, opening by gfid, xattrs,
+//! and I/O on open files.
+
+use super::{Brick, Ctx, FsError, FsResult, Node, PRIVATE_XATTR_PREFIX};
+use crate::sys;
+use cairn_common::proto::{Attr, SetAttr, TimeSet, MAX_XATTR_SIZE};
+use cairn_common::Gfid;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+
+impl Brick {
+    pub fn getattr(&self, gfid: &Gfid) -> FsResult<Attr> {
+        let node = self.resolve(gfid)?;
+        self.stat_node(&node, *gfid)
+    }
+
+    /// Applies a setattr: size first, then owner and mode, times last so an
+    /// explicit mtime survives the truncate.
+    pub fn setattr(&self, gfid: &Gfid, open: Option<&File>, set: &SetAttr) -> FsResult<Attr> {
+        let node = self.resolve(gfid)?;
+        let before = self.stat_node(&node, *gfid)?;
+        let is_link = before.mode & libc::S_IFMT == libc::S_IFLNK;
+        if let Some(size) = set.size {
+            if before.is_dir() {
+                return Err(FsError::new(libc::EISDIR, "truncate of a directory"));
+            }
+            if before.mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(FsError::new(libc::EINVAL, "truncate of a special file"));
+            }
+            match open {
+                Some(f) => f.set_len(size).ctx(|| "truncate".into())?,
+                None => self
+                    .open_node(&node, libc::O_WRONLY)?
+                    .set_len(size)
+                    .ctx(|| "truncate".into())?,
+            }
+        }
+        let (dir, name) = self.node_at(&node);
+        if set.uid.is_some() || set.gid.is_some() {
+            sys::chown_at(
+                dir,
+                name,
+                set.uid.unwrap_or(u32::MAX),
+                set.gid.unwrap_or(u32::MAX),
+            )
+            .ctx(|| "chown".into())?;
+        }
+        if let Some(mode) = set.mode {
+            if is_link {
+                return Err(FsError::new(libc::EOPNOTSUPP, "chmod of a symlink"));
+            }
+            match &node {
+                Node::Dir(fd) => sys::chmod_fd(fd.as_fd(), mode & 0o7777),
+                Node::File(h) => sys::chmod_at(self.files.as_fd(), h, mode & 0o7777),
+            }
+            .ctx(|| "chmod".into())?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let times = [to_timespec(set.atime), to_timespec(set.mtime)];
+            sys::utimens_at(dir, name, &times).ctx(|| "utimens".into())?;
+        }
+        self.stat_node(&node, *gfid)
+    }
+
+    pub fn readlink(&self, gfid: &Gfid) -> FsResult<Vec<u8>> {
+        match self.resolve(gfid)? {
+            Node::Dir(_) => Err(FsError::new(libc::EINVAL, "readlink of a directory")),
+            Node::File(h) => sys::readlink_at(self.files.as_fd(), &h).ctx(|| "readlink".into()),
+        }
+    }
+
+    fn open_node(&self, node: &Node, flags: i32) -> FsResult<File> {
+        match node {
+            Node::Dir(_) => Err(FsError::new(libc::EISDIR, "open of a directory")),
+            Node::File(h) => {
+                let fd = sys::open_beneath(
+                    self.files.as_fd(),
+                    h,
+                    super::namespace::sanitize_open_flags(flags),
+                    0,
+                )
+                .map_err(|e| match e.raw_os_error() {
+                    // O_NOFOLLOW met a symlink: the kernel never opens
+                    // symlinks itself, so this is a bad request.
+                    Some(libc::ELOOP) => FsError::new(libc::ELOOP, "open of a symlink"),
+                    _ => FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "open"),
+                })?;
+                Ok(File::from(fd))
+            }
+        }
+    }
+
+    pub fn open(&self, gfid: &Gfid, flags: i32) -> FsResult<File> {
+        let node = self.resolve(gfid)?;
+        self.open_node(&node, flags)
+    }
+
+    fn xattr_target(&self, gfid: &Gfid, name: &[u8]) -> FsResult<(Node, std::ffi::CString)> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(FsError::new(libc::ERANGE, "xattr name length"));
+        }
+        if name.starts_with(PRIVATE_XATTR_PREFIX) {
+            return Err(FsError::new(
+                libc::EPERM,
+                "cairn's own xattrs are not accessible",
+            ));
+        }
+        let cname = sys::cstr(name).ctx(|| "xattr name".into())?;
+        Ok((self.resolve(gfid)?, cname))
+    }
+
+    pub fn getxattr(&self, gfid: &Gfid, name: &[u8]) -> FsResult<Vec<u8>> {
+        let (node, cname) = self.xattr_target(gfid, name).map_err(|e| {
+            // Reading a hidden name looks like reading an absent one.
+            if e.errno == libc::EPERM {
+                FsError::new(libc::ENODATA, "no such attribute")
+            } else {
+                e
+            }
+        })?;
+        let path = self.node_proc_path(&node)?;
+        sys::lgetxattr(&path, &cname).ctx(|| "getxattr".into())
+    }
+
+    pub fn setxattr(&self, gfid: &Gfid, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if value.len() > MAX_XATTR_SIZE {
+            return Err(FsError::new(libc::E2BIG, "xattr value too large"));
+        }
+        if flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+            return Err(FsError::new(libc::EINVAL, "xattr flags"));
+        }
+        let (node, cname) = self.xattr_target(gfid, name)?;
+        let path = self.node_proc_path(&node)?;
+        sys::lsetxattr(&path, &cname, value, flags).ctx(|| "setxattr".into())
+    }
+
+    pub fn listxattr(&self, gfid: &Gfid) -> FsResult<Vec<Vec<u8>>> {
+        let node = self.resolve(gfid)?;
+        let path = self.node_proc_path(&node)?;
+        let raw = sys::llistxattr(&path).ctx(|| "listxattr".into())?;
+        Ok(raw
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty() && !n.starts_with(PRIVATE_XATTR_PREFIX))
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
+    pub fn removexattr(&self, gfid: &Gfid, name: &[u8]) -> FsResult<()> {
+        let (node, cname) = self.xattr_target(gfid, name)?;
+        let path = self.node_proc_path(&node)?;
+        sys::lremovexattr(&path, &cname).ctx(|| "removexattr".into())
+    }
+}
+
+fn to_timespec(t: Option<TimeSet>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeSet::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeSet::At(ts)) => libc::timespec {
+            tv_sec: ts.sec,
+            tv_nsec: i64::from(ts.nsec.min(999_999_999)),
+        },
+    }
+}
+
+/// Reads up to `size` bytes at `offset`; short only at end of file.
+pub fn read_at(file: &File, offset: u64, size: usize) -> FsResult<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut done = 0;
+    while done < size {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).ctx(|| "read".into()),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+/// Writes all of `data` at `offset` (at the end for O_APPEND files).
+pub fn write_at(file: &File, offset: u64, data: &[u8]) -> FsResult<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match file.write_at(&data[done..], offset + done as u64) {
+            Ok(0) => return Err(FsError::new(libc::EIO, "write made no progress")),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A partial write followed by an error reports what landed; the
+            // kernel retries the rest and then sees the error (e.g. ENOSPC).
+            Err(_) if done > 0 => break,
+            Err(e) => return Err(e).ctx(|| "write".into()),
+        }
+    }
+    Ok(done)
+}

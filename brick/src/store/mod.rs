@@ -1,0 +1,413 @@
+//! A brick: one directory on ext4/xfs holding the volume's namespace as plain
+//! files, addressed by gfid.
+//!
+//! On-brick format:
+//! - every file and directory carries its gfid in `trusted.cairn.gfid`;
+//! - the root carries `trusted.cairn.volume-id`; a root without the mark (an
+//!   unmounted disk, a wrong path) is never served;
+//! - `.cairn/files/XX/<gfid-hex>` is a hard link to each non-directory, so an
+//!   inode is reachable by gfid in one step;
+//! - `.cairn/dirs/XX/<gfid-hex>` is a symlink whose *text* is
+//!   `<parent-gfid-hex>/<name>`. It is parsed, never followed: a directory is
+//!   reached by opening each ancestor by name from its parent's fd, so paths
+//!   of any length work and nothing resolves outside the brick.
+//! - `.cairn/brick.json` records the brick and volume ids.
+
+pub mod inode;
+pub mod namespace;
+
+use crate::sys;
+use cairn_common::proto::{Attr, Timespec};
+use cairn_common::Gfid;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+pub const GFID_XATTR: &str = "trusted.cairn.gfid";
+pub const VOLUME_ID_XATTR: &str = "trusted.cairn.volume-id";
+/// Internal xattrs clients may neither read nor write.
+pub const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.cairn.";
+
+/// Directory fds kept open for gfid resolution. An fd follows its directory
+/// through renames, so cached entries never go stale; only rmdir evicts.
+const DIR_CACHE_LIMIT: usize = 4096;
+/// Deepest ancestor chain followed when resolving a directory handle.
+const MAX_DEPTH: usize = 4096;
+
+/// An error with the errno the application should see.
+#[derive(Debug)]
+pub struct FsError {
+    pub errno: i32,
+    pub context: String,
+}
+
+impl FsError {
+    pub fn new(errno: i32, context: impl Into<String>) -> FsError {
+        FsError {
+            errno,
+            context: context.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.context,
+            io::Error::from_raw_os_error(self.errno)
+        )
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Attaches context to an io error, keeping its errno.
+pub trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> FsResult<T>;
+}
+
+impl<T> Ctx<T> for io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> FsResult<T> {
+        self.map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), what()))
+    }
+}
+
+/// Where an inode is, once its gfid is resolved.
+pub enum Node {
+    /// A directory, held open.
+    Dir(Arc<OwnedFd>),
+    /// Anything else, reached through its handle link `XX/<hex>` in `files`.
+    File(CString),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BrickInfo {
+    brick_id: Uuid,
+    volume_id: Uuid,
+    volume: String,
+}
+
+pub struct Brick {
+    pub id: Uuid,
+    pub path: PathBuf,
+    root: Arc<OwnedFd>,
+    files: OwnedFd,
+    dirs: OwnedFd,
+    dir_cache: Mutex<HashMap<Gfid, Arc<OwnedFd>>>,
+    /// Serializes the steps that decide whether a file's handle link is its
+    /// last name (unlink, rename over a file, link), so a concurrent link
+    /// cannot resurrect an inode whose handle was just dropped.
+    link_lock: Mutex<()>,
+}
+
+fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)?;
+    Ok(f.into())
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("static names have no NUL")
+}
+
+impl Brick {
+    /// Prepares a directory to become a brick of `volume_id`: creates it if
+    /// missing, marks it, and lays out `.cairn/`. Refuses a directory that is
+    /// (or is inside) a brick of another volume unless `force`.
+    pub fn initialize(
+        path: &Path,
+        brick_id: Uuid,
+        volume_id: Uuid,
+        volume: &str,
+        force: bool,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating brick directory {}", path.display()))?;
+        for ancestor in path.ancestors() {
+            let cpath = sys::cstr(ancestor.as_os_str().as_encoded_bytes())?;
+            if let Ok(v) = sys::lgetxattr(&cpath, &c(VOLUME_ID_XATTR)) {
+                if v != volume_id.as_bytes() && !force {
+                    anyhow::bail!(
+                        "{} is already part of a volume{}; use 'force' to reuse it",
+                        path.display(),
+                        if ancestor == path {
+                            String::new()
+                        } else {
+                            format!(" (its ancestor {} is a brick)", ancestor.display())
+                        }
+                    );
+                }
+            }
+        }
+        let root = open_dir_path(path).with_context(|| format!("opening {}", path.display()))?;
+        sys::fsetxattr(root.as_fd(), &c(VOLUME_ID_XATTR), volume_id.as_bytes(), 0).with_context(
+            || {
+                format!(
+                    "marking {} (does its filesystem support trusted xattrs?)",
+                    path.display()
+                )
+            },
+        )?;
+        sys::fsetxattr(root.as_fd(), &c(GFID_XATTR), &Gfid::ROOT.0, 0)?;
+        let private = path.join(".cairn");
+        for sub in ["files", "dirs"] {
+            let dir = private.join(sub);
+            for i in 0..=255u8 {
+                std::fs::create_dir_all(dir.join(format!("{i:02x}")))
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let info = BrickInfo {
+            brick_id,
+            volume_id,
+            volume: volume.to_string(),
+        };
+        cairn_common::state::write_private(
+            &private.join("brick.json"),
+            &serde_json::to_vec_pretty(&info)?,
+        )?;
+        Ok(())
+    }
+
+    /// Opens a prepared brick, checking that it is the one expected.
+    pub fn open_existing(path: &Path, brick_id: Uuid, volume_id: Uuid) -> anyhow::Result<Brick> {
+        use anyhow::Context;
+        let root =
+            open_dir_path(path).with_context(|| format!("opening brick {}", path.display()))?;
+        match sys::fgetxattr(root.as_fd(), &c(VOLUME_ID_XATTR)) {
+            Ok(v) if v == volume_id.as_bytes() => {}
+            Ok(_) => anyhow::bail!(
+                "brick {} belongs to another volume; refusing to serve it",
+                path.display()
+            ),
+            Err(_) => anyhow::bail!(
+                "brick {} lacks its volume-id mark (is the disk mounted?); refusing to serve it",
+                path.display()
+            ),
+        }
+        let files = open_dir_path(&path.join(".cairn/files")).context("opening .cairn/files")?;
+        let dirs = open_dir_path(&path.join(".cairn/dirs")).context("opening .cairn/dirs")?;
+        Ok(Brick {
+            id: brick_id,
+            path: path.to_path_buf(),
+            root: Arc::new(root),
+            files,
+            dirs,
+            dir_cache: Mutex::new(HashMap::new()),
+            link_lock: Mutex::new(()),
+        })
+    }
+
+    fn handle_name(gfid: &Gfid) -> CString {
+        let hex = gfid.to_hex();
+        c(&format!("{}/{}", &hex[..2], hex))
+    }
+
+    fn dir_handle_text(parent: &Gfid, name: &[u8]) -> Vec<u8> {
+        let mut text = parent.to_hex().into_bytes();
+        text.push(b'/');
+        text.extend_from_slice(name);
+        text
+    }
+
+    fn cache_dir(&self, gfid: Gfid, fd: Arc<OwnedFd>) {
+        let mut cache = self.dir_cache.lock().expect("dir cache poisoned");
+        if cache.len() >= DIR_CACHE_LIMIT {
+            // Dropping an arbitrary half keeps the cost amortized O(1).
+            let victims: Vec<Gfid> = cache.keys().take(DIR_CACHE_LIMIT / 2).copied().collect();
+            for v in victims {
+                cache.remove(&v);
+            }
+        }
+        cache.insert(gfid, fd);
+    }
+
+    fn forget_dir(&self, gfid: &Gfid) {
+        self.dir_cache
+            .lock()
+            .expect("dir cache poisoned")
+            .remove(gfid);
+    }
+
+    /// Opens the directory with this gfid.
+    pub fn dir_fd(&self, gfid: &Gfid) -> FsResult<Arc<OwnedFd>> {
+        if gfid.is_root() {
+            return Ok(self.root.clone());
+        }
+        if let Some(fd) = self.dir_cache.lock().expect("dir cache poisoned").get(gfid) {
+            return Ok(fd.clone());
+        }
+        // Walk up the handle texts to a cached (or root) ancestor...
+        let mut chain: Vec<(Gfid, Vec<u8>)> = Vec::new();
+        let mut cur = *gfid;
+        let mut base = loop {
+            if chain.len() > MAX_DEPTH {
+                return Err(FsError::new(
+                    libc::ELOOP,
+                    format!("directory {gfid} is nested too deep"),
+                ));
+            }
+            let text = sys::readlink_at(self.dirs.as_fd(), &Self::handle_name(&cur)).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::EINVAL) => {
+                        FsError::new(libc::ESTALE, format!("no directory {cur}"))
+                    }
+                    _ => FsError::new(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                        format!("reading handle of {cur}"),
+                    ),
+                },
+            )?;
+            let (parent, name) = parse_dir_handle(&text).ok_or_else(|| {
+                FsError::new(libc::EIO, format!("corrupt directory handle for {cur}"))
+            })?;
+            chain.push((cur, name));
+            if parent.is_root() {
+                break self.root.clone();
+            }
+            if let Some(fd) = self
+                .dir_cache
+                .lock()
+                .expect("dir cache poisoned")
+                .get(&parent)
+            {
+                break fd.clone();
+            }
+            cur = parent;
+        };
+        // ...then open each level by name from its parent, checking gfids.
+        for (child, name) in chain.into_iter().rev() {
+            let cname = sys::cstr(&name).ctx(|| "handle name".into())?;
+            let fd = sys::open_beneath(base.as_fd(), &cname, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(|_| FsError::new(libc::ESTALE, format!("directory {child} is gone")))?;
+            if read_gfid_fd(fd.as_fd()) != Some(child) {
+                return Err(FsError::new(
+                    libc::ESTALE,
+                    format!("directory {child} was replaced"),
+                ));
+            }
+            let fd = Arc::new(fd);
+            self.cache_dir(child, fd.clone());
+            base = fd;
+        }
+        Ok(base)
+    }
+
+    /// Finds the inode with this gfid.
+    pub fn resolve(&self, gfid: &Gfid) -> FsResult<Node> {
+        if gfid.is_root() {
+            return Ok(Node::Dir(self.root.clone()));
+        }
+        if let Some(fd) = self.dir_cache.lock().expect("dir cache poisoned").get(gfid) {
+            return Ok(Node::Dir(fd.clone()));
+        }
+        let handle = Self::handle_name(gfid);
+        match sys::stat_at(self.files.as_fd(), &handle) {
+            Ok(_) => Ok(Node::File(handle)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Node::Dir(self.dir_fd(gfid)?)),
+            Err(e) => Err(e).ctx(|| format!("resolving {gfid}")),
+        }
+    }
+
+    /// A directory fd plus name that reaches the node with l*/`*at` calls.
+    fn node_at<'a>(&'a self, node: &'a Node) -> (BorrowedFd<'a>, &'a CStr) {
+        match node {
+            Node::Dir(fd) => (fd.as_fd(), c"."),
+            Node::File(handle) => (self.files.as_fd(), handle.as_c_str()),
+        }
+    }
+
+    /// `/proc/self/fd/N/name` for the node, for the xattr syscalls.
+    fn node_proc_path(&self, node: &Node) -> FsResult<CString> {
+        let (dir, name) = self.node_at(node);
+        sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())
+    }
+
+    pub fn stat_node(&self, node: &Node, gfid: Gfid) -> FsResult<Attr> {
+        let st = match node {
+            Node::Dir(fd) => sys::fstat(fd.as_fd()),
+            Node::File(h) => sys::stat_at(self.files.as_fd(), h),
+        }
+        .ctx(|| format!("stat {gfid}"))?;
+        Ok(self.attr_from_stat(gfid, &st))
+    }
+
+    /// Converts a brick stat into the volume's view: the handle link is not
+    /// a name the user made, so it does not count in `nlink`.
+    fn attr_from_stat(&self, gfid: Gfid, st: &libc::stat) -> Attr {
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let mut nlink = st.st_nlink as u32;
+        if !is_dir {
+            nlink = nlink.saturating_sub(1).max(1);
+        } else if gfid.is_root() {
+            nlink = nlink.saturating_sub(1).max(2); // .cairn
+        }
+        Attr {
+            gfid,
+            mode: st.st_mode,
+            nlink,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            blksize: st.st_blksize as u32,
+            atime: Timespec {
+                sec: st.st_atime,
+                nsec: st.st_atime_nsec as u32,
+            },
+            mtime: Timespec {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Timespec {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
+        }
+    }
+
+    pub fn statfs(&self) -> FsResult<cairn_common::proto::Statfs> {
+        let st = sys::fstatvfs(self.root.as_fd()).ctx(|| "statfs".into())?;
+        Ok(cairn_common::proto::Statfs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: st.f_namemax as u32,
+            frsize: st.f_frsize as u32,
+        })
+    }
+}
+
+fn parse_dir_handle(text: &[u8]) -> Option<(Gfid, Vec<u8>)> {
+    if text.len() < 34 || text[32] != b'/' {
+        return None;
+    }
+    let parent = Gfid::from_hex(std::str::from_utf8(&text[..32]).ok()?)?;
+    let name = text[33..].to_vec();
+    cairn_common::names::check_name(&name).ok()?;
+    Some((parent, name))
+}
+
+fn read_gfid_fd(fd: BorrowedFd<'_>) -> Option<Gfid> {
+    sys::fgetxattr(fd, &c(GFID_XATTR))
+        .ok()
+        .and_then(|v| Gfid::from_slice(&v))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,475 @@
+//! Namespace operations: entries looked up, made, renamed and removed by
+//! (parent gfid, name), each name checked before it reaches a syscall.
+
+use super::{c, Brick, Ctx, FsError, FsResult, Node, GFID_XATTR};
+use crate::sys;
+use cairn_common::names::{check_name, PRIVATE_DIR};
+use cairn_common::proto::{Attr, Creds, DirEntry};
+use cairn_common::Gfid;
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+/// What kind of inode a create makes.
+pub enum NewKind<'a> {
+    Dir,
+    /// mknod: regular file, fifo, socket or device, with its rdev.
+    Special(u64),
+    Symlink(&'a [u8]),
+}
+
+impl Brick {
+    /// Checks an entry name in `parent`; the brick's private directory is
+    /// invisible at the root.
+    fn entry_name(&self, parent: &Gfid, name: &[u8]) -> FsResult<CString> {
+        check_name(name).map_err(|e| {
+            FsError::new(
+                e.errno(),
+                format!("name {:?}: {e}", String::from_utf8_lossy(name)),
+            )
+        })?;
+        if parent.is_root() && name == PRIVATE_DIR {
+            return Err(FsError::new(
+                libc::EPERM,
+                "the brick's private directory is not part of the volume",
+            ));
+        }
+        sys::cstr(name).ctx(|| "name".into())
+    }
+
+    /// The gfid of the entry `name` in `dir`, assigning one if the entry was
+    /// made behind the brick's back (so files copied onto a brick appear).
+    fn entry_gfid(
+        &self,
+        parent: &Gfid,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+        st: &libc::stat,
+    ) -> FsResult<Gfid> {
+        let path = sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())?;
+        match sys::lgetxattr(&path, &c(GFID_XATTR)) {
+            Ok(v) => Gfid::from_slice(&v)
+                .ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                let gfid = Gfid::random();
+                match sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE) {
+                    Ok(()) => {
+                        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                        self.make_handle(parent, dir, name, &gfid, is_dir)?;
+                        tracing::info!(?gfid, name = ?name, "assigned a gfid to an entry made outside the volume");
+                        Ok(gfid)
+                    }
+                    // Someone else assigned it first: read theirs.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.entry_gfid(parent, dir, name, st)
+                    }
+                    Err(e) => Err(e).ctx(|| format!("assigning a gfid to {name:?}")),
+                }
+            }
+            Err(e) => Err(e).ctx(|| format!("reading the gfid of {name:?}")),
+        }
+    }
+
+    fn make_handle(
+        &self,
+        parent: &Gfid,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+        gfid: &Gfid,
+        is_dir: bool,
+    ) -> FsResult<()> {
+        let handle = Self::handle_name(gfid);
+        if is_dir {
+            let text = sys::cstr(&Self::dir_handle_text(parent, name.to_bytes()))
+                .ctx(|| "handle".into())?;
+            sys::symlink_at(&text, self.dirs.as_fd(), &handle)
+                .ctx(|| format!("creating the handle of {gfid}"))
+        } else {
+            sys::link_at(dir, name, self.files.as_fd(), &handle)
+                .ctx(|| format!("creating the handle of {gfid}"))
+        }
+    }
+
+    /// Points a directory's handle at its new place, atomically.
+    fn rewrite_dir_handle(&self, gfid: &Gfid, parent: &Gfid, name: &[u8]) -> FsResult<()> {
+        let handle = Self::handle_name(gfid);
+        let tmp = c(&format!(
+            "{}.tmp{}",
+            handle.to_str().expect("hex"),
+            std::process::id()
+        ));
+        let text = sys::cstr(&Self::dir_handle_text(parent, name)).ctx(|| "handle".into())?;
+        let _ = sys::unlink_at(self.dirs.as_fd(), &tmp, false);
+        sys::symlink_at(&text, self.dirs.as_fd(), &tmp)
+            .ctx(|| format!("rewriting the handle of {gfid}"))?;
+        sys::rename_at(self.dirs.as_fd(), &tmp, self.dirs.as_fd(), &handle, 0)
+            .ctx(|| format!("rewriting the handle of {gfid}"))
+    }
+
+    /// Drops a non-directory's handle once no user-visible name is left.
+    fn release_file_handle(&self, gfid: &Gfid) {
+        let handle = Self::handle_name(gfid);
+        if let Ok(st) = sys::stat_at(self.files.as_fd(), &handle) {
+            if st.st_nlink <= 1 {
+                if let Err(e) = sys::unlink_at(self.files.as_fd(), &handle, false) {
+                    tracing::warn!(%gfid, error = %e, "could not drop a file handle");
+                }
+            }
+        }
+    }
+
+    fn drop_dir_handle(&self, gfid: &Gfid) {
+        self.forget_dir(gfid);
+        if let Err(e) = sys::unlink_at(self.dirs.as_fd(), &Self::handle_name(gfid), false) {
+            tracing::warn!(%gfid, error = %e, "could not drop a directory handle");
+        }
+    }
+
+    pub fn lookup(&self, parent: &Gfid, name: &[u8]) -> FsResult<Attr> {
+        if parent.is_root() && name == PRIVATE_DIR {
+            return Err(FsError::new(libc::ENOENT, "hidden"));
+        }
+        let cname = self.entry_name(parent, name)?;
+        let dir = self.dir_fd(parent)?;
+        let st = sys::stat_at(dir.as_fd(), &cname)
+            .ctx(|| format!("lookup {:?}", String::from_utf8_lossy(name)))?;
+        let gfid = self.entry_gfid(parent, dir.as_fd(), &cname, &st)?;
+        Ok(self.attr_from_stat(gfid, &st))
+    }
+
+    /// The owner of a new inode: the caller, but the group of a setgid parent.
+    fn new_owner(&self, dir: BorrowedFd<'_>, creds: &Creds) -> FsResult<(u32, u32, bool)> {
+        let pst = sys::fstat(dir).ctx(|| "stat parent".into())?;
+        let setgid = pst.st_mode & libc::S_ISGID != 0;
+        Ok((
+            creds.uid,
+            if setgid { pst.st_gid } else { creds.gid },
+            setgid,
+        ))
+    }
+
+    /// Makes a directory, device, fifo, socket, regular file or symlink.
+    pub fn make_entry(
+        &self,
+        parent: &Gfid,
+        name: &[u8],
+        gfid: &Gfid,
+        kind: NewKind<'_>,
+        mode: u32,
+        umask: u32,
+        creds: &Creds,
+    ) -> FsResult<Attr> {
+        let cname = self.entry_name(parent, name)?;
+        if gfid.is_root() {
+            return Err(FsError::new(libc::EINVAL, "the root gfid cannot be reused"));
+        }
+        let dir = self.dir_fd(parent)?;
+        let (uid, gid, setgid_parent) = self.new_owner(dir.as_fd(), creds)?;
+        let perm = mode & 0o7777 & !umask;
+        let what = || format!("create {:?}", String::from_utf8_lossy(name));
+        let is_dir = matches!(kind, NewKind::Dir);
+        match kind {
+            NewKind::Dir => {
+                let perm = if setgid_parent {
+                    perm | libc::S_ISGID
+                } else {
+                    perm
+                };
+                sys::mkdir_at(dir.as_fd(), &cname, perm).ctx(what)?
+            }
+            NewKind::Special(rdev) => {
+                let typ = mode & libc::S_IFMT;
+                let typ = if typ == 0 { libc::S_IFREG } else { typ };
+                if ![
+                    libc::S_IFREG,
+                    libc::S_IFIFO,
+                    libc::S_IFSOCK,
+                    libc::S_IFCHR,
+                    libc::S_IFBLK,
+                ]
+                .contains(&typ)
+                {
+                    return Err(FsError::new(
+                        libc::EINVAL,
+                        "mknod of an unsupported file type",
+                    ));
+                }
+                sys::mknod_at(dir.as_fd(), &cname, typ | perm, rdev).ctx(what)?
+            }
+            NewKind::Symlink(target) => {
+                if target.is_empty() || target.len() >= libc::PATH_MAX as usize {
+                    return Err(FsError::new(libc::ENAMETOOLONG, "symlink target length"));
+                }
+                let t = sys::cstr(target).ctx(|| "symlink target".into())?;
+                sys::symlink_at(&t, dir.as_fd(), &cname).ctx(what)?
+            }
+        }
+        match self.finish_entry(parent, dir.as_fd(), &cname, gfid, is_dir, uid, gid, perm) {
+            Ok(attr) => Ok(attr),
+            Err(e) => {
+                let _ = sys::unlink_at(dir.as_fd(), &cname, is_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The steps after an entry exists: its gfid, owner and handle.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_entry(
+        &self,
+        parent: &Gfid,
+        dir: BorrowedFd<'_>,
+        cname: &CString,
+        gfid: &Gfid,
+        is_dir: bool,
+        uid: u32,
+        gid: u32,
+        perm: u32,
+    ) -> FsResult<Attr> {
+        let path = sys::proc_path(dir, cname.to_bytes()).ctx(|| "proc path".into())?;
+        sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE)
+            .ctx(|| "setting the gfid".into())?;
+        sys::chown_at(dir, cname, uid, gid).ctx(|| "setting the owner".into())?;
+        let st = sys::stat_at(dir, cname).ctx(|| "stat new entry".into())?;
+        // chown clears set-id bits on some file systems; put back what was asked.
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK
+            && st.st_mode & 0o7777 != perm
+            && perm & 0o6000 != 0
+        {
+            sys::chmod_at(dir, cname, perm).ctx(|| "restoring set-id bits".into())?;
+        }
+        self.make_handle(parent, dir, cname, gfid, is_dir)
+            .map_err(|e| {
+                if e.errno == libc::EEXIST {
+                    FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use"))
+                } else {
+                    e
+                }
+            })?;
+        let st = sys::stat_at(dir, cname).ctx(|| "stat new entry".into())?;
+        Ok(self.attr_from_stat(*gfid, &st))
+    }
+
+    /// Creates and opens a regular file. Without O_EXCL an existing file is
+    /// opened instead (another client may have made it since our lookup).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &self,
+        parent: &Gfid,
+        name: &[u8],
+        gfid: &Gfid,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        creds: &Creds,
+    ) -> FsResult<(Attr, OwnedFd)> {
+        let cname = self.entry_name(parent, name)?;
+        let dir = self.dir_fd(parent)?;
+        let (uid, gid, _) = self.new_owner(dir.as_fd(), creds)?;
+        let perm = mode & 0o7777 & !umask;
+        let open_flags = sanitize_open_flags(flags);
+        match sys::open_beneath(
+            dir.as_fd(),
+            &cname,
+            open_flags | libc::O_CREAT | libc::O_EXCL,
+            perm,
+        ) {
+            Ok(fd) => {
+                match self.finish_entry(parent, dir.as_fd(), &cname, gfid, false, uid, gid, perm) {
+                    Ok(attr) => Ok((attr, fd)),
+                    Err(e) => {
+                        let _ = sys::unlink_at(dir.as_fd(), &cname, false);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                let fd = sys::open_beneath(dir.as_fd(), &cname, open_flags, 0)
+                    .ctx(|| "open existing".into())?;
+                let attr = self.lookup(parent, name)?;
+                Ok((attr, fd))
+            }
+            Err(e) => Err(e).ctx(|| format!("create {:?}", String::from_utf8_lossy(name))),
+        }
+    }
+
+    pub fn unlink(&self, parent: &Gfid, name: &[u8]) -> FsResult<()> {
+        let cname = self.entry_name(parent, name)?;
+        let dir = self.dir_fd(parent)?;
+        let st = sys::stat_at(dir.as_fd(), &cname).ctx(|| "unlink".into())?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(FsError::new(libc::EISDIR, "unlink of a directory"));
+        }
+        let gfid = self.entry_gfid(parent, dir.as_fd(), &cname, &st)?;
+        let _guard = self.link_lock.lock().expect("link lock poisoned");
+        sys::unlink_at(dir.as_fd(), &cname, false).ctx(|| "unlink".into())?;
+        self.release_file_handle(&gfid);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: &Gfid, name: &[u8]) -> FsResult<()> {
+        let cname = self.entry_name(parent, name)?;
+        let dir = self.dir_fd(parent)?;
+        let st = sys::stat_at(dir.as_fd(), &cname).ctx(|| "rmdir".into())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(FsError::new(libc::ENOTDIR, "rmdir of a non-directory"));
+        }
+        let gfid = self.entry_gfid(parent, dir.as_fd(), &cname, &st)?;
+        sys::unlink_at(dir.as_fd(), &cname, true).ctx(|| "rmdir".into())?;
+        self.drop_dir_handle(&gfid);
+        Ok(())
+    }
+
+    /// The gfid and type of an entry, or None if absent.
+    fn probe(
+        &self,
+        parent: &Gfid,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+    ) -> FsResult<Option<(Gfid, bool)>> {
+        match sys::stat_at(dir, name) {
+            Ok(st) => {
+                let gfid = self.entry_gfid(parent, dir, name, &st)?;
+                Ok(Some((gfid, st.st_mode & libc::S_IFMT == libc::S_IFDIR)))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e).ctx(|| "rename".into()),
+        }
+    }
+
+    pub fn rename(
+        &self,
+        parent: &Gfid,
+        name: &[u8],
+        new_parent: &Gfid,
+        new_name: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        const NOREPLACE: u32 = 1;
+        const EXCHANGE: u32 = 2;
+        if flags & !(NOREPLACE | EXCHANGE) != 0 || flags == NOREPLACE | EXCHANGE {
+            return Err(FsError::new(libc::EINVAL, "unsupported rename flags"));
+        }
+        let cname = self.entry_name(parent, name)?;
+        let cnew = self.entry_name(new_parent, new_name)?;
+        let dir = self.dir_fd(parent)?;
+        let new_dir = self.dir_fd(new_parent)?;
+        let src = self
+            .probe(parent, dir.as_fd(), &cname)?
+            .ok_or_else(|| FsError::new(libc::ENOENT, "rename source"))?;
+        let _guard = self.link_lock.lock().expect("link lock poisoned");
+        let dst = self.probe(new_parent, new_dir.as_fd(), &cnew)?;
+        if dst.map(|d| d.0) == Some(src.0) && flags & EXCHANGE == 0 {
+            // Same inode under both names: POSIX says do nothing.
+            return Ok(());
+        }
+        sys::rename_at(dir.as_fd(), &cname, new_dir.as_fd(), &cnew, flags)
+            .ctx(|| "rename".into())?;
+        if src.1 {
+            self.rewrite_dir_handle(&src.0, new_parent, new_name)?;
+        }
+        match dst {
+            Some((g, true)) if flags & EXCHANGE != 0 => {
+                self.rewrite_dir_handle(&g, parent, name)?
+            }
+            Some((g, true)) => self.drop_dir_handle(&g),
+            Some((g, false)) if flags & EXCHANGE == 0 => self.release_file_handle(&g),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn link(&self, gfid: &Gfid, new_parent: &Gfid, new_name: &[u8]) -> FsResult<Attr> {
+        let cnew = self.entry_name(new_parent, new_name)?;
+        let handle = match self.resolve(gfid)? {
+            Node::Dir(_) => return Err(FsError::new(libc::EPERM, "hard link to a directory")),
+            Node::File(h) => h,
+        };
+        let new_dir = self.dir_fd(new_parent)?;
+        let _guard = self.link_lock.lock().expect("link lock poisoned");
+        sys::link_at(self.files.as_fd(), &handle, new_dir.as_fd(), &cnew).ctx(|| "link".into())?;
+        let st = sys::stat_at(new_dir.as_fd(), &cnew).ctx(|| "stat link".into())?;
+        Ok(self.attr_from_stat(*gfid, &st))
+    }
+
+    /// Lists a directory from `cookie` (0: the start). Cookies are the
+    /// brick file system's own directory offsets, stable across calls.
+    pub fn readdir(
+        &self,
+        gfid: &Gfid,
+        cookie: u64,
+        plus: bool,
+        max: usize,
+    ) -> FsResult<(Vec<DirEntry>, bool)> {
+        let dir = self.dir_fd(gfid)?;
+        let mut stream = rustix::fs::Dir::read_from(dir.as_fd())
+            .map_err(|e| FsError::new(e.raw_os_error(), "opendir"))?;
+        if cookie != 0 {
+            stream
+                .seek(cookie as i64)
+                .map_err(|e| FsError::new(e.raw_os_error(), "seekdir"))?;
+        }
+        let mut out = Vec::new();
+        let max = max.clamp(1, 4096);
+        // Keep each reply well inside the wire's header limit.
+        let mut budget = cairn_common::proto::MAX_HEADER_LEN / 2;
+        while out.len() < max {
+            if budget < 512 {
+                return Ok((out, false));
+            }
+            let Some(entry) = stream.read() else {
+                return Ok((out, true));
+            };
+            let entry = entry.map_err(|e| FsError::new(e.raw_os_error(), "readdir"))?;
+            let name = entry.file_name().to_bytes();
+            let cookie = entry.offset() as u64;
+            if gfid.is_root() && name == PRIVATE_DIR {
+                continue;
+            }
+            if name == b"." || name == b".." {
+                out.push(DirEntry {
+                    cookie,
+                    name: name.to_vec(),
+                    gfid: *gfid,
+                    kind: libc::S_IFDIR,
+                    attr: None,
+                });
+                continue;
+            }
+            budget = budget.saturating_sub(name.len() + 160);
+            let cname = CString::from(entry.file_name());
+            // An entry removed since getdents saw it is simply skipped.
+            let Ok(st) = sys::stat_at(dir.as_fd(), &cname) else {
+                continue;
+            };
+            let Ok(child) = self.entry_gfid(gfid, dir.as_fd(), &cname, &st) else {
+                continue;
+            };
+            out.push(DirEntry {
+                cookie,
+                name: name.to_vec(),
+                gfid: child,
+                kind: st.st_mode & libc::S_IFMT,
+                attr: plus.then(|| self.attr_from_stat(child, &st)),
+            });
+        }
+        Ok((out, false))
+    }
+
+    pub fn dir_for_sync(&self, gfid: &Gfid) -> FsResult<Arc<OwnedFd>> {
+        self.dir_fd(gfid)
+    }
+}
+
+/// Open flags a client may pass through: access mode and the flags that
+/// change I/O semantics. Creation, following and terminal flags are ours.
+pub fn sanitize_open_flags(flags: i32) -> i32 {
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_TRUNC
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_DIRECT
+        | libc::O_NOATIME;
+    (flags & keep) | libc::O_NONBLOCK
+}

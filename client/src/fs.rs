@@ -1,0 +1,468 @@
+//! Filesystem semantics over the volume graph, free of FUSE types so it can
+//! be driven directly in tests: inode numbers ↔ gfids with kernel lookup
+//! counts, new gfids for new inodes, and typed wrappers over each fop.
+
+use crate::layer::{Errno, Subvolume};
+use bytes::Bytes;
+use cairn_common::proto::{Attr, Creds, DirEntry, Fop, LockSpec, Reply, SetAttr, Statfs};
+use cairn_common::Gfid;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub type FsResult<T> = Result<T, Errno>;
+
+/// Inodes the kernel knows, with how many lookups it holds on each.
+#[derive(Default)]
+struct InodeTable {
+    map: HashMap<u64, (Gfid, u64)>,
+}
+
+pub struct CairnFs {
+    top: Arc<dyn Subvolume>,
+    inodes: Mutex<InodeTable>,
+}
+
+fn unexpected(r: &Reply) -> Errno {
+    tracing::error!(reply = ?r, "unexpected reply");
+    Errno(libc::EIO)
+}
+
+impl CairnFs {
+    pub fn new(top: Arc<dyn Subvolume>) -> CairnFs {
+        let mut table = InodeTable::default();
+        table.map.insert(1, (Gfid::ROOT, u64::MAX / 2));
+        CairnFs {
+            top,
+            inodes: Mutex::new(table),
+        }
+    }
+
+    pub fn gfid(&self, ino: u64) -> FsResult<Gfid> {
+        if ino == 1 {
+            return Ok(Gfid::ROOT);
+        }
+        self.inodes
+            .lock()
+            .expect("inodes poisoned")
+            .map
+            .get(&ino)
+            .map(|e| e.0)
+            .ok_or(Errno(libc::ESTALE))
+    }
+
+    /// Records that the kernel now holds one more reference to `attr`'s inode.
+    pub fn remember(&self, attr: &Attr) -> u64 {
+        let ino = attr.gfid.inode_number();
+        let mut t = self.inodes.lock().expect("inodes poisoned");
+        let entry = t.map.entry(ino).or_insert((attr.gfid, 0));
+        if entry.0 != attr.gfid {
+            // Two gfids folding to one inode number: astronomically rare;
+            // the newer one wins and the older becomes ESTALE.
+            tracing::warn!(ino, old = %entry.0, new = %attr.gfid, "inode number collision");
+            *entry = (attr.gfid, 0);
+        }
+        entry.1 += 1;
+        ino
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == 1 {
+            return;
+        }
+        let mut t = self.inodes.lock().expect("inodes poisoned");
+        if let Some(e) = t.map.get_mut(&ino) {
+            e.1 = e.1.saturating_sub(n);
+            if e.1 == 0 {
+                t.map.remove(&ino);
+            }
+        }
+    }
+
+    pub fn known_inodes(&self) -> usize {
+        self.inodes.lock().expect("inodes poisoned").map.len()
+    }
+
+    async fn call(&self, op: Fop) -> FsResult<Reply> {
+        Ok(self.top.call(op, Bytes::new()).await?.0)
+    }
+
+    async fn entry(&self, op: Fop) -> FsResult<Attr> {
+        match self.call(op).await? {
+            Reply::Entry(a) | Reply::Attr(a) => Ok(a),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    async fn empty(&self, op: Fop) -> FsResult<()> {
+        match self.call(op).await? {
+            Reply::Empty => Ok(()),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        self.entry(Fop::Lookup {
+            parent: self.gfid(parent)?,
+            name: name.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        self.entry(Fop::GetAttr {
+            gfid: self.gfid(ino)?,
+        })
+        .await
+    }
+
+    pub async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> FsResult<Attr> {
+        self.entry(Fop::SetAttr {
+            gfid: self.gfid(ino)?,
+            fh,
+            set,
+        })
+        .await
+    }
+
+    pub async fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match self
+            .call(Fop::Readlink {
+                gfid: self.gfid(ino)?,
+            })
+            .await?
+        {
+            Reply::Link(t) => Ok(t),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+        creds: Creds,
+    ) -> FsResult<Attr> {
+        let parent = self.gfid(parent)?;
+        self.entry(Fop::Mknod {
+            parent,
+            name: name.to_vec(),
+            gfid: Gfid::random(),
+            mode,
+            umask,
+            rdev,
+            creds,
+        })
+        .await
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        creds: Creds,
+    ) -> FsResult<Attr> {
+        let parent = self.gfid(parent)?;
+        self.entry(Fop::Mkdir {
+            parent,
+            name: name.to_vec(),
+            gfid: Gfid::random(),
+            mode,
+            umask,
+            creds,
+        })
+        .await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        creds: Creds,
+    ) -> FsResult<Attr> {
+        let parent = self.gfid(parent)?;
+        self.entry(Fop::Symlink {
+            parent,
+            name: name.to_vec(),
+            gfid: Gfid::random(),
+            target: target.to_vec(),
+            creds,
+        })
+        .await
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.empty(Fop::Unlink {
+            parent: self.gfid(parent)?,
+            name: name.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.empty(Fop::Rmdir {
+            parent: self.gfid(parent)?,
+            name: name.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        let op = Fop::Rename {
+            parent: self.gfid(parent)?,
+            name: name.to_vec(),
+            new_parent: self.gfid(new_parent)?,
+            new_name: new_name.to_vec(),
+            flags,
+        };
+        self.empty(op).await
+    }
+
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Attr> {
+        self.entry(Fop::Link {
+            gfid: self.gfid(ino)?,
+            new_parent: self.gfid(new_parent)?,
+            new_name: new_name.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        match self
+            .call(Fop::Open {
+                gfid: self.gfid(ino)?,
+                flags,
+            })
+            .await?
+        {
+            Reply::Opened { fh } => Ok(fh),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        creds: Creds,
+    ) -> FsResult<(Attr, u64)> {
+        let op = Fop::Create {
+            parent: self.gfid(parent)?,
+            name: name.to_vec(),
+            gfid: Gfid::random(),
+            mode,
+            umask,
+            flags,
+            creds,
+        };
+        match self.call(op).await? {
+            Reply::Created { attr, fh } => Ok((attr, fh)),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        match self
+            .top
+            .call(Fop::Read { fh, offset, size }, Bytes::new())
+            .await?
+        {
+            (Reply::Data { .. }, data) => Ok(data),
+            (r, _) => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> FsResult<u32> {
+        let len = data.len() as u32;
+        match self.top.call(Fop::Write { fh, offset, len }, data).await? {
+            (Reply::Written { len }, _) => Ok(len),
+            (r, _) => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn flush(&self, fh: u64, lock_owner: u64) -> FsResult<()> {
+        self.empty(Fop::Flush { fh, lock_owner }).await
+    }
+
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        self.empty(Fop::Release { fh }).await
+    }
+
+    pub async fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+        self.empty(Fop::Fsync { fh, datasync }).await
+    }
+
+    pub async fn fsyncdir(&self, ino: u64, datasync: bool) -> FsResult<()> {
+        self.empty(Fop::Fsyncdir {
+            gfid: self.gfid(ino)?,
+            datasync,
+        })
+        .await
+    }
+
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        cookie: u64,
+        plus: bool,
+        max_entries: u32,
+    ) -> FsResult<(Vec<DirEntry>, bool)> {
+        match self
+            .call(Fop::Readdir {
+                gfid: self.gfid(ino)?,
+                cookie,
+                plus,
+                max_entries,
+            })
+            .await?
+        {
+            Reply::Dir { entries, eof } => Ok((entries, eof)),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn statfs(&self) -> FsResult<Statfs> {
+        match self.call(Fop::Statfs).await? {
+            Reply::Statfs(s) => Ok(s),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        match self
+            .call(Fop::GetXattr {
+                gfid: self.gfid(ino)?,
+                name: name.to_vec(),
+            })
+            .await?
+        {
+            Reply::Xattr(v) => Ok(v),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.empty(Fop::SetXattr {
+            gfid: self.gfid(ino)?,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            flags,
+        })
+        .await
+    }
+
+    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
+        match self
+            .call(Fop::ListXattr {
+                gfid: self.gfid(ino)?,
+            })
+            .await?
+        {
+            Reply::XattrNames(v) => Ok(v),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        self.empty(Fop::RemoveXattr {
+            gfid: self.gfid(ino)?,
+            name: name.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> FsResult<()> {
+        self.empty(Fop::Fallocate {
+            fh,
+            mode,
+            offset,
+            len,
+        })
+        .await
+    }
+
+    pub async fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<u64> {
+        match self.call(Fop::Lseek { fh, offset, whence }).await? {
+            Reply::Offset(o) => Ok(o),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn getlk(&self, fh: u64, lock: LockSpec) -> FsResult<Option<LockSpec>> {
+        match self.call(Fop::GetLk { fh, lock }).await? {
+            Reply::Lock(l) => Ok(l),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    pub async fn setlk(&self, fh: u64, lock: LockSpec, wait: bool) -> FsResult<()> {
+        self.empty(Fop::SetLk { fh, lock, wait }).await
+    }
+
+    pub async fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        match self
+            .call(Fop::CopyFileRange {
+                fh_in,
+                offset_in,
+                fh_out,
+                offset_out,
+                len,
+            })
+            .await?
+        {
+            Reply::Written { len } => Ok(len),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// Permission check for access(2), from the inode's attributes.
+    pub async fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> FsResult<()> {
+        let attr = self.getattr(ino).await?;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let perm = attr.mode;
+        let granted = if uid == 0 {
+            // root may do anything but execute a file nobody may execute.
+            let any_x = perm & 0o111 != 0 || attr.is_dir();
+            (mask & libc::X_OK == 0) || any_x
+        } else {
+            let bits = if uid == attr.uid {
+                (perm >> 6) & 7
+            } else if gid == attr.gid {
+                (perm >> 3) & 7
+            } else {
+                perm & 7
+            } as i32;
+            bits & mask == mask
+        };
+        if granted {
+            Ok(())
+        } else {
+            Err(Errno(libc::EACCES))
+        }
+    }
+}

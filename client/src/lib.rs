@@ -1,0 +1,13 @@
+//! The Cairn client: the cluster logic a mount runs, as a stack of layers
+//! that each speak [`layer::Subvolume`] (file operations in, replies out),
+//! like GlusterFS translators, under a thin FUSE adapter.
+//!
+//! FUSE adapter (`fuse`) → filesystem semantics (`fs`) → volume graph
+//! (`volume`) → protocol client (`protocol`) → QUIC (`cairn_common`).
+
+pub mod fs;
+pub mod fuse;
+pub mod layer;
+pub mod mount;
+pub mod protocol;
+pub mod volume;

@@ -1,0 +1,252 @@
+//! The protocol client layer: one brick on one node. It owns the mapping
+//! from the handles it gives out to the brick's handles, so that after a
+//! reconnect (a restarted daemon forgets its open files) files are reopened
+//! by gfid and the application's open descriptors keep working.
+
+use crate::layer::{Errno, FopFuture, FopResult, Subvolume};
+use bytes::Bytes;
+use cairn_common::proto::{Fop, Reply, Request};
+use cairn_common::transport::{NodeClient, RpcError};
+use cairn_common::Gfid;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+#[derive(Clone, Copy)]
+struct OpenState {
+    gfid: Gfid,
+    flags: i32,
+    remote: u64,
+    epoch: u64,
+}
+
+pub struct ProtocolClient {
+    node: Arc<NodeClient>,
+    brick: Uuid,
+    label: String,
+    open: Mutex<HashMap<u64, OpenState>>,
+    next_fh: AtomicU64,
+}
+
+impl ProtocolClient {
+    pub fn new(node: Arc<NodeClient>, brick: Uuid, label: String) -> ProtocolClient {
+        ProtocolClient {
+            node,
+            brick,
+            label,
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    async fn raw(&self, op: Fop, payload: Bytes) -> Result<(Reply, Bytes), RpcError> {
+        let wait = matches!(op, Fop::SetLk { wait: true, .. });
+        let req = Request::Fop {
+            brick: self.brick,
+            op,
+        };
+        if wait {
+            // A blocked lock waits as long as the holder holds it.
+            self.node.call_with_timeout(&req, payload, None).await
+        } else {
+            self.node.call(&req, payload).await
+        }
+    }
+
+    fn remember(&self, gfid: Gfid, flags: i32, remote: u64, epoch: u64) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        // O_TRUNC and O_CREAT applied once; a reopen must not repeat them.
+        let flags = flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL);
+        self.open.lock().expect("open poisoned").insert(
+            fh,
+            OpenState {
+                gfid,
+                flags,
+                remote,
+                epoch,
+            },
+        );
+        fh
+    }
+
+    /// The brick's handle for our `fh`, reopening it on a new connection.
+    async fn remote_fh(&self, fh: u64) -> Result<u64, Errno> {
+        let state = *self
+            .open
+            .lock()
+            .expect("open poisoned")
+            .get(&fh)
+            .ok_or(Errno(libc::EBADF))?;
+        let epoch = self.node.ensure_connected().await?;
+        if state.epoch == epoch {
+            return Ok(state.remote);
+        }
+        tracing::info!(brick = %self.label, gfid = %state.gfid, "reopening a file after reconnecting");
+        match self
+            .raw(
+                Fop::Open {
+                    gfid: state.gfid,
+                    flags: state.flags,
+                },
+                Bytes::new(),
+            )
+            .await?
+        {
+            (Reply::Opened { fh: remote }, _) => {
+                if let Some(s) = self.open.lock().expect("open poisoned").get_mut(&fh) {
+                    s.remote = remote;
+                    s.epoch = epoch;
+                }
+                Ok(remote)
+            }
+            _ => Err(Errno(libc::EIO)),
+        }
+    }
+
+    /// Rewrites our handles in `op` to the brick's.
+    async fn translate(&self, op: Fop) -> Result<Fop, Errno> {
+        Ok(match op {
+            Fop::SetAttr {
+                gfid,
+                fh: Some(fh),
+                set,
+            } => Fop::SetAttr {
+                gfid,
+                fh: Some(self.remote_fh(fh).await?),
+                set,
+            },
+            Fop::Read { fh, offset, size } => Fop::Read {
+                fh: self.remote_fh(fh).await?,
+                offset,
+                size,
+            },
+            Fop::Write { fh, offset, len } => Fop::Write {
+                fh: self.remote_fh(fh).await?,
+                offset,
+                len,
+            },
+            Fop::Flush { fh, lock_owner } => Fop::Flush {
+                fh: self.remote_fh(fh).await?,
+                lock_owner,
+            },
+            Fop::Fsync { fh, datasync } => Fop::Fsync {
+                fh: self.remote_fh(fh).await?,
+                datasync,
+            },
+            Fop::Fallocate {
+                fh,
+                mode,
+                offset,
+                len,
+            } => Fop::Fallocate {
+                fh: self.remote_fh(fh).await?,
+                mode,
+                offset,
+                len,
+            },
+            Fop::Lseek { fh, offset, whence } => Fop::Lseek {
+                fh: self.remote_fh(fh).await?,
+                offset,
+                whence,
+            },
+            Fop::GetLk { fh, lock } => Fop::GetLk {
+                fh: self.remote_fh(fh).await?,
+                lock,
+            },
+            Fop::SetLk { fh, lock, wait } => Fop::SetLk {
+                fh: self.remote_fh(fh).await?,
+                lock,
+                wait,
+            },
+            Fop::CopyFileRange {
+                fh_in,
+                offset_in,
+                fh_out,
+                offset_out,
+                len,
+            } => Fop::CopyFileRange {
+                fh_in: self.remote_fh(fh_in).await?,
+                offset_in,
+                fh_out: self.remote_fh(fh_out).await?,
+                offset_out,
+                len,
+            },
+            other => other,
+        })
+    }
+
+    async fn perform(&self, op: Fop, payload: Bytes) -> FopResult {
+        match op {
+            Fop::Open { gfid, flags } => {
+                let epoch = self.node.ensure_connected().await?;
+                match self.raw(Fop::Open { gfid, flags }, payload).await? {
+                    (Reply::Opened { fh }, data) => Ok((
+                        Reply::Opened {
+                            fh: self.remember(gfid, flags, fh, epoch),
+                        },
+                        data,
+                    )),
+                    _ => Err(Errno(libc::EIO)),
+                }
+            }
+            Fop::Create {
+                parent,
+                name,
+                gfid,
+                mode,
+                umask,
+                flags,
+                creds,
+            } => {
+                let epoch = self.node.ensure_connected().await?;
+                let op = Fop::Create {
+                    parent,
+                    name,
+                    gfid,
+                    mode,
+                    umask,
+                    flags,
+                    creds,
+                };
+                match self.raw(op, payload).await? {
+                    (Reply::Created { attr, fh }, data) => Ok((
+                        Reply::Created {
+                            attr,
+                            fh: self.remember(attr.gfid, flags, fh, epoch),
+                        },
+                        data,
+                    )),
+                    _ => Err(Errno(libc::EIO)),
+                }
+            }
+            Fop::Release { fh } => {
+                let state = self
+                    .open
+                    .lock()
+                    .expect("open poisoned")
+                    .remove(&fh)
+                    .ok_or(Errno(libc::EBADF))?;
+                if state.epoch == self.node.epoch() {
+                    // Best effort: a dead connection already released it.
+                    let _ = self.raw(Fop::Release { fh: state.remote }, payload).await;
+                }
+                Ok((Reply::Empty, Bytes::new()))
+            }
+            op => {
+                let translated = self.translate(op).await?;
+                Ok(self.raw(translated, payload).await?)
+            }
+        }
+    }
+}
+
+impl Subvolume for ProtocolClient {
+    fn call(&self, op: Fop, payload: Bytes) -> FopFuture<'_> {
+        Box::pin(self.perform(op, payload))
+    }
+
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+}

@@ -1,0 +1,67 @@
+//! Builds a volume's client graph from its spec, as fetched from a node.
+
+use crate::layer::Subvolume;
+use crate::protocol::ProtocolClient;
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use cairn_common::proto::{AdminReply, AdminRequest, Reply, Request, VolumeSpec};
+use cairn_common::transport::NodeClient;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Fetches `volume`'s spec from the first of `servers` that answers.
+pub async fn fetch_spec(
+    endpoint: &quinn::Endpoint,
+    servers: &[String],
+    volume: &str,
+    timeout: Duration,
+) -> anyhow::Result<VolumeSpec> {
+    let mut last = None;
+    for server in servers {
+        let client = NodeClient::new(endpoint.clone(), server.clone(), timeout);
+        let req = Request::Admin(AdminRequest::GetVolume {
+            name: volume.to_string(),
+        });
+        match client.call(&req, Bytes::new()).await {
+            Ok((Reply::Admin(AdminReply::Spec(spec)), _)) => return Ok(spec),
+            Ok((other, _)) => bail!("unexpected reply from {server}: {other:?}"),
+            Err(e @ cairn_common::transport::RpcError::Remote { .. }) => bail!("{server}: {e}"),
+            Err(e) => last = Some(anyhow::anyhow!("{server}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no volfile server given")))
+        .context("fetching the volume spec")
+}
+
+/// The graph's top layer for `spec`.
+pub fn build_graph(
+    endpoint: &quinn::Endpoint,
+    spec: &VolumeSpec,
+    call_timeout: Duration,
+) -> anyhow::Result<Arc<dyn Subvolume>> {
+    // One connection per node, shared by all of that node's bricks.
+    let mut nodes: HashMap<String, Arc<NodeClient>> = HashMap::new();
+    let mut bricks: Vec<Arc<dyn Subvolume>> = Vec::new();
+    for b in &spec.bricks {
+        let node = nodes
+            .entry(b.node.clone())
+            .or_insert_with(|| {
+                Arc::new(NodeClient::new(
+                    endpoint.clone(),
+                    b.node.clone(),
+                    call_timeout,
+                ))
+            })
+            .clone();
+        bricks.push(Arc::new(ProtocolClient::new(node, b.id, b.label())));
+    }
+    match bricks.len() {
+        1 => Ok(bricks.pop().expect("one brick")),
+        0 => bail!("volume {} has no bricks", spec.name),
+        n => bail!(
+            "volume {} has {n} bricks; this client serves single-brick volumes only",
+            spec.name
+        ),
+    }
+}

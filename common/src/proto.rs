@@ -1,0 +1,514 @@
+//! The wire protocol: request and reply headers exchanged on one QUIC stream
+//! per request. Headers are postcard-encoded; bulk data (read and write
+//! payloads) travels as raw bytes after the header and never through serde.
+//!
+//! postcard is not self-describing, so: only append enum variants, never
+//! reorder them, and bump [`PROTOCOL_VERSION`] (and the ALPN) on any change
+//! an older peer could misread.
+
+use crate::Gfid;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Protocol major version; it also rides in the ALPN id, so a peer of another
+/// version fails the TLS handshake with a clear "no application protocol".
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const ALPN: &[u8] = b"cairn/1";
+
+/// Upper bound on an encoded header; checked before allocating.
+pub const MAX_HEADER_LEN: usize = 256 * 1024;
+/// Largest read or write payload one request may carry.
+pub const MAX_IO_SIZE: u32 = 4 << 20;
+/// Largest xattr value (the Linux limit).
+pub const MAX_XATTR_SIZE: usize = 64 * 1024;
+
+/// What a client asks of a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Request {
+    /// First request on every connection.
+    Hello { version: u32 },
+    /// A file operation on one brick served by this node.
+    Fop { brick: Uuid, op: Fop },
+    /// Pool and volume management.
+    Admin(AdminRequest),
+}
+
+/// Seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// A time to set: the server's clock, or a given value.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TimeSet {
+    Now,
+    At(Timespec),
+}
+
+/// Attributes of an inode as the brick stores them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attr {
+    pub gfid: Gfid,
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    /// 512-byte blocks allocated (shows sparseness).
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// The changes of a setattr; `None` leaves a field alone (UTIME_OMIT).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// Who creates an entry: the new inode's owner.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One directory entry; `cookie` resumes the listing after it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirEntry {
+    pub cookie: u64,
+    pub name: Vec<u8>,
+    pub gfid: Gfid,
+    /// `st_mode` file-type bits.
+    pub kind: u32,
+    /// Present for readdirplus.
+    pub attr: Option<Attr>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Statfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum LockType {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// A POSIX record lock (or an flock, which FUSE sends as a whole-file lock).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockSpec {
+    pub typ: LockType,
+    pub start: u64,
+    /// Inclusive; `u64::MAX` means to the end of the file.
+    pub end: u64,
+    pub pid: u32,
+    /// The kernel's lock owner (one per process for fcntl locks, one per open
+    /// file for flock).
+    pub owner: u64,
+}
+
+/// File operations. Namespace operations name a parent gfid and an entry
+/// name; inode operations name a gfid or an open handle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Fop {
+    Lookup {
+        parent: Gfid,
+        name: Vec<u8>,
+    },
+    GetAttr {
+        gfid: Gfid,
+    },
+    SetAttr {
+        gfid: Gfid,
+        fh: Option<u64>,
+        set: SetAttr,
+    },
+    Mknod {
+        parent: Gfid,
+        name: Vec<u8>,
+        gfid: Gfid,
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+        creds: Creds,
+    },
+    Mkdir {
+        parent: Gfid,
+        name: Vec<u8>,
+        gfid: Gfid,
+        mode: u32,
+        umask: u32,
+        creds: Creds,
+    },
+    Symlink {
+        parent: Gfid,
+        name: Vec<u8>,
+        gfid: Gfid,
+        target: Vec<u8>,
+        creds: Creds,
+    },
+    Unlink {
+        parent: Gfid,
+        name: Vec<u8>,
+    },
+    Rmdir {
+        parent: Gfid,
+        name: Vec<u8>,
+    },
+    /// `flags`: RENAME_NOREPLACE / RENAME_EXCHANGE.
+    Rename {
+        parent: Gfid,
+        name: Vec<u8>,
+        new_parent: Gfid,
+        new_name: Vec<u8>,
+        flags: u32,
+    },
+    Link {
+        gfid: Gfid,
+        new_parent: Gfid,
+        new_name: Vec<u8>,
+    },
+    Readlink {
+        gfid: Gfid,
+    },
+    Open {
+        gfid: Gfid,
+        flags: i32,
+    },
+    Create {
+        parent: Gfid,
+        name: Vec<u8>,
+        gfid: Gfid,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        creds: Creds,
+    },
+    Read {
+        fh: u64,
+        offset: u64,
+        size: u32,
+    },
+    /// `len` payload bytes follow the header.
+    Write {
+        fh: u64,
+        offset: u64,
+        len: u32,
+    },
+    Flush {
+        fh: u64,
+        lock_owner: u64,
+    },
+    Release {
+        fh: u64,
+    },
+    Fsync {
+        fh: u64,
+        datasync: bool,
+    },
+    Readdir {
+        gfid: Gfid,
+        cookie: u64,
+        plus: bool,
+        max_entries: u32,
+    },
+    Statfs,
+    GetXattr {
+        gfid: Gfid,
+        name: Vec<u8>,
+    },
+    SetXattr {
+        gfid: Gfid,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    ListXattr {
+        gfid: Gfid,
+    },
+    RemoveXattr {
+        gfid: Gfid,
+        name: Vec<u8>,
+    },
+    Fallocate {
+        fh: u64,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
+    Lseek {
+        fh: u64,
+        offset: i64,
+        whence: i32,
+    },
+    GetLk {
+        fh: u64,
+        lock: LockSpec,
+    },
+    SetLk {
+        fh: u64,
+        lock: LockSpec,
+        wait: bool,
+    },
+    CopyFileRange {
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    },
+    Fsyncdir {
+        gfid: Gfid,
+        datasync: bool,
+    },
+}
+
+impl Fop {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fop::Lookup { .. } => "lookup",
+            Fop::GetAttr { .. } => "getattr",
+            Fop::SetAttr { .. } => "setattr",
+            Fop::Mknod { .. } => "mknod",
+            Fop::Mkdir { .. } => "mkdir",
+            Fop::Symlink { .. } => "symlink",
+            Fop::Unlink { .. } => "unlink",
+            Fop::Rmdir { .. } => "rmdir",
+            Fop::Rename { .. } => "rename",
+            Fop::Link { .. } => "link",
+            Fop::Readlink { .. } => "readlink",
+            Fop::Open { .. } => "open",
+            Fop::Create { .. } => "create",
+            Fop::Read { .. } => "read",
+            Fop::Write { .. } => "write",
+            Fop::Flush { .. } => "flush",
+            Fop::Release { .. } => "release",
+            Fop::Fsync { .. } => "fsync",
+            Fop::Readdir { .. } => "readdir",
+            Fop::Statfs => "statfs",
+            Fop::GetXattr { .. } => "getxattr",
+            Fop::SetXattr { .. } => "setxattr",
+            Fop::ListXattr { .. } => "listxattr",
+            Fop::RemoveXattr { .. } => "removexattr",
+            Fop::Fallocate { .. } => "fallocate",
+            Fop::Lseek { .. } => "lseek",
+            Fop::GetLk { .. } => "getlk",
+            Fop::SetLk { .. } => "setlk",
+            Fop::CopyFileRange { .. } => "copy_file_range",
+            Fop::Fsyncdir { .. } => "fsyncdir",
+        }
+    }
+
+    /// Bytes of raw payload that follow this request's header.
+    pub fn payload_len(&self) -> u64 {
+        match self {
+            Fop::Write { len, .. } => u64::from(*len),
+            _ => 0,
+        }
+    }
+}
+
+/// Volume life cycle, as gluster shows it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum VolumeState {
+    Created,
+    Started,
+    Stopped,
+}
+
+impl std::fmt::Display for VolumeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VolumeState::Created => "Created",
+            VolumeState::Started => "Started",
+            VolumeState::Stopped => "Stopped",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickSpec {
+    pub id: Uuid,
+    /// Canonical `host:port` of the node serving it.
+    pub node: String,
+    pub path: String,
+}
+
+impl BrickSpec {
+    pub fn label(&self) -> String {
+        // gluster prints bricks by host name, without the management port.
+        let host = crate::addr::split_host_port(&self.node)
+            .map(|(h, _)| h)
+            .unwrap_or_else(|_| self.node.clone());
+        format!("{host}:{}", self.path)
+    }
+}
+
+/// A volume's definition: what a mount fetches to find its bricks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub id: Uuid,
+    pub state: VolumeState,
+    pub bricks: Vec<BrickSpec>,
+    pub options: BTreeMap<String, String>,
+    /// Bumped on every change so mounts can tell a newer spec.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickStatus {
+    pub brick: BrickSpec,
+    pub port: Option<u16>,
+    pub online: bool,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeStatus {
+    pub name: String,
+    pub state: VolumeState,
+    pub bricks: Vec<BrickStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum AdminRequest {
+    VolumeCreate {
+        name: String,
+        bricks: Vec<String>,
+        force: bool,
+    },
+    VolumeStart {
+        name: String,
+        force: bool,
+    },
+    VolumeStop {
+        name: String,
+        force: bool,
+    },
+    VolumeDelete {
+        name: String,
+    },
+    VolumeInfo {
+        name: Option<String>,
+    },
+    VolumeStatus {
+        name: Option<String>,
+    },
+    /// The spec a mount needs; clients may ask this, unlike the rest.
+    GetVolume {
+        name: String,
+    },
+}
+
+impl AdminRequest {
+    /// May a client (mount) certificate ask this? Only node credentials
+    /// (the CLI on a pool member) may change the configuration.
+    pub fn allowed_for_clients(&self) -> bool {
+        matches!(self, AdminRequest::GetVolume { .. })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum AdminReply {
+    Done { message: String },
+    Volumes(Vec<VolumeSpec>),
+    Status(Vec<VolumeStatus>),
+    Spec(VolumeSpec),
+}
+
+/// A failed request: an errno the mount passes to the application, and a
+/// message for logs and the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub errno: i32,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Reply {
+    Hello {
+        version: u32,
+        node_id: Uuid,
+    },
+    Empty,
+    Entry(Attr),
+    Attr(Attr),
+    Opened {
+        fh: u64,
+    },
+    Created {
+        attr: Attr,
+        fh: u64,
+    },
+    /// `len` payload bytes follow the header.
+    Data {
+        len: u32,
+    },
+    Written {
+        len: u32,
+    },
+    Link(Vec<u8>),
+    Dir {
+        entries: Vec<DirEntry>,
+        eof: bool,
+    },
+    Statfs(Statfs),
+    Xattr(Vec<u8>),
+    XattrNames(Vec<Vec<u8>>),
+    Offset(u64),
+    Lock(Option<LockSpec>),
+    Admin(AdminReply),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Response {
+    Ok(Reply),
+    Err(ErrorReply),
+}
+
+impl Response {
+    pub fn error(errno: i32, message: impl Into<String>) -> Response {
+        Response::Err(ErrorReply {
+            errno,
+            message: message.into(),
+        })
+    }
+
+    /// Raw payload bytes following this response's header.
+    pub fn payload_len(&self) -> u64 {
+        match self {
+            Response::Ok(Reply::Data { len }) => u64::from(*len),
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! `cairn`: the gluster-style administration CLI.
+
+mod output;
+
+use anyhow::Context;
+use bytes::Bytes;
+use cairn_common::proto::{AdminReply, AdminRequest, Reply, Request};
+use cairn_common::transport::{client_endpoint, NodeClient, RpcError};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Manage a Cairn pool and its volumes")]
+struct Cli {
+    /// Node to talk to, HOST[:PORT] (default: the local node of --state-dir).
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// State directory holding the local node's credentials.
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Volume management.
+    Volume {
+        #[command(subcommand)]
+        action: VolumeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// Create a volume: `volume create VOL NODE:/path ... [force]`.
+    Create {
+        name: String,
+        /// Bricks as NODE:/absolute/path, optionally followed by `force`.
+        #[arg(required = true, num_args = 1..)]
+        bricks: Vec<String>,
+    },
+    /// Start a volume.
+    Start { name: String, force: Option<String> },
+    /// Stop a volume.
+    Stop { name: String, force: Option<String> },
+    /// Delete a stopped volume (its data stays on the bricks).
+    Delete { name: String },
+    /// Show volume definitions.
+    Info { name: Option<String> },
+    /// Show brick processes and their state.
+    Status { name: Option<String> },
+}
+
+fn main() {
+    cairn_common::logging::init("warn");
+    let cli = Cli::parse();
+    let json = cli.json;
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => match rt.block_on(run(cli)) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "ok": false, "error": format!("{e:#}") })
+                    );
+                } else {
+                    eprintln!("{e:#}");
+                }
+                std::process::exit(1);
+            }
+        },
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `force` as an optional trailing word, exactly as gluster spells it.
+fn force_word(w: Option<String>) -> anyhow::Result<bool> {
+    match w.as_deref() {
+        None => Ok(false),
+        Some("force") => Ok(true),
+        Some(other) => anyhow::bail!("unexpected argument {other:?} (did you mean 'force'?)"),
+    }
+}
+
+fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
+    Ok(match action {
+        VolumeCommand::Create { name, mut bricks } => {
+            let force = bricks.last().map(String::as_str) == Some("force");
+            if force {
+                bricks.pop();
+            }
+            if bricks.first().map(String::as_str) == Some("replica") {
+                anyhow::bail!(
+                    "replicated volumes are not available in this release; give a single brick"
+                );
+            }
+            if bricks.is_empty() {
+                anyhow::bail!("volume create needs at least one brick (NODE:/path)");
+            }
+            for b in &bricks {
+                cairn_common::addr::BrickAddr::parse(b)?;
+            }
+            cairn_common::names::check_volume_name(&name)?;
+            AdminRequest::VolumeCreate {
+                name,
+                bricks,
+                force,
+            }
+        }
+        VolumeCommand::Start { name, force } => AdminRequest::VolumeStart {
+            name,
+            force: force_word(force)?,
+        },
+        VolumeCommand::Stop { name, force } => AdminRequest::VolumeStop {
+            name,
+            force: force_word(force)?,
+        },
+        VolumeCommand::Delete { name } => AdminRequest::VolumeDelete { name },
+        VolumeCommand::Info { name } => AdminRequest::VolumeInfo { name },
+        VolumeCommand::Status { name } => AdminRequest::VolumeStatus { name },
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<String> {
+    let Command::Volume { action } = cli.command;
+    // Validate everything before touching the network: bad input changes nothing.
+    let req = request_for(action)?;
+    let state_dir = cairn_common::state::resolve_state_dir(cli.state_dir.as_deref());
+    let node = match cli.node {
+        Some(n) => cairn_common::addr::canonical_node(&n)?,
+        None => std::fs::read_to_string(cairn_common::state::listen_file(&state_dir))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "127.0.0.1:24007".to_string()),
+    };
+    let creds = cairn_common::state::node_credentials(&state_dir)?;
+    let endpoint = client_endpoint(&creds)?;
+    let client = NodeClient::new(endpoint.clone(), node.clone(), Duration::from_secs(120));
+    let reply = client
+        .call(&Request::Admin(req.clone()), Bytes::new())
+        .await;
+    endpoint.close(0u32.into(), b"done");
+    let reply = match reply {
+        Ok((Reply::Admin(r), _)) => r,
+        Ok((other, _)) => anyhow::bail!("unexpected reply: {other:?}"),
+        Err(RpcError::Remote { message, .. }) => {
+            anyhow::bail!("{}", command_prefix(&req, &message))
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("Connection failed. Please check if cairnd is operational on {node}")
+            })
+        }
+    };
+    Ok(if cli.json {
+        output::json(&reply)?
+    } else {
+        output::text(&req, &reply)
+    })
+}
+
+/// gluster prefixes failures with the command: `volume start: gv0: failed: …`.
+fn command_prefix(req: &AdminRequest, message: &str) -> String {
+    let (verb, name) = match req {
+        AdminRequest::VolumeCreate { name, .. } => ("volume create", name.as_str()),
+        AdminRequest::VolumeStart { name, .. } => ("volume start", name.as_str()),
+        AdminRequest::VolumeStop { name, .. } => ("volume stop", name.as_str()),
+        AdminRequest::VolumeDelete { name } => ("volume delete", name.as_str()),
+        _ => return message.to_string(),
+    };
+    if message.starts_with(verb) {
+        message.to_string()
+    } else {
+        format!("{verb}: {name}: failed: {message}")
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_reply_is_used(_: AdminReply) {}

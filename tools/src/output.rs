@@ -1,0 +1,89 @@
+//! Gluster-style text output, and the JSON form of every reply.
+
+use cairn_common::proto::{AdminReply, AdminRequest, VolumeSpec, VolumeStatus};
+use std::fmt::Write;
+
+pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
+    let value = match reply {
+        AdminReply::Done { message } => serde_json::json!({ "ok": true, "message": message }),
+        AdminReply::Volumes(v) => serde_json::json!({ "ok": true, "volumes": v }),
+        AdminReply::Status(s) => serde_json::json!({ "ok": true, "status": s }),
+        AdminReply::Spec(s) => serde_json::json!({ "ok": true, "volume": s }),
+    };
+    Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
+}
+
+pub fn text(req: &AdminRequest, reply: &AdminReply) -> String {
+    match reply {
+        AdminReply::Done { message } => format!("{message}\n"),
+        AdminReply::Volumes(v) if v.is_empty() => "No volumes present\n".to_string(),
+        AdminReply::Volumes(v) => v.iter().map(info).collect(),
+        AdminReply::Status(s) if s.is_empty() => match req {
+            AdminRequest::VolumeStatus { name: None } => "No volumes present\n".to_string(),
+            _ => String::new(),
+        },
+        AdminReply::Status(s) => s.iter().map(status).collect::<Vec<_>>().join("\n"),
+        AdminReply::Spec(s) => info(s),
+    }
+}
+
+fn volume_type(v: &VolumeSpec) -> &'static str {
+    if v.bricks.len() > 1 {
+        "Distribute"
+    } else {
+        "Distribute"
+    }
+}
+
+fn info(v: &VolumeSpec) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, " \nVolume Name: {}", v.name);
+    let _ = writeln!(s, "Type: {}", volume_type(v));
+    let _ = writeln!(s, "Volume ID: {}", v.id);
+    let _ = writeln!(s, "Status: {}", v.state);
+    let _ = writeln!(s, "Snapshot Count: 0");
+    let _ = writeln!(s, "Number of Bricks: {}", v.bricks.len());
+    let _ = writeln!(s, "Transport-type: quic");
+    let _ = writeln!(s, "Bricks:");
+    for (i, b) in v.bricks.iter().enumerate() {
+        let _ = writeln!(s, "Brick{}: {}", i + 1, b.label());
+    }
+    if !v.options.is_empty() {
+        let _ = writeln!(s, "Options Reconfigured:");
+        for (k, val) in &v.options {
+            let _ = writeln!(s, "{k}: {val}");
+        }
+    }
+    s
+}
+
+const RULE: &str = "------------------------------------------------------------------------------";
+
+fn status(v: &VolumeStatus) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Status of volume: {}", v.name);
+    let _ = writeln!(
+        s,
+        "{:<44}{:<10}{:<11}{:<8}{}",
+        "Cairn process", "UDP Port", "RDMA Port", "Online", "Pid"
+    );
+    let _ = writeln!(s, "{RULE}");
+    for b in &v.bricks {
+        let port = b.port.map_or("N/A".to_string(), |p| p.to_string());
+        let pid = b.pid.map_or("N/A".to_string(), |p| p.to_string());
+        let rdma = if b.online { "0" } else { "N/A" };
+        let _ = writeln!(
+            s,
+            "{:<44}{:<10}{:<11}{:<8}{}",
+            format!("Brick {}", b.brick.label()),
+            port,
+            rdma,
+            if b.online { "Y" } else { "N" },
+            pid
+        );
+    }
+    let _ = writeln!(s, " \nTask Status of Volume {}", v.name);
+    let _ = writeln!(s, "{RULE}");
+    let _ = writeln!(s, "There are no active volume tasks\n ");
+    s
+}
