@@ -544,6 +544,7 @@ impl LockManager {
     }
 
     /// Total number of held ranges over all files.
+    #[cfg(test)]
     pub fn held_count(&self) -> usize {
         self.state().files.values().map(|f| f.locks.len()).sum()
     }
@@ -632,6 +633,14 @@ mod tests {
         panic!("expected {n} waiters, have {}", m.waiter_count());
     }
 
+    /// Await a request that must not block, failing instead of hanging if
+    /// it does (e.g. a missed deadlock).
+    async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("request blocked")
+    }
+
     async fn join<T>(h: tokio::task::JoinHandle<T>) -> T {
         tokio::time::timeout(Duration::from_secs(5), h)
             .await
@@ -655,7 +664,7 @@ mod tests {
         assert_eq!(m.set_lock(K, a, Write, 5, 4, 1), Err(LockError::Invalid));
         assert_eq!(m.set_lock(K, a, Unlock, 5, 4, 1), Err(LockError::Invalid));
         assert_eq!(
-            m.set_lock_wait(K, a, Read, 9, 0, 1).await,
+            bounded(m.set_lock_wait(K, a, Read, 9, 0, 1)).await,
             Err(LockError::Invalid)
         );
         assert_eq!(m.get_lock(K, a, Write, 5, 4), None);
@@ -903,7 +912,7 @@ mod tests {
         });
         until_waiters(&m, 1).await;
         assert_eq!(
-            m.set_lock_wait(K, b, Write, 1, 1, 2).await,
+            bounded(m.set_lock_wait(K, b, Write, 1, 1, 2)).await,
             Err(LockError::Deadlock)
         );
         assert_eq!(m.waiter_count(), 1, "refused request must not stay queued");
@@ -933,7 +942,7 @@ mod tests {
         until_waiters(&m, 2).await;
         // c -> a closes the cycle; a reader asking for a read is fine though.
         assert_eq!(
-            m.set_lock_wait(K, c, Read, 0, 0, 3).await,
+            bounded(m.set_lock_wait(K, c, Read, 0, 0, 3)).await,
             Err(LockError::Deadlock)
         );
         assert_eq!(m.set_lock(K, c, Read, 100, 100, 3), Ok(()));

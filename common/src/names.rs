@@ -51,6 +51,23 @@ pub fn check_name(name: &[u8]) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Volume names: what gluster accepts (letters, digits, `-`, `_`), 1–64 long.
+pub fn check_volume_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "invalid volume name {name:?}: use 1-64 letters, digits, '-' or '_', not starting with '-'"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,22 +96,5 @@ mod tests {
                 prop_assert!(name != b"." && name != b"..");
             }
         }
-    }
-}
-
-/// Volume names: what gluster accepts (letters, digits, `-`, `_`), 1–64 long.
-pub fn check_volume_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "invalid volume name {name:?}: use 1-64 letters, digits, '-' or '_', not starting with '-'"
-        )
     }
 }

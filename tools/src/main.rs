@@ -4,7 +4,7 @@ mod output;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cairn_common::proto::{AdminReply, AdminRequest, Reply, Request};
+use cairn_common::proto::{AdminRequest, Reply, Request};
 use cairn_common::transport::{client_endpoint, NodeClient, RpcError};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -185,6 +185,3 @@ fn command_prefix(req: &AdminRequest, message: &str) -> String {
         format!("{verb}: {name}: failed: {message}")
     }
 }
-
-#[allow(dead_code)]
-fn _assert_reply_is_used(_: AdminReply) {}

@@ -27,18 +27,10 @@ pub fn text(req: &AdminRequest, reply: &AdminReply) -> String {
     }
 }
 
-fn volume_type(v: &VolumeSpec) -> &'static str {
-    if v.bricks.len() > 1 {
-        "Distribute"
-    } else {
-        "Distribute"
-    }
-}
-
 fn info(v: &VolumeSpec) -> String {
     let mut s = String::new();
     let _ = writeln!(s, " \nVolume Name: {}", v.name);
-    let _ = writeln!(s, "Type: {}", volume_type(v));
+    let _ = writeln!(s, "Type: Distribute");
     let _ = writeln!(s, "Volume ID: {}", v.id);
     let _ = writeln!(s, "Status: {}", v.state);
     let _ = writeln!(s, "Snapshot Count: 0");
@@ -64,8 +56,8 @@ fn status(v: &VolumeStatus) -> String {
     let _ = writeln!(s, "Status of volume: {}", v.name);
     let _ = writeln!(
         s,
-        "{:<44}{:<10}{:<11}{:<8}{}",
-        "Cairn process", "UDP Port", "RDMA Port", "Online", "Pid"
+        "{:<44}{:<10}{:<11}{:<8}Pid",
+        "Cairn process", "UDP Port", "RDMA Port", "Online"
     );
     let _ = writeln!(s, "{RULE}");
     for b in &v.bricks {

@@ -56,7 +56,7 @@ impl Brick {
                     Ok(()) => {
                         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
                         self.make_handle(parent, dir, name, &gfid, is_dir)?;
-                        tracing::info!(?gfid, name = ?name, "assigned a gfid to an entry made outside the volume");
+                        tracing::info!(brick = %self.path.display(), ?gfid, name = ?name, "assigned a gfid to an entry made outside the volume");
                         Ok(gfid)
                     }
                     // Someone else assigned it first: read theirs.
@@ -149,6 +149,7 @@ impl Brick {
     }
 
     /// Makes a directory, device, fifo, socket, regular file or symlink.
+    #[allow(clippy::too_many_arguments)]
     pub fn make_entry(
         &self,
         parent: &Gfid,
