@@ -8,6 +8,7 @@ mod store;
 mod sys;
 
 use anyhow::Context;
+use cairn_common::worker_threads;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let state_dir = cairn_common::state::resolve_state_dir(args.state_dir.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads())
         .enable_all()
         .thread_name("cairnd")
         .build()

@@ -6,6 +6,7 @@
 use crate::fs::CairnFs;
 use crate::fuse::{FuseAdapter, Timeouts};
 use anyhow::{bail, Context};
+use cairn_common::worker_threads;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -31,6 +32,9 @@ pub struct MountOptions {
     pub timeouts: Timeouts,
     pub call_timeout: Duration,
     pub read_only: bool,
+    /// Kernel readahead window for the mount; FUSE defaults to 128 KiB,
+    /// which caps sequential reads at one 128 KiB request in flight.
+    pub read_ahead_kb: u32,
     pub log_level: Option<String>,
     pub log_file: Option<PathBuf>,
     pub foreground: bool,
@@ -139,6 +143,7 @@ impl MountOptions {
             },
             call_timeout: Duration::from_secs(60),
             read_only: false,
+            read_ahead_kb: 4096,
             log_level: None,
             log_file: None,
             foreground,
@@ -162,6 +167,13 @@ impl MountOptions {
                 "attribute-timeout" => o.timeouts.attr = seconds(k, need()?)?,
                 "entry-timeout" => o.timeouts.entry = seconds(k, need()?)?,
                 "call-timeout" => o.call_timeout = seconds(k, need()?)?.max(Duration::from_secs(1)),
+                "read-ahead-kb" => {
+                    o.read_ahead_kb = need()?
+                        .parse()
+                        .ok()
+                        .filter(|n| (4..=65536).contains(n))
+                        .with_context(|| format!("option {opt}: expected 4-65536"))?
+                }
                 "backup-volfile-servers" => o.backup_servers = parse_servers(need()?)?,
                 "log-level" => o.log_level = Some(need()?.to_string()),
                 "log-file" => o.log_file = Some(need()?.into()),
@@ -283,9 +295,15 @@ fn report(result: &anyhow::Result<()>) {
 }
 
 /// Mounts and serves until unmounted.
-pub fn run_foreground(opts: MountOptions) -> anyhow::Result<()> {
+pub fn run_foreground(mut opts: MountOptions) -> anyhow::Result<()> {
+    // Resolve the mount point now: once mounted, looking at it is a FUSE
+    // request this process itself has to answer.
+    opts.mountpoint = opts
+        .mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads())
         .enable_all()
         .thread_name("cairn-mount")
         .build()?;
@@ -305,6 +323,9 @@ pub fn run_foreground(opts: MountOptions) -> anyhow::Result<()> {
         }
     };
     tracing::info!(source = %opts.source, mountpoint = %opts.mountpoint.display(), "mounted");
+    if let Err(e) = set_read_ahead(&opts.mountpoint, opts.read_ahead_kb) {
+        tracing::warn!(error = %e, "could not set the mount's readahead");
+    }
     let target = opts.mountpoint.clone();
     runtime.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -401,6 +422,29 @@ fn mount_session(
             Err(e).context("FUSE handshake")
         }
     }
+}
+
+/// Sets the readahead of the mount's backing device info
+/// (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`). The device number comes
+/// from /proc/self/mountinfo: a stat of the mount point would be a FUSE
+/// request, and the session is not serving yet.
+fn set_read_ahead(mountpoint: &Path, kb: u32) -> anyhow::Result<()> {
+    let target = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dev = info
+        .lines()
+        .rev()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4] == target).then(|| f[2].to_string())
+        })
+        .next()
+        .context("mount not found in /proc/self/mountinfo")?;
+    std::fs::write(
+        format!("/sys/class/bdi/{dev}/read_ahead_kb"),
+        kb.to_string(),
+    )?;
+    Ok(())
 }
 
 fn lazy_unmount(target: &Path) -> std::io::Result<()> {

@@ -12,3 +12,12 @@ pub mod transport;
 pub mod wire;
 
 pub use gfid::Gfid;
+
+/// Async worker threads for a daemon or mount: `CAIRN_WORKER_THREADS`, else 2.
+pub fn worker_threads() -> usize {
+    std::env::var("CAIRN_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(2)
+}
