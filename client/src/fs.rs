@@ -3,6 +3,7 @@
 //! counts, new gfids for new inodes, and typed wrappers over each fop.
 
 use crate::layer::{Errno, Subvolume};
+use crate::skip::{AbsentCapabilities, LockHolders, CAPABILITY_XATTR};
 use bytes::Bytes;
 use cairn_common::proto::{Attr, Creds, DirEntry, Fop, LockSpec, Reply, SetAttr, Statfs};
 use cairn_common::Gfid;
@@ -20,6 +21,8 @@ struct InodeTable {
 pub struct CairnFs {
     top: Arc<dyn Subvolume>,
     inodes: Mutex<InodeTable>,
+    lock_holders: LockHolders,
+    absent_caps: AbsentCapabilities,
 }
 
 fn unexpected(r: &Reply) -> Errno {
@@ -28,12 +31,16 @@ fn unexpected(r: &Reply) -> Errno {
 }
 
 impl CairnFs {
-    pub fn new(top: Arc<dyn Subvolume>) -> CairnFs {
+    /// `attr_timeout` bounds how long this client trusts what it learned
+    /// about an inode's attributes (here: an absent capability xattr).
+    pub fn new(top: Arc<dyn Subvolume>, attr_timeout: std::time::Duration) -> CairnFs {
         let mut table = InodeTable::default();
         table.map.insert(1, (Gfid::ROOT, u64::MAX / 2));
         CairnFs {
             top,
             inodes: Mutex::new(table),
+            lock_holders: LockHolders::default(),
+            absent_caps: AbsentCapabilities::new(attr_timeout),
         }
     }
 
@@ -74,6 +81,7 @@ impl CairnFs {
             e.1 = e.1.saturating_sub(n);
             if e.1 == 0 {
                 t.map.remove(&ino);
+                self.absent_caps.forget(ino);
             }
         }
     }
@@ -272,7 +280,11 @@ impl CairnFs {
             creds,
         };
         match self.call(op).await? {
-            Reply::Created { attr, fh } => Ok((attr, fh)),
+            Reply::Created { attr, fh } => {
+                // A brand-new file carries no capability.
+                self.absent_caps.note_absent(attr.gfid.inode_number());
+                Ok((attr, fh))
+            }
             r => Err(unexpected(&r)),
         }
     }
@@ -296,7 +308,11 @@ impl CairnFs {
         }
     }
 
-    pub async fn flush(&self, fh: u64, lock_owner: u64) -> FsResult<()> {
+    /// close(2): releases the owner's locks on the file, if it has any.
+    pub async fn flush(&self, ino: u64, fh: u64, lock_owner: u64) -> FsResult<()> {
+        if !self.lock_holders.take_for_flush(ino, lock_owner) {
+            return Ok(());
+        }
         self.empty(Fop::Flush { fh, lock_owner }).await
     }
 
@@ -345,7 +361,11 @@ impl CairnFs {
     }
 
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
-        match self
+        let capability = name == CAPABILITY_XATTR;
+        if capability && self.absent_caps.known_absent(ino) {
+            return Err(Errno(libc::ENODATA));
+        }
+        let result = match self
             .call(Fop::GetXattr {
                 gfid: self.gfid(ino)?,
                 name: name.to_vec(),
@@ -354,10 +374,17 @@ impl CairnFs {
         {
             Reply::Xattr(v) => Ok(v),
             r => Err(unexpected(&r)),
+        };
+        if capability && result == Err(Errno(libc::ENODATA)) {
+            self.absent_caps.note_absent(ino);
         }
+        result
     }
 
     pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if name == CAPABILITY_XATTR {
+            self.absent_caps.forget(ino);
+        }
         self.empty(Fop::SetXattr {
             gfid: self.gfid(ino)?,
             name: name.to_vec(),
@@ -380,6 +407,9 @@ impl CairnFs {
     }
 
     pub async fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        if name == CAPABILITY_XATTR {
+            self.absent_caps.forget(ino);
+        }
         self.empty(Fop::RemoveXattr {
             gfid: self.gfid(ino)?,
             name: name.to_vec(),
@@ -411,7 +441,10 @@ impl CairnFs {
         }
     }
 
-    pub async fn setlk(&self, fh: u64, lock: LockSpec, wait: bool) -> FsResult<()> {
+    pub async fn setlk(&self, ino: u64, fh: u64, lock: LockSpec, wait: bool) -> FsResult<()> {
+        // Noted before asking, so a lock granted as the reply is lost still
+        // gets released at close.
+        self.lock_holders.note_lock(ino, lock.owner);
         self.empty(Fop::SetLk { fh, lock, wait }).await
     }
 

@@ -10,4 +10,5 @@ pub mod fuse;
 pub mod layer;
 pub mod mount;
 pub mod protocol;
+pub mod skip;
 pub mod volume;

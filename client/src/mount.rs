@@ -353,7 +353,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let spec =
         crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
     let top = crate::volume::build_graph(&endpoint, &spec, opts.call_timeout)?;
-    let fs = Arc::new(CairnFs::new(top));
+    let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr));
     fs.getattr(1).await.map_err(|e| {
         anyhow::anyhow!(
             "volume {} is not reachable: {}",

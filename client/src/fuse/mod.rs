@@ -344,20 +344,20 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(
-            move |fs, _| async move { reply_empty(reply, fs.flush(fh.0, lock_owner.0).await) },
-        );
+        self.spawn(move |fs, _| async move {
+            reply_empty(reply, fs.flush(ino.0, fh.0, lock_owner.0).await)
+        });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         lock_owner: Option<LockOwner>,
@@ -367,7 +367,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(move |fs, _| async move {
             // The last close of an flock'ed file drops its flock.
             if let Some(owner) = lock_owner {
-                let _ = fs.flush(fh.0, owner.0).await;
+                let _ = fs.flush(ino.0, fh.0, owner.0).await;
             }
             reply_empty(reply, fs.release(fh.0).await)
         });
@@ -600,7 +600,7 @@ impl Filesystem for FuseAdapter {
     fn setlk(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
@@ -620,9 +620,9 @@ impl Filesystem for FuseAdapter {
             pid,
             owner: lock_owner.0,
         };
-        self.spawn(
-            move |fs, _| async move { reply_empty(reply, fs.setlk(fh.0, lock, sleep).await) },
-        );
+        self.spawn(move |fs, _| async move {
+            reply_empty(reply, fs.setlk(ino.0, fh.0, lock, sleep).await)
+        });
     }
 
     fn fallocate(
