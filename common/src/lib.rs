@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod gfid;
+pub mod layout;
 pub mod logging;
 pub mod names;
 pub mod proto;
