@@ -44,7 +44,8 @@ impl Range {
         self.start <= hash && hash <= self.end
     }
 
-    pub fn len(&self) -> u64 {
+    /// Number of hash values covered (a range is never empty).
+    pub fn size(&self) -> u64 {
         u64::from(self.end) - u64::from(self.start) + 1
     }
 }
@@ -222,7 +223,7 @@ mod tests {
         let weights = [100u64, 200, 300, 400];
         let layout = compute(&weights, 3, 1);
         for (w, e) in weights.iter().zip(&layout) {
-            let share = e.range.unwrap().len() as f64 / 4294967296.0;
+            let share = e.range.unwrap().size() as f64 / 4294967296.0;
             let want = *w as f64 / 1000.0;
             assert!((share - want).abs() < 0.01 * want, "{share} vs {want}");
         }
