@@ -43,7 +43,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let node = Arc::new(node::Node::load_or_init(&state_dir, &args.listen)?);
-        let endpoint = cairn_common::transport::server_endpoint(node.listen, &node.credentials)
+        let endpoint = cairn_common::transport::server_endpoint(node.listen, &node.credentials, &node.reset_secret)
             .with_context(|| format!("listening on {}", node.listen))?;
         node.serve_started_volumes();
         tracing::info!(node = %node.id, address = %node.address, state_dir = %state_dir.display(), "cairnd serving");

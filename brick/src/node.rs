@@ -27,6 +27,8 @@ pub struct Node {
     pub address: String,
     pub listen: SocketAddr,
     pub credentials: Credentials,
+    /// Keys QUIC stateless resets; kept in the state dir across restarts.
+    pub reset_secret: Vec<u8>,
     volumes: Mutex<BTreeMap<String, VolumeSpec>>,
     served: RwLock<HashMap<Uuid, Arc<Brick>>>,
     brick_errors: Mutex<HashMap<Uuid, String>>,
@@ -91,6 +93,20 @@ impl Node {
             }
         }
         let credentials = state::node_credentials(state_dir)?;
+        let reset_path = state_dir.join("reset.key");
+        let reset_secret = match std::fs::read(&reset_path) {
+            Ok(k) if k.len() == 32 => k,
+            _ => {
+                let k: Vec<u8> = uuid::Uuid::new_v4()
+                    .as_bytes()
+                    .iter()
+                    .chain(uuid::Uuid::new_v4().as_bytes())
+                    .copied()
+                    .collect();
+                state::write_private(&reset_path, &k)?;
+                k
+            }
+        };
         let volumes = match std::fs::read(volumes_file(state_dir)) {
             Ok(bytes) => serde_json::from_slice(&bytes).context("parsing volumes.json")?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -105,6 +121,7 @@ impl Node {
             address,
             listen,
             credentials,
+            reset_secret,
             volumes: Mutex::new(volumes),
             served: RwLock::new(HashMap::new()),
             brick_errors: Mutex::new(HashMap::new()),

@@ -104,6 +104,20 @@ impl ProtocolClient {
         }
     }
 
+    /// Does `op` write to a file opened with O_APPEND (where a repeat would
+    /// append twice)?
+    fn appends(&self, op: &Fop) -> bool {
+        match op {
+            Fop::Write { fh, .. } => self
+                .open
+                .lock()
+                .expect("open poisoned")
+                .get(fh)
+                .is_none_or(|s| s.flags & libc::O_APPEND != 0),
+            _ => false,
+        }
+    }
+
     /// Rewrites our handles in `op` to the brick's.
     async fn translate(&self, op: Fop) -> Result<Fop, Errno> {
         Ok(match op {
@@ -234,8 +248,19 @@ impl ProtocolClient {
                 Ok((Reply::Empty, Bytes::new()))
             }
             op => {
-                let translated = self.translate(op).await?;
-                Ok(self.raw(translated, payload).await?)
+                // A request that met a dead connection is sent once more on a
+                // fresh one (a restarted daemon answers the first packet with
+                // a reset) when repeating it cannot change the outcome.
+                let retry = op.is_idempotent() && !self.appends(&op);
+                let translated = self.translate(op.clone()).await?;
+                match self.raw(translated, payload.clone()).await {
+                    Err(RpcError::Unreachable(why)) if retry => {
+                        tracing::debug!(brick = %self.label, %why, "retrying on a new connection");
+                        let translated = self.translate(op).await?;
+                        Ok(self.raw(translated, payload).await?)
+                    }
+                    other => Ok(other?),
+                }
             }
         }
     }

@@ -328,6 +328,30 @@ impl Fop {
         }
     }
 
+    /// Safe to send again when the first attempt's fate is unknown (the
+    /// connection died before the reply): repeating it changes nothing.
+    /// Writes qualify (same bytes, same offset) except on O_APPEND files,
+    /// which the protocol client tracks itself.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self,
+            Fop::Lookup { .. }
+                | Fop::GetAttr { .. }
+                | Fop::Readlink { .. }
+                | Fop::Open { .. }
+                | Fop::Read { .. }
+                | Fop::Write { .. }
+                | Fop::Fsync { .. }
+                | Fop::Readdir { .. }
+                | Fop::Statfs
+                | Fop::GetXattr { .. }
+                | Fop::ListXattr { .. }
+                | Fop::Lseek { .. }
+                | Fop::GetLk { .. }
+                | Fop::Fsyncdir { .. }
+        )
+    }
+
     /// Bytes of raw payload that follow this request's header.
     pub fn payload_len(&self) -> u64 {
         match self {

@@ -48,12 +48,30 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
 }
 
 /// A node's endpoint: serves requests and can dial other nodes.
-pub fn server_endpoint(addr: SocketAddr, creds: &Credentials) -> anyhow::Result<quinn::Endpoint> {
+/// `reset_secret` must survive restarts: it keys QUIC's stateless resets, so
+/// a restarted node can tell its old peers at once that their connection is
+/// gone (with a fresh key they would wait for the idle timeout).
+pub fn server_endpoint(
+    addr: SocketAddr,
+    creds: &Credentials,
+    reset_secret: &[u8],
+) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto(creds)?)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config()));
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection ids are signed with a key; it must persist too, or the
+    // restarted node drops old ids as forged instead of resetting them.
+    let cid_key = reset_secret
+        .iter()
+        .take(8)
+        .fold(0u64, |k, &b| (k << 8) | u64::from(b));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        config,
         Some(server),
         bind_udp(addr)?,
         Arc::new(quinn::TokioRuntime),
