@@ -284,11 +284,8 @@ impl Node {
         if bricks.is_empty() {
             bail!("volume create needs at least one brick (NODE:/path)");
         }
-        if bricks.len() > 1 {
-            bail!(
-                "a volume of {} bricks needs distribute or replicate, which this release does not provide yet; create it with one brick",
-                bricks.len()
-            );
+        if bricks.len() > 127 {
+            bail!("a volume holds at most 127 bricks");
         }
         let mut specs = Vec::new();
         for text in bricks {
@@ -297,6 +294,15 @@ impl Node {
                 bail!("Host {} is not in 'Peer in Cluster' state (only this node, {}, is in the pool)", b.node, self.address);
             }
             self.check_brick_path(&b, &vols, force)?;
+            if let Some(other) = specs.iter().find(|o: &&BrickSpec| {
+                o.node == b.node
+                    && (addr::path_within(&b.path, &o.path) || addr::path_within(&o.path, &b.path))
+            }) {
+                bail!(
+                    "Brick: {b} overlaps brick {} of the same command",
+                    other.label()
+                );
+            }
             specs.push(BrickSpec {
                 id: Uuid::new_v4(),
                 node: b.node,

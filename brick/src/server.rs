@@ -604,6 +604,20 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "copy_file_range"))?;
             (Reply::Written { len: n as u32 }, none)
         }
+        Fop::LayoutGet { gfid } => (Reply::Xattr(brick.layout_get(&gfid)?), none),
+        Fop::LayoutSet { gfid, entry } => {
+            brick.layout_set(&gfid, &entry)?;
+            (Reply::Empty, none)
+        }
+        Fop::MakeLink {
+            parent,
+            name,
+            gfid,
+            target,
+        } => (
+            Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?),
+            none,
+        ),
         Fop::GetLk { .. } | Fop::SetLk { .. } | Fop::Flush { .. } | Fop::Release { .. } => {
             return Err(FsError::new(
                 libc::EINVAL,

@@ -47,7 +47,7 @@ pub fn open_beneath(
 ) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u32 as u64,
-        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        mode: if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
             u64::from(mode & 0o7777)
         } else {
             0
@@ -368,4 +368,28 @@ pub fn copy_file_range(
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall.
     check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
+/// The file system type (`f_type`) of the file system holding `fd`.
+pub fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: out-pointer to enough space.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: succeeded.
+    Ok(unsafe { st.assume_init() }.f_type)
+}
+
+/// Hard link that follows `old` (for `/proc/self/fd/N` of an O_TMPFILE).
+pub fn link_follow(old: &CStr, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
 }

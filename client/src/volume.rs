@@ -1,5 +1,6 @@
 //! Builds a volume's client graph from its spec, as fetched from a node.
 
+use crate::dht::{Child, Distribute};
 use crate::layer::Subvolume;
 use crate::protocol::ProtocolClient;
 use anyhow::{bail, Context};
@@ -57,11 +58,20 @@ pub fn build_graph(
         bricks.push(Arc::new(ProtocolClient::new(node, b.id, b.label())));
     }
     match bricks.len() {
-        1 => Ok(bricks.pop().expect("one brick")),
         0 => bail!("volume {} has no bricks", spec.name),
-        n => bail!(
-            "volume {} has {n} bricks; this client serves single-brick volumes only",
-            spec.name
-        ),
+        1 => Ok(bricks.pop().expect("one brick")),
+        _ => {
+            // Each brick is a subvolume until replication groups them.
+            let children = spec
+                .bricks
+                .iter()
+                .zip(bricks)
+                .map(|(b, layer)| Child { id: b.id, layer })
+                .collect();
+            Ok(Arc::new(Distribute::new(
+                children,
+                cairn_common::layout::INITIAL_COMMIT,
+            )?))
+        }
     }
 }

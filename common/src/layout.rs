@@ -10,6 +10,8 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const HASH_XXH3_HIGH32: u8 = 1;
 /// Layout xattr format version.
 pub const LAYOUT_FORMAT: u8 = 1;
+/// The layout generation of a volume that has never been re-laid out.
+pub const INITIAL_COMMIT: u32 = 1;
 /// Encoded size of one subvolume's layout entry.
 pub const ENCODED_LEN: usize = 16;
 

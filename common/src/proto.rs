@@ -34,8 +34,8 @@ pub enum Request {
     Admin(AdminRequest),
 }
 
-/// Seconds and nanoseconds since the epoch.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+/// Seconds and nanoseconds since the epoch (ordered by time).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Timespec {
     pub sec: i64,
     pub nsec: u32,
@@ -65,6 +65,8 @@ pub struct Attr {
     pub atime: Timespec,
     pub mtime: Timespec,
     pub ctime: Timespec,
+    /// Set on a distribute link file: the subvolume holding the data.
+    pub linkto: Option<Uuid>,
 }
 
 impl Attr {
@@ -101,6 +103,8 @@ pub struct DirEntry {
     pub kind: u32,
     /// Present for readdirplus.
     pub attr: Option<Attr>,
+    /// Set on a distribute link file (which listings skip).
+    pub linkto: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -289,6 +293,23 @@ pub enum Fop {
         gfid: Gfid,
         datasync: bool,
     },
+    /// A directory's distribute layout entry on this brick (`Reply::Xattr`,
+    /// ENODATA when it has none).
+    LayoutGet {
+        gfid: Gfid,
+    },
+    LayoutSet {
+        gfid: Gfid,
+        entry: Vec<u8>,
+    },
+    /// Creates a distribute link file: an empty placeholder carrying the
+    /// file's gfid and the id of the subvolume that holds its data.
+    MakeLink {
+        parent: Gfid,
+        name: Vec<u8>,
+        gfid: Gfid,
+        target: Uuid,
+    },
 }
 
 impl Fop {
@@ -325,6 +346,9 @@ impl Fop {
             Fop::SetLk { .. } => "setlk",
             Fop::CopyFileRange { .. } => "copy_file_range",
             Fop::Fsyncdir { .. } => "fsyncdir",
+            Fop::LayoutGet { .. } => "layout_get",
+            Fop::LayoutSet { .. } => "layout_set",
+            Fop::MakeLink { .. } => "make_link",
         }
     }
 
@@ -349,6 +373,8 @@ impl Fop {
                 | Fop::Lseek { .. }
                 | Fop::GetLk { .. }
                 | Fop::Fsyncdir { .. }
+                | Fop::LayoutGet { .. }
+                | Fop::LayoutSet { .. }
         )
     }
 

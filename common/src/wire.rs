@@ -185,7 +185,7 @@ mod tests {
         #[test]
         fn names_round_trip(name in proptest::collection::vec(any::<u8>(), 0..300), cookie in any::<u64>()) {
             let resp = Response::Ok(Reply::Dir { entries: vec![DirEntry {
-                cookie, name: name.clone(), gfid: Gfid::random(), kind: libc::S_IFREG, attr: None }], eof: true });
+                cookie, name: name.clone(), gfid: Gfid::random(), kind: libc::S_IFREG, attr: None, linkto: Some(uuid::Uuid::new_v4()) }], eof: true });
             let frame = encode_header(&resp).unwrap();
             let (back, rest): (Response, _) = decode_frame(&frame).unwrap();
             prop_assert_eq!(back, resp);

@@ -103,7 +103,7 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
             }
             if bricks.first().map(String::as_str) == Some("replica") {
                 anyhow::bail!(
-                    "replicated volumes are not available in this release; give a single brick"
+                    "replicated volumes are not available yet; list the bricks to distribute over"
                 );
             }
             if bricks.is_empty() {

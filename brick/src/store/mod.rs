@@ -13,6 +13,7 @@
 //!   of any length work and nothing resolves outside the brick.
 //! - `.cairn/brick.json` records the brick and volume ids.
 
+pub mod cookies;
 pub mod inode;
 pub mod namespace;
 
@@ -29,6 +30,10 @@ use uuid::Uuid;
 
 pub const GFID_XATTR: &str = "trusted.cairn.gfid";
 pub const VOLUME_ID_XATTR: &str = "trusted.cairn.volume-id";
+/// On a distribute link file: the id of the subvolume holding the data.
+pub const LINKTO_XATTR: &str = "trusted.cairn.linkto";
+/// On a directory: this brick's entry of the directory's layout.
+pub const LAYOUT_XATTR: &str = "trusted.cairn.dht";
 /// Internal xattrs clients may neither read nor write.
 pub const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.cairn.";
 
@@ -100,6 +105,7 @@ pub struct Brick {
     files: OwnedFd,
     dirs: OwnedFd,
     dir_cache: Mutex<HashMap<Gfid, Arc<OwnedFd>>>,
+    cookies: cookies::CookieCodec,
     /// Serializes the steps that decide whether a file's handle link is its
     /// last name (unlink, rename over a file, link), so a concurrent link
     /// cannot resurrect an inode whose handle was just dropped.
@@ -197,6 +203,7 @@ impl Brick {
             ),
         }
         let files = open_dir_path(&path.join(".cairn/files")).context("opening .cairn/files")?;
+        let fs_type = sys::fstatfs_type(root.as_fd()).context("statfs of the brick")?;
         let dirs = open_dir_path(&path.join(".cairn/dirs")).context("opening .cairn/dirs")?;
         Ok(Brick {
             id: brick_id,
@@ -205,6 +212,7 @@ impl Brick {
             files,
             dirs,
             dir_cache: Mutex::new(HashMap::new()),
+            cookies: cookies::CookieCodec::for_fs_type(fs_type),
             link_lock: Mutex::new(()),
         })
     }
@@ -340,7 +348,11 @@ impl Brick {
             Node::File(h) => sys::stat_at(self.files.as_fd(), h),
         }
         .ctx(|| format!("stat {gfid}"))?;
-        Ok(self.attr_from_stat(gfid, &st))
+        let mut attr = self.attr_from_stat(gfid, &st);
+        if looks_like_link(&st) {
+            attr.linkto = read_linkto(&self.node_proc_path(node)?);
+        }
+        Ok(attr)
     }
 
     /// Converts a brick stat into the volume's view: the handle link is not
@@ -375,6 +387,7 @@ impl Brick {
                 sec: st.st_ctime,
                 nsec: st.st_ctime_nsec as u32,
             },
+            linkto: None,
         }
     }
 
@@ -391,6 +404,18 @@ impl Brick {
             frsize: st.f_frsize as u32,
         })
     }
+}
+
+/// Link files are empty, mode `---------T`: only those are worth an xattr
+/// read to tell them from user files.
+pub fn looks_like_link(st: &libc::stat) -> bool {
+    st.st_mode == libc::S_IFREG | libc::S_ISVTX && st.st_size == 0
+}
+
+pub fn read_linkto(path: &CStr) -> Option<Uuid> {
+    sys::lgetxattr(path, &c(LINKTO_XATTR))
+        .ok()
+        .and_then(|v| Uuid::from_slice(&v).ok())
 }
 
 fn parse_dir_handle(text: &[u8]) -> Option<(Gfid, Vec<u8>)> {

@@ -134,7 +134,86 @@ impl Brick {
         let st = sys::stat_at(dir.as_fd(), &cname)
             .ctx(|| format!("lookup {:?}", String::from_utf8_lossy(name)))?;
         let gfid = self.entry_gfid(parent, dir.as_fd(), &cname, &st)?;
-        Ok(self.attr_from_stat(gfid, &st))
+        self.entry_attr(gfid, dir.as_fd(), &cname, &st)
+    }
+
+    /// Attributes of an entry, recognising distribute link files.
+    fn entry_attr(
+        &self,
+        gfid: Gfid,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+        st: &libc::stat,
+    ) -> FsResult<Attr> {
+        let mut attr = self.attr_from_stat(gfid, st);
+        if super::looks_like_link(st) {
+            attr.linkto = super::read_linkto(
+                &sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())?,
+            );
+        }
+        Ok(attr)
+    }
+
+    /// Creates a distribute link file for `gfid` pointing at `target`,
+    /// atomically: it is made unnamed (O_TMPFILE), given its gfid and target,
+    /// and only then linked in, so no reader ever sees a half-made one.
+    pub fn make_link(
+        &self,
+        parent: &Gfid,
+        name: &[u8],
+        gfid: &Gfid,
+        target: &uuid::Uuid,
+    ) -> FsResult<Attr> {
+        let cname = self.entry_name(parent, name)?;
+        let dir = self.dir_fd(parent)?;
+        let fd = sys::open_beneath(
+            dir.as_fd(),
+            c".",
+            libc::O_TMPFILE | libc::O_WRONLY,
+            libc::S_ISVTX,
+        )
+        .ctx(|| "creating a link file".into())?;
+        sys::fsetxattr(fd.as_fd(), &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE)
+            .ctx(|| "setting the gfid".into())?;
+        sys::fsetxattr(fd.as_fd(), &c(super::LINKTO_XATTR), target.as_bytes(), 0)
+            .ctx(|| "setting the link target".into())?;
+        // O_TMPFILE applies the umask: set the exact mode that marks a link.
+        sys::chmod_fd(fd.as_fd(), libc::S_ISVTX).ctx(|| "chmod link file".into())?;
+        let proc = sys::proc_path(fd.as_fd(), b"").ctx(|| "proc path".into())?;
+        let proc = sys::cstr(
+            proc.to_bytes()
+                .strip_suffix(b"/")
+                .unwrap_or(proc.to_bytes()),
+        )
+        .ctx(|| "proc path".into())?;
+        let _guard = self.link_lock.lock().expect("link lock poisoned");
+        sys::link_follow(&proc, dir.as_fd(), &cname)
+            .ctx(|| format!("linking in {:?}", String::from_utf8_lossy(name)))?;
+        let st = sys::stat_at(dir.as_fd(), &cname).ctx(|| "stat link file".into())?;
+        // The handle reaches the link file on this brick; a data file that
+        // arrives later (rebalance) replaces it.
+        if let Err(e) = self.make_handle(parent, dir.as_fd(), &cname, gfid, false) {
+            if e.errno != libc::EEXIST {
+                let _ = sys::unlink_at(dir.as_fd(), &cname, false);
+                return Err(e);
+            }
+        }
+        self.entry_attr(*gfid, dir.as_fd(), &cname, &st)
+    }
+
+    /// A directory's layout entry on this brick.
+    pub fn layout_get(&self, gfid: &Gfid) -> FsResult<Vec<u8>> {
+        let dir = self.dir_fd(gfid)?;
+        sys::fgetxattr(dir.as_fd(), &c(super::LAYOUT_XATTR)).ctx(|| format!("layout of {gfid}"))
+    }
+
+    pub fn layout_set(&self, gfid: &Gfid, entry: &[u8]) -> FsResult<()> {
+        if cairn_common::layout::LayoutEntry::decode(entry).is_none() {
+            return Err(FsError::new(libc::EINVAL, "malformed layout entry"));
+        }
+        let dir = self.dir_fd(gfid)?;
+        sys::fsetxattr(dir.as_fd(), &c(super::LAYOUT_XATTR), entry, 0)
+            .ctx(|| format!("setting the layout of {gfid}"))
     }
 
     /// The owner of a new inode: the caller, but the group of a setgid parent.
@@ -393,8 +472,9 @@ impl Brick {
         Ok(self.attr_from_stat(*gfid, &st))
     }
 
-    /// Lists a directory from `cookie` (0: the start). Cookies are the
-    /// brick file system's own directory offsets, stable across calls.
+    /// Lists a directory from `cookie` (0: the start). Cookies derive from
+    /// the brick file system's own directory offsets, stable across calls
+    /// and while entries are added; see [`super::cookies`].
     pub fn readdir(
         &self,
         gfid: &Gfid,
@@ -405,9 +485,13 @@ impl Brick {
         let dir = self.dir_fd(gfid)?;
         let mut stream = rustix::fs::Dir::read_from(dir.as_fd())
             .map_err(|e| FsError::new(e.raw_os_error(), "opendir"))?;
+        if cookie > super::cookies::MAX {
+            return Err(FsError::new(libc::EINVAL, "directory cookie out of range"));
+        }
         if cookie != 0 {
+            let pos = self.cookies.seek_position(cookie);
             stream
-                .seek(cookie as i64)
+                .seek(pos as i64)
                 .map_err(|e| FsError::new(e.raw_os_error(), "seekdir"))?;
         }
         let mut out = Vec::new();
@@ -422,18 +506,24 @@ impl Brick {
                 return Ok((out, true));
             };
             let entry = entry.map_err(|e| FsError::new(e.raw_os_error(), "readdir"))?;
+            let next = self.cookies.encode(entry.offset() as u64)?;
+            // After a seek to a shortened cookie, entries already returned
+            // come round again: they resume at or before the cookie.
+            if cookie != 0 && next <= cookie {
+                continue;
+            }
             let name = entry.file_name().to_bytes();
-            let cookie = entry.offset() as u64;
             if gfid.is_root() && name == PRIVATE_DIR {
                 continue;
             }
             if name == b"." || name == b".." {
                 out.push(DirEntry {
-                    cookie,
+                    cookie: next,
                     name: name.to_vec(),
                     gfid: *gfid,
                     kind: libc::S_IFDIR,
                     attr: None,
+                    linkto: None,
                 });
                 continue;
             }
@@ -446,12 +536,16 @@ impl Brick {
             let Ok(child) = self.entry_gfid(gfid, dir.as_fd(), &cname, &st) else {
                 continue;
             };
+            let Ok(attr) = self.entry_attr(child, dir.as_fd(), &cname, &st) else {
+                continue;
+            };
             out.push(DirEntry {
-                cookie,
+                cookie: next,
                 name: name.to_vec(),
                 gfid: child,
                 kind: st.st_mode & libc::S_IFMT,
-                attr: plus.then(|| self.attr_from_stat(child, &st)),
+                linkto: attr.linkto,
+                attr: plus.then_some(attr),
             });
         }
         Ok((out, false))

@@ -79,6 +79,7 @@ pub fn placeholder(gfid: Gfid) -> Attr {
         atime: Timespec::default(),
         mtime: Timespec::default(),
         ctime: Timespec::default(),
+        linkto: None,
     }
 }
 
