@@ -87,22 +87,21 @@ fn seconds(key: &str, v: &str) -> anyhow::Result<Duration> {
 /// `server2:server3[:port]` as gluster writes it; a numeric part is the
 /// preceding server's port.
 fn parse_servers(list: &str) -> anyhow::Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
+    let mut raw: Vec<String> = Vec::new();
     for part in list.split(':').filter(|p| !p.is_empty()) {
         if part.chars().all(|c| c.is_ascii_digit()) {
-            let last = out
+            let last = raw
                 .last_mut()
                 .context("backup-volfile-servers: a port without a server")?;
-            *last = cairn_common::addr::canonical_node(&format!("{last}:{part}"))?;
+            last.push(':');
+            last.push_str(part);
         } else {
-            out.push(cairn_common::addr::canonical_node(part)?);
+            raw.push(part.to_string());
         }
     }
-    // Re-canonicalize entries that got a port appended after their default.
-    Ok(out
-        .into_iter()
-        .map(|s| s.replacen(":24007:", ":", 1))
-        .collect())
+    raw.iter()
+        .map(|s| cairn_common::addr::canonical_node(s))
+        .collect()
 }
 
 impl MountOptions {
