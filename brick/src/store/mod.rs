@@ -110,6 +110,10 @@ pub struct Brick {
     /// last name (unlink, rename over a file, link), so a concurrent link
     /// cannot resurrect an inode whose handle was just dropped.
     link_lock: Mutex<()>,
+    /// Sharded by (parent, name): held while a new entry gets its gfid, so a
+    /// concurrent lookup never mistakes the half-made entry for one made
+    /// behind the volume's back and gives it a gfid of its own.
+    entry_locks: Vec<Mutex<()>>,
 }
 
 fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
@@ -214,7 +218,17 @@ impl Brick {
             dir_cache: Mutex::new(HashMap::new()),
             cookies: cookies::CookieCodec::for_fs_type(fs_type),
             link_lock: Mutex::new(()),
+            entry_locks: (0..64).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    fn entry_lock(&self, parent: &Gfid, name: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        parent.hash(&mut h);
+        name.hash(&mut h);
+        let shard = (h.finish() % self.entry_locks.len() as u64) as usize;
+        self.entry_locks[shard].lock().expect("entry lock poisoned")
     }
 
     fn handle_name(gfid: &Gfid) -> CString {

@@ -51,6 +51,13 @@ impl Brick {
             Ok(v) => Gfid::from_slice(&v)
                 .ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))),
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                // Wait out a creation in progress, then look again.
+                let _creating = self.entry_lock(parent, name.to_bytes());
+                if let Ok(v) = sys::lgetxattr(&path, &c(GFID_XATTR)) {
+                    return Gfid::from_slice(&v).ok_or_else(|| {
+                        FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))
+                    });
+                }
                 let gfid = Gfid::random();
                 match sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE) {
                     Ok(()) => {
@@ -61,7 +68,11 @@ impl Brick {
                     }
                     // Someone else assigned it first: read theirs.
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        self.entry_gfid(parent, dir, name, st)
+                        let v = sys::lgetxattr(&path, &c(GFID_XATTR))
+                            .ctx(|| format!("reading the gfid of {name:?}"))?;
+                        Gfid::from_slice(&v).ok_or_else(|| {
+                            FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))
+                        })
                     }
                     Err(e) => Err(e).ctx(|| format!("assigning a gfid to {name:?}")),
                 }
@@ -248,6 +259,7 @@ impl Brick {
         let perm = mode & 0o7777 & !umask;
         let what = || format!("create {:?}", String::from_utf8_lossy(name));
         let is_dir = matches!(kind, NewKind::Dir);
+        let _creating = self.entry_lock(parent, name);
         match kind {
             NewKind::Dir => {
                 let perm = if setgid_parent {
@@ -348,29 +360,44 @@ impl Brick {
         let (uid, gid, _) = self.new_owner(dir.as_fd(), creds)?;
         let perm = mode & 0o7777 & !umask;
         let open_flags = sanitize_open_flags(flags);
-        match sys::open_beneath(
-            dir.as_fd(),
-            &cname,
-            open_flags | libc::O_CREAT | libc::O_EXCL,
-            perm,
-        ) {
-            Ok(fd) => {
-                match self.finish_entry(parent, dir.as_fd(), &cname, gfid, false, uid, gid, perm) {
-                    Ok(attr) => Ok((attr, fd)),
-                    Err(e) => {
-                        let _ = sys::unlink_at(dir.as_fd(), &cname, false);
-                        Err(e)
-                    }
+        {
+            let _creating = self.entry_lock(parent, name);
+            match sys::open_beneath(
+                dir.as_fd(),
+                &cname,
+                open_flags | libc::O_CREAT | libc::O_EXCL,
+                perm,
+            ) {
+                Ok(fd) => {
+                    return match self.finish_entry(
+                        parent,
+                        dir.as_fd(),
+                        &cname,
+                        gfid,
+                        false,
+                        uid,
+                        gid,
+                        perm,
+                    ) {
+                        Ok(attr) => Ok((attr, fd)),
+                        Err(e) => {
+                            let _ = sys::unlink_at(dir.as_fd(), &cname, false);
+                            Err(e)
+                        }
+                    };
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {}
+                Err(e) => {
+                    return Err(e).ctx(|| format!("create {:?}", String::from_utf8_lossy(name)))
                 }
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                let fd = sys::open_beneath(dir.as_fd(), &cname, open_flags, 0)
-                    .ctx(|| "open existing".into())?;
-                let attr = self.lookup(parent, name)?;
-                Ok((attr, fd))
-            }
-            Err(e) => Err(e).ctx(|| format!("create {:?}", String::from_utf8_lossy(name))),
         }
+        // It exists and the caller did not ask for O_EXCL: open it (outside
+        // the entry lock, which the lookup may need).
+        let fd =
+            sys::open_beneath(dir.as_fd(), &cname, open_flags, 0).ctx(|| "open existing".into())?;
+        let attr = self.lookup(parent, name)?;
+        Ok((attr, fd))
     }
 
     pub fn unlink(&self, parent: &Gfid, name: &[u8]) -> FsResult<()> {
