@@ -136,13 +136,7 @@ impl FileLocks {
     }
 
     /// Locks of *other* owners that a request by `owner` would conflict with.
-    fn conflicts(
-        &self,
-        owner: LockOwner,
-        kind: LockKind,
-        start: u64,
-        end: u64,
-    ) -> impl Iterator<Item = &HeldLock> {
+    fn conflicts(&self, owner: LockOwner, kind: LockKind, start: u64, end: u64) -> impl Iterator<Item = &HeldLock> {
         self.locks.iter().filter(move |l| {
             l.owner != owner
                 && overlaps(l.start, l.end, start, end)
@@ -177,17 +171,11 @@ impl FileLocks {
             touched = true;
             if l.start < start {
                 // `start > l.start >= 0`, so `start - 1` can't underflow.
-                kept.push(HeldLock {
-                    end: start - 1,
-                    ..l
-                });
+                kept.push(HeldLock { end: start - 1, ..l });
             }
             if l.end > end {
                 // `end < l.end <= u64::MAX`, so `end + 1` can't overflow.
-                kept.push(HeldLock {
-                    start: end + 1,
-                    ..l
-                });
+                kept.push(HeldLock { start: end + 1, ..l });
             }
         }
         self.locks = kept;
@@ -249,21 +237,11 @@ impl State {
         }
     }
 
-    fn blockers(
-        &self,
-        key: &FileKey,
-        owner: LockOwner,
-        kind: LockKind,
-        start: u64,
-        end: u64,
-    ) -> Vec<LockOwner> {
+    fn blockers(&self, key: &FileKey, owner: LockOwner, kind: LockKind, start: u64, end: u64) -> Vec<LockOwner> {
         let Some(file) = self.files.get(key) else {
             return Vec::new();
         };
-        let mut out: Vec<LockOwner> = file
-            .conflicts(owner, kind, start, end)
-            .map(|l| l.owner)
-            .collect();
+        let mut out: Vec<LockOwner> = file.conflicts(owner, kind, start, end).map(|l| l.owner).collect();
         out.sort_unstable_by_key(|o| (o.conn, o.owner));
         out.dedup();
         out
@@ -299,14 +277,7 @@ impl State {
         false
     }
 
-    fn register(
-        &mut self,
-        key: FileKey,
-        owner: LockOwner,
-        kind: LockKind,
-        start: u64,
-        end: u64,
-    ) -> (u64, Arc<Notify>) {
+    fn register(&mut self, key: FileKey, owner: LockOwner, kind: LockKind, start: u64, end: u64) -> (u64, Arc<Notify>) {
         let id = self.next_waiter_id;
         self.next_waiter_id += 1;
         let notify = Arc::new(Notify::new());
@@ -367,14 +338,7 @@ impl LockManager {
     /// conflict with the described request, or `None` if it could be granted.
     /// `Unlock` and malformed ranges conflict with nothing; the caller is
     /// expected to have rejected them already.
-    pub fn get_lock(
-        &self,
-        key: FileKey,
-        owner: LockOwner,
-        kind: LockKind,
-        start: u64,
-        end: u64,
-    ) -> Option<LockInfo> {
+    pub fn get_lock(&self, key: FileKey, owner: LockOwner, kind: LockKind, start: u64, end: u64) -> Option<LockInfo> {
         if kind == LockKind::Unlock || start > end {
             return None;
         }
@@ -566,9 +530,7 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.manager
-                .state()
-                .unregister(&self.key, self.owner, self.id);
+            self.manager.state().unregister(&self.key, self.owner, self.id);
         }
     }
 }
@@ -699,10 +661,7 @@ mod tests {
         m.set_lock(K, a, Read, 0, 99, 1).unwrap();
         // Upgrade the middle: the read lock splits around it.
         m.set_lock(K, a, Write, 40, 59, 1).unwrap();
-        assert_eq!(
-            m.ranges(K, a),
-            vec![(Read, 0, 39), (Write, 40, 59), (Read, 60, 99)]
-        );
+        assert_eq!(m.ranges(K, a), vec![(Read, 0, 39), (Write, 40, 59), (Read, 60, 99)]);
         // Downgrade it again: everything merges back into one range.
         m.set_lock(K, a, Read, 40, 59, 1).unwrap();
         assert_eq!(m.ranges(K, a), vec![(Read, 0, 99)]);
@@ -724,10 +683,7 @@ mod tests {
         assert_eq!(m.ranges(K, a), vec![(Write, 0, 99), (Write, 200, EOF)]);
         // The hole is now free for someone else, and only the hole.
         m.set_lock(K, b, Write, 100, 199, 8).unwrap();
-        assert_eq!(
-            m.set_lock(K, b, Write, 199, 200, 8),
-            Err(LockError::WouldBlock)
-        );
+        assert_eq!(m.set_lock(K, b, Write, 199, 200, 8), Err(LockError::WouldBlock));
         // Unlocking the tail only at EOF, and unlocking nothing.
         m.set_lock(K, a, Unlock, 500, EOF, 7).unwrap();
         assert_eq!(m.ranges(K, a), vec![(Write, 0, 99), (Write, 200, 499)]);
@@ -788,8 +744,7 @@ mod tests {
         );
         // Write request: lowest-start conflict first (c's read at 0..4).
         assert_eq!(
-            m.get_lock(K, a, Write, 0, EOF)
-                .map(|i| (i.kind, i.start, i.pid)),
+            m.get_lock(K, a, Write, 0, EOF).map(|i| (i.kind, i.start, i.pid)),
             Some((Read, 0, 300))
         );
         assert_eq!(
@@ -961,11 +916,7 @@ mod tests {
         m.set_lock(K, a, Write, 1, 1, 1).unwrap();
         m.set_lock(K, b, Write, 2, 2, 2).unwrap();
         // A waits for 2, then gives up (future dropped by the timeout).
-        let r = tokio::time::timeout(
-            Duration::from_millis(20),
-            m.set_lock_wait(K, a, Write, 2, 2, 1),
-        )
-        .await;
+        let r = tokio::time::timeout(Duration::from_millis(20), m.set_lock_wait(K, a, Write, 2, 2, 1)).await;
         assert!(r.is_err(), "should still have been waiting");
         assert_eq!(m.waiter_count(), 0);
         // Also via aborting a spawned task.
@@ -1000,9 +951,7 @@ mod tests {
             handles.push(tokio::spawn(async move {
                 let o = own(t, t);
                 for _ in 0..50 {
-                    m.set_lock_wait(K, o, Write, 0, EOF, t as u32)
-                        .await
-                        .unwrap();
+                    m.set_lock_wait(K, o, Write, 0, EOF, t as u32).await.unwrap();
                     assert!(!inside.swap(true, Ordering::SeqCst), "two writers");
                     tokio::task::yield_now().await;
                     inside.store(false, Ordering::SeqCst);
@@ -1037,11 +986,8 @@ mod tests {
 
         fn set(&mut self, o: usize, kind: LockKind, s: usize, e: usize) -> bool {
             let ok = kind == Unlock
-                || (s..=e).all(|b| {
-                    (0..NOWN).all(|p| {
-                        p == o || self.bytes[b][p].is_none_or(|h| !Self::conflicts(h, kind))
-                    })
-                });
+                || (s..=e)
+                    .all(|b| (0..NOWN).all(|p| p == o || self.bytes[b][p].is_none_or(|h| !Self::conflicts(h, kind))));
             if ok {
                 for b in s..=e {
                     self.bytes[b][o] = (kind != Unlock).then_some(kind);

@@ -55,7 +55,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         let _ = serving.await;
         // Let close frames reach peers so they fail over at once.
-        tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await.ok();
+        tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle())
+            .await
+            .ok();
         Ok(())
     })
 }

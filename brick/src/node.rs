@@ -4,9 +4,7 @@
 use crate::store::Brick;
 use anyhow::{bail, Context};
 use cairn_common::addr::{self, BrickAddr};
-use cairn_common::proto::{
-    AdminReply, AdminRequest, BrickSpec, BrickStatus, VolumeSpec, VolumeState, VolumeStatus,
-};
+use cairn_common::proto::{AdminReply, AdminRequest, BrickSpec, BrickStatus, VolumeSpec, VolumeState, VolumeStatus};
 use cairn_common::state;
 use cairn_common::tls::{self, Credentials, Role};
 use std::collections::{BTreeMap, HashMap};
@@ -57,10 +55,7 @@ impl Node {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = Uuid::new_v4();
-                state::write_private(
-                    &info_path,
-                    &serde_json::to_vec_pretty(&NodeInfo { node_id: id })?,
-                )?;
+                state::write_private(&info_path, &serde_json::to_vec_pretty(&NodeInfo { node_id: id })?)?;
                 id
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", info_path.display())),
@@ -85,8 +80,7 @@ impl Node {
             ),
         ] {
             if !cert.exists() || !key.exists() {
-                let ca_key = std::fs::read_to_string(state::ca_key(state_dir))
-                    .context("reading the pool CA key")?;
+                let ca_key = std::fs::read_to_string(state::ca_key(state_dir)).context("reading the pool CA key")?;
                 let (c, k) = tls::issue(&ca, &ca_key, &role)?;
                 state::write_private(&key, k.as_bytes())?;
                 state::write_private(&cert, c.as_bytes())?;
@@ -129,10 +123,7 @@ impl Node {
     }
 
     fn save(&self, volumes: &BTreeMap<String, VolumeSpec>) -> anyhow::Result<()> {
-        state::write_private(
-            &volumes_file(&self.state_dir),
-            &serde_json::to_vec_pretty(volumes)?,
-        )
+        state::write_private(&volumes_file(&self.state_dir), &serde_json::to_vec_pretty(volumes)?)
     }
 
     /// Is this brick address served by this node?
@@ -188,27 +179,17 @@ impl Node {
     }
 
     pub fn brick(&self, id: &Uuid) -> Option<Arc<Brick>> {
-        self.served
-            .read()
-            .expect("served poisoned")
-            .get(id)
-            .cloned()
+        self.served.read().expect("served poisoned").get(id).cloned()
     }
 
     /// Handles a management request; errors become one-line CLI messages.
     pub fn admin(&self, req: AdminRequest) -> anyhow::Result<AdminReply> {
         match req {
-            AdminRequest::VolumeCreate {
-                name,
-                bricks,
-                force,
-            } => self.volume_create(&name, &bricks, force),
+            AdminRequest::VolumeCreate { name, bricks, force } => self.volume_create(&name, &bricks, force),
             AdminRequest::VolumeStart { name, force } => self.volume_start(&name, force),
             AdminRequest::VolumeStop { name, force: _ } => self.volume_stop(&name),
             AdminRequest::VolumeDelete { name } => self.volume_delete(&name),
-            AdminRequest::VolumeInfo { name } => {
-                Ok(AdminReply::Volumes(self.selected(name.as_deref())?))
-            }
+            AdminRequest::VolumeInfo { name } => Ok(AdminReply::Volumes(self.selected(name.as_deref())?)),
             AdminRequest::VolumeStatus { name } => {
                 let vols = self.selected(name.as_deref())?;
                 if let Some(v) = vols
@@ -270,12 +251,7 @@ impl Node {
         }
     }
 
-    fn volume_create(
-        &self,
-        name: &str,
-        bricks: &[String],
-        force: bool,
-    ) -> anyhow::Result<AdminReply> {
+    fn volume_create(&self, name: &str, bricks: &[String], force: bool) -> anyhow::Result<AdminReply> {
         cairn_common::names::check_volume_name(name)?;
         let mut vols = self.volumes.lock().expect("volumes poisoned");
         if vols.contains_key(name) {
@@ -291,17 +267,17 @@ impl Node {
         for text in bricks {
             let b = BrickAddr::parse(text)?;
             if !self.is_local(&b.node) {
-                bail!("Host {} is not in 'Peer in Cluster' state (only this node, {}, is in the pool)", b.node, self.address);
+                bail!(
+                    "Host {} is not in 'Peer in Cluster' state (only this node, {}, is in the pool)",
+                    b.node,
+                    self.address
+                );
             }
             self.check_brick_path(&b, &vols, force)?;
             if let Some(other) = specs.iter().find(|o: &&BrickSpec| {
-                o.node == b.node
-                    && (addr::path_within(&b.path, &o.path) || addr::path_within(&o.path, &b.path))
+                o.node == b.node && (addr::path_within(&b.path, &o.path) || addr::path_within(&o.path, &b.path))
             }) {
-                bail!(
-                    "Brick: {b} overlaps brick {} of the same command",
-                    other.label()
-                );
+                bail!("Brick: {b} overlaps brick {} of the same command", other.label());
             }
             specs.push(BrickSpec {
                 id: Uuid::new_v4(),
@@ -325,32 +301,20 @@ impl Node {
         vols.insert(name.to_string(), spec);
         self.save(&vols)?;
         Ok(AdminReply::Done {
-            message: format!(
-                "volume create: {name}: success: please start the volume to access data"
-            ),
+            message: format!("volume create: {name}: success: please start the volume to access data"),
         })
     }
 
-    fn check_brick_path(
-        &self,
-        b: &BrickAddr,
-        vols: &BTreeMap<String, VolumeSpec>,
-        force: bool,
-    ) -> anyhow::Result<()> {
+    fn check_brick_path(&self, b: &BrickAddr, vols: &BTreeMap<String, VolumeSpec>, force: bool) -> anyhow::Result<()> {
         if b.path == "/" {
             bail!("{b}: the root directory cannot be a brick");
         }
         for v in vols.values() {
             for other in &v.bricks {
                 if addr::canonical_node(&other.node).ok().as_deref() == Some(b.node.as_str())
-                    && (addr::path_within(&b.path, &other.path)
-                        || addr::path_within(&other.path, &b.path))
+                    && (addr::path_within(&b.path, &other.path) || addr::path_within(&other.path, &b.path))
                 {
-                    bail!(
-                        "Brick: {b} overlaps brick {} of volume {}",
-                        other.label(),
-                        v.name
-                    );
+                    bail!("Brick: {b} overlaps brick {} of volume {}", other.label(), v.name);
                 }
             }
         }

@@ -5,9 +5,7 @@ use crate::locks::{LockKind, LockManager, LockOwner};
 use crate::node::Node;
 use crate::store::{inode, namespace::NewKind, Brick, FsError};
 use bytes::Bytes;
-use cairn_common::proto::{
-    Fop, LockSpec, LockType, Reply, Request, Response, MAX_IO_SIZE, PROTOCOL_VERSION,
-};
+use cairn_common::proto::{Fop, LockSpec, LockType, Reply, Request, Response, MAX_IO_SIZE, PROTOCOL_VERSION};
 use cairn_common::tls::Role;
 use cairn_common::{wire, Gfid};
 use std::collections::HashMap;
@@ -59,11 +57,7 @@ impl Server {
     }
 
     /// Accepts connections until `shutdown` fires.
-    pub async fn run(
-        self: Arc<Self>,
-        endpoint: quinn::Endpoint,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 incoming = endpoint.accept() => {
@@ -88,10 +82,7 @@ impl Server {
         };
         let role = conn
             .peer_identity()
-            .and_then(|id| {
-                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                    .ok()
-            })
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
             .and_then(|chain| cairn_common::tls::peer_role(&chain));
         let Some(role) = role else {
             tracing::warn!(%remote, "refusing a certificate without a cairn role");
@@ -123,44 +114,33 @@ impl Server {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let (resp, payload) =
-            match tokio::time::timeout(HEADER_TIMEOUT, wire::recv_header::<Request>(&mut recv))
-                .await
-            {
-                Err(_) => (
-                    Response::error(libc::ETIMEDOUT, "no request header in time"),
-                    Bytes::new(),
-                ),
-                Ok(Err(e)) => {
-                    tracing::debug!(conn = state.id, error = %e, "bad request frame");
-                    (
-                        Response::error(libc::EPROTO, format!("bad request: {e}")),
-                        Bytes::new(),
-                    )
-                }
-                Ok(Ok(req)) => self.dispatch(&state, req, &mut recv).await,
-            };
-        let mut chunks = if payload.is_empty() {
-            vec![]
-        } else {
-            vec![payload]
+        let (resp, payload) = match tokio::time::timeout(HEADER_TIMEOUT, wire::recv_header::<Request>(&mut recv)).await
+        {
+            Err(_) => (
+                Response::error(libc::ETIMEDOUT, "no request header in time"),
+                Bytes::new(),
+            ),
+            Ok(Err(e)) => {
+                tracing::debug!(conn = state.id, error = %e, "bad request frame");
+                (Response::error(libc::EPROTO, format!("bad request: {e}")), Bytes::new())
+            }
+            Ok(Ok(req)) => self.dispatch(&state, req, &mut recv).await,
         };
+        let mut chunks = if payload.is_empty() { vec![] } else { vec![payload] };
         if let Err(e) = wire::send_message(&mut send, &resp, &mut chunks).await {
             tracing::debug!(conn = state.id, error = %e, "could not send a reply");
         }
     }
 
-    async fn dispatch(
-        &self,
-        state: &Arc<ConnState>,
-        req: Request,
-        recv: &mut quinn::RecvStream,
-    ) -> (Response, Bytes) {
+    async fn dispatch(&self, state: &Arc<ConnState>, req: Request, recv: &mut quinn::RecvStream) -> (Response, Bytes) {
         match req {
             Request::Hello { version } => {
                 if version != PROTOCOL_VERSION {
                     return (
-                        Response::error(libc::EPROTO, format!("protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}")),
+                        Response::error(
+                            libc::EPROTO,
+                            format!("protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}"),
+                        ),
                         Bytes::new(),
                     );
                 }
@@ -182,10 +162,7 @@ impl Server {
                 let node = self.node.clone();
                 match tokio::task::spawn_blocking(move || node.admin(admin)).await {
                     Ok(Ok(reply)) => (Response::Ok(Reply::Admin(reply)), Bytes::new()),
-                    Ok(Err(e)) => (
-                        Response::error(libc::EINVAL, format!("{e:#}")),
-                        Bytes::new(),
-                    ),
+                    Ok(Err(e)) => (Response::error(libc::EINVAL, format!("{e:#}")), Bytes::new()),
                     Err(e) => (
                         Response::error(libc::EIO, format!("management task failed: {e}")),
                         Bytes::new(),
@@ -206,13 +183,7 @@ impl Server {
         }
     }
 
-    async fn fop(
-        &self,
-        state: &Arc<ConnState>,
-        brick_id: Uuid,
-        op: Fop,
-        recv: &mut quinn::RecvStream,
-    ) -> Outcome {
+    async fn fop(&self, state: &Arc<ConnState>, brick_id: Uuid, op: Fop, recv: &mut quinn::RecvStream) -> Outcome {
         let brick = self.node.brick(&brick_id).ok_or_else(|| {
             FsError::new(
                 libc::ENOTCONN,
@@ -222,10 +193,7 @@ impl Server {
         let payload = match op.payload_len() {
             0 => Bytes::new(),
             n if n > u64::from(MAX_IO_SIZE) => {
-                return Err(FsError::new(
-                    libc::EINVAL,
-                    "write larger than the protocol allows",
-                ))
+                return Err(FsError::new(libc::EINVAL, "write larger than the protocol allows"))
             }
             n => wire::recv_payload(recv, n)
                 .await
@@ -238,9 +206,9 @@ impl Server {
                     conn: state.id,
                     owner: lock.owner,
                 };
-                let found =
-                    self.locks
-                        .get_lock(gfid.0, owner, kind_of(lock.typ), lock.start, lock.end);
+                let found = self
+                    .locks
+                    .get_lock(gfid.0, owner, kind_of(lock.typ), lock.start, lock.end);
                 Ok((
                     Reply::Lock(found.map(|l| LockSpec {
                         typ: match l.kind {
@@ -267,16 +235,12 @@ impl Server {
                         .set_lock_wait(gfid.0, owner, kind, lock.start, lock.end, lock.pid)
                         .await
                 } else {
-                    self.locks
-                        .set_lock(gfid.0, owner, kind, lock.start, lock.end, lock.pid)
+                    self.locks.set_lock(gfid.0, owner, kind, lock.start, lock.end, lock.pid)
                 };
                 result.map_err(|e| FsError::new(e.errno(), e.to_string()))?;
                 if state.closed.load(Ordering::SeqCst) {
                     self.locks.release_owner(gfid.0, owner);
-                    return Err(FsError::new(
-                        libc::ENOTCONN,
-                        "connection closed while locking",
-                    ));
+                    return Err(FsError::new(libc::ENOTCONN, "connection closed while locking"));
                 }
                 Ok((Reply::Empty, Bytes::new()))
             }
@@ -305,12 +269,7 @@ impl Server {
         }
     }
 
-    fn open_file(
-        &self,
-        state: &ConnState,
-        brick: &Brick,
-        fh: u64,
-    ) -> Result<(Arc<File>, Gfid), FsError> {
+    fn open_file(&self, state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {
         lookup_fh(state, brick, fh)
     }
 }
@@ -325,10 +284,7 @@ fn runs_inline(op: &Fop) -> bool {
     match op {
         Fop::Read { size, .. } => *size <= SMALL_IO,
         Fop::Write { len, .. } => *len <= SMALL_IO,
-        Fop::Fsync { .. }
-        | Fop::Fsyncdir { .. }
-        | Fop::Fallocate { .. }
-        | Fop::CopyFileRange { .. } => false,
+        Fop::Fsync { .. } | Fop::Fsyncdir { .. } | Fop::Fallocate { .. } | Fop::CopyFileRange { .. } => false,
         // Truncation can free a large file's blocks.
         Fop::SetAttr { set, .. } => set.size.is_none(),
         // Listings stat every entry.
@@ -356,10 +312,7 @@ fn lookup_fh(state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gf
 fn register_fh(state: &ConnState, brick: &Brick, gfid: Gfid, file: File) -> Result<u64, FsError> {
     let mut files = state.files.lock().expect("files poisoned");
     if files.len() >= MAX_OPEN_FILES {
-        return Err(FsError::new(
-            libc::EMFILE,
-            "too many open files on this connection",
-        ));
+        return Err(FsError::new(libc::EMFILE, "too many open files on this connection"));
     }
     let fh = state.next_fh.fetch_add(1, Ordering::Relaxed);
     files.insert(
@@ -385,10 +338,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
                 Some(fh) => Some(lookup_fh(state, brick, fh)?.0),
                 None => None,
             };
-            (
-                Reply::Attr(brick.setattr(&gfid, open.as_deref(), &set)?),
-                none,
-            )
+            (Reply::Attr(brick.setattr(&gfid, open.as_deref(), &set)?), none)
         }
         Fop::Mknod {
             parent,
@@ -399,15 +349,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             rdev,
             creds,
         } => (
-            Reply::Entry(brick.make_entry(
-                &parent,
-                &name,
-                &gfid,
-                NewKind::Special(rdev),
-                mode,
-                umask,
-                &creds,
-            )?),
+            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Special(rdev), mode, umask, &creds)?),
             none,
         ),
         Fop::Mkdir {
@@ -418,15 +360,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             umask,
             creds,
         } => (
-            Reply::Entry(brick.make_entry(
-                &parent,
-                &name,
-                &gfid,
-                NewKind::Dir,
-                mode,
-                umask,
-                &creds,
-            )?),
+            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Dir, mode, umask, &creds)?),
             none,
         ),
         Fop::Symlink {
@@ -436,15 +370,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             target,
             creds,
         } => (
-            Reply::Entry(brick.make_entry(
-                &parent,
-                &name,
-                &gfid,
-                NewKind::Symlink(&target),
-                0o777,
-                0,
-                &creds,
-            )?),
+            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Symlink(&target), 0o777, 0, &creds)?),
             none,
         ),
         Fop::Unlink { parent, name } => {
@@ -469,10 +395,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             gfid,
             new_parent,
             new_name,
-        } => (
-            Reply::Entry(brick.link(&gfid, &new_parent, &new_name)?),
-            none,
-        ),
+        } => (Reply::Entry(brick.link(&gfid, &new_parent, &new_name)?), none),
         Fop::Readlink { gfid } => (Reply::Link(brick.readlink(&gfid)?), none),
         Fop::Open { gfid, flags } => {
             let file = brick.open(&gfid, flags)?;
@@ -499,12 +422,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
         Fop::Read { fh, offset, size } => {
             let (file, _) = lookup_fh(state, brick, fh)?;
             let data = inode::read_at(&file, offset, size.min(MAX_IO_SIZE) as usize)?;
-            (
-                Reply::Data {
-                    len: data.len() as u32,
-                },
-                Bytes::from(data),
-            )
+            (Reply::Data { len: data.len() as u32 }, Bytes::from(data))
         }
         Fop::Write { fh, offset, len: _ } => {
             let (file, _) = lookup_fh(state, brick, fh)?;
@@ -513,11 +431,7 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
         }
         Fop::Fsync { fh, datasync } => {
             let (file, _) = lookup_fh(state, brick, fh)?;
-            let r = if datasync {
-                file.sync_data()
-            } else {
-                file.sync_all()
-            };
+            let r = if datasync { file.sync_data() } else { file.sync_all() };
             r.map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsync"))?;
             (Reply::Empty, none)
         }
@@ -552,15 +466,9 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             brick.removexattr(&gfid, &name)?;
             (Reply::Empty, none)
         }
-        Fop::Fallocate {
-            fh,
-            mode,
-            offset,
-            len,
-        } => {
+        Fop::Fallocate { fh, mode, offset, len } => {
             let (file, _) = lookup_fh(state, brick, fh)?;
-            let allowed =
-                libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+            let allowed = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
             if mode & !allowed != 0 {
                 return Err(FsError::new(libc::EOPNOTSUPP, "fallocate mode"));
             }
@@ -614,15 +522,9 @@ fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Ou
             name,
             gfid,
             target,
-        } => (
-            Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?),
-            none,
-        ),
+        } => (Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?), none),
         Fop::GetLk { .. } | Fop::SetLk { .. } | Fop::Flush { .. } | Fop::Release { .. } => {
-            return Err(FsError::new(
-                libc::EINVAL,
-                "lock operation on the blocking path",
-            ))
+            return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path"))
         }
     })
 }

@@ -39,12 +39,7 @@ struct OpenHow {
 }
 
 /// `openat2(dir, name, flags, mode)` confined beneath `dir`.
-pub fn open_beneath(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    flags: i32,
-    mode: u32,
-) -> io::Result<OwnedFd> {
+pub fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u32 as u64,
         mode: if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
@@ -120,36 +115,16 @@ pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result
 pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: buffer pointer and length match.
-    let n = check_size(unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })?;
+    let n =
+        check_size(unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     Ok(buf)
 }
 
 /// Hard link without following a symlink source (links the symlink itself).
-pub fn link_at(
-    old_dir: BorrowedFd<'_>,
-    old: &CStr,
-    new_dir: BorrowedFd<'_>,
-    new: &CStr,
-) -> io::Result<()> {
+pub fn link_at(old_dir: BorrowedFd<'_>, old: &CStr, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
     // SAFETY: plain syscall.
-    check(unsafe {
-        libc::linkat(
-            old_dir.as_raw_fd(),
-            old.as_ptr(),
-            new_dir.as_raw_fd(),
-            new.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::linkat(old_dir.as_raw_fd(), old.as_ptr(), new_dir.as_raw_fd(), new.as_ptr(), 0) }).map(drop)
 }
 
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, remove_dir: bool) -> io::Result<()> {
@@ -186,16 +161,7 @@ pub fn rename_at(
 /// lchown-style: never follows a symlink. `u32::MAX` leaves an id alone.
 pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: plain syscall.
-    check(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
 }
 
 /// chmod by name; follows a symlink, so callers check the type first.
@@ -235,14 +201,7 @@ pub fn lgetxattr(path: &CStr, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: buffer pointer and length match.
-        let ret = unsafe {
-            libc::lgetxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
+        let ret = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if ret >= 0 {
             buf.truncate(ret as usize);
             return Ok(buf);
@@ -257,16 +216,7 @@ pub fn lgetxattr(path: &CStr, name: &CStr) -> io::Result<Vec<u8>> {
 
 pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
     // SAFETY: value pointer and length match.
-    check(unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
 }
 
 pub fn llistxattr(path: &CStr) -> io::Result<Vec<u8>> {
@@ -294,30 +244,15 @@ pub fn lremovexattr(path: &CStr, name: &CStr) -> io::Result<()> {
 pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 64];
     // SAFETY: buffer pointer and length match.
-    let n = check_size(unsafe {
-        libc::fgetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })?;
+    let n = check_size(unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     Ok(buf)
 }
 
 pub fn fsetxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
     // SAFETY: value pointer and length match.
-    check(unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) })
+        .map(drop)
 }
 
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
@@ -353,16 +288,10 @@ pub fn copy_file_range(
     let mut a = off_in as i64;
     let mut b = off_out as i64;
     // SAFETY: offsets are valid pointers for the call's duration.
-    check_size(unsafe {
-        libc::copy_file_range(
-            fd_in.as_raw_fd(),
-            &mut a,
-            fd_out.as_raw_fd(),
-            &mut b,
-            len,
-            0,
-        )
-    } as libc::ssize_t)
+    check_size(
+        unsafe { libc::copy_file_range(fd_in.as_raw_fd(), &mut a, fd_out.as_raw_fd(), &mut b, len, 0) }
+            as libc::ssize_t,
+    )
 }
 
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -117,10 +117,7 @@ impl CairnFs {
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        self.entry(Fop::GetAttr {
-            gfid: self.gfid(ino)?,
-        })
-        .await
+        self.entry(Fop::GetAttr { gfid: self.gfid(ino)? }).await
     }
 
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> FsResult<Attr> {
@@ -133,12 +130,7 @@ impl CairnFs {
     }
 
     pub async fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        match self
-            .call(Fop::Readlink {
-                gfid: self.gfid(ino)?,
-            })
-            .await?
-        {
+        match self.call(Fop::Readlink { gfid: self.gfid(ino)? }).await? {
             Reply::Link(t) => Ok(t),
             r => Err(unexpected(&r)),
         }
@@ -166,14 +158,7 @@ impl CairnFs {
         .await
     }
 
-    pub async fn mkdir(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        umask: u32,
-        creds: Creds,
-    ) -> FsResult<Attr> {
+    pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32, umask: u32, creds: Creds) -> FsResult<Attr> {
         let parent = self.gfid(parent)?;
         self.entry(Fop::Mkdir {
             parent,
@@ -186,13 +171,7 @@ impl CairnFs {
         .await
     }
 
-    pub async fn symlink(
-        &self,
-        parent: u64,
-        name: &[u8],
-        target: &[u8],
-        creds: Creds,
-    ) -> FsResult<Attr> {
+    pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8], creds: Creds) -> FsResult<Attr> {
         let parent = self.gfid(parent)?;
         self.entry(Fop::Symlink {
             parent,
@@ -220,14 +199,7 @@ impl CairnFs {
         .await
     }
 
-    pub async fn rename(
-        &self,
-        parent: u64,
-        name: &[u8],
-        new_parent: u64,
-        new_name: &[u8],
-        flags: u32,
-    ) -> FsResult<()> {
+    pub async fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> FsResult<()> {
         let op = Fop::Rename {
             parent: self.gfid(parent)?,
             name: name.to_vec(),
@@ -290,11 +262,7 @@ impl CairnFs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        match self
-            .top
-            .call(Fop::Read { fh, offset, size }, Bytes::new())
-            .await?
-        {
+        match self.top.call(Fop::Read { fh, offset, size }, Bytes::new()).await? {
             (Reply::Data { .. }, data) => Ok(data),
             (r, _) => Err(unexpected(&r)),
         }
@@ -395,12 +363,7 @@ impl CairnFs {
     }
 
     pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
-        match self
-            .call(Fop::ListXattr {
-                gfid: self.gfid(ino)?,
-            })
-            .await?
-        {
+        match self.call(Fop::ListXattr { gfid: self.gfid(ino)? }).await? {
             Reply::XattrNames(v) => Ok(v),
             r => Err(unexpected(&r)),
         }
@@ -418,13 +381,7 @@ impl CairnFs {
     }
 
     pub async fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> FsResult<()> {
-        self.empty(Fop::Fallocate {
-            fh,
-            mode,
-            offset,
-            len,
-        })
-        .await
+        self.empty(Fop::Fallocate { fh, mode, offset, len }).await
     }
 
     pub async fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<u64> {

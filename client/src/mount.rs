@@ -99,9 +99,7 @@ fn parse_servers(list: &str) -> anyhow::Result<Vec<String>> {
             raw.push(part.to_string());
         }
     }
-    raw.iter()
-        .map(|s| cairn_common::addr::canonical_node(s))
-        .collect()
+    raw.iter().map(|s| cairn_common::addr::canonical_node(s)).collect()
 }
 
 impl MountOptions {
@@ -147,14 +145,8 @@ impl MountOptions {
             log_file: None,
             foreground,
         };
-        for opt in opts
-            .iter()
-            .flat_map(|s| s.split(','))
-            .filter(|s| !s.is_empty())
-        {
-            let (k, v) = opt
-                .split_once('=')
-                .map_or((opt, None), |(k, v)| (k, Some(v)));
+        for opt in opts.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+            let (k, v) = opt.split_once('=').map_or((opt, None), |(k, v)| (k, Some(v)));
             let need = || v.with_context(|| format!("option {k} needs a value"));
             match k {
                 "ro" => o.read_only = true,
@@ -180,13 +172,7 @@ impl MountOptions {
                 _ => bail!("unknown mount option {opt:?}"),
             }
         }
-        if [&o.cert, &o.key, &o.ca]
-            .iter()
-            .filter(|p| p.is_some())
-            .count()
-            % 3
-            != 0
-        {
+        if [&o.cert, &o.key, &o.ca].iter().filter(|p| p.is_some()).count() % 3 != 0 {
             bail!("options cert=, key= and ca= go together");
         }
         Ok(o)
@@ -211,11 +197,9 @@ pub fn mount_in_background(opts: &MountOptions, args: &[String]) -> anyhow::Resu
         bail!("pipe: {}", std::io::Error::last_os_error());
     }
     // SAFETY: fresh fds we own.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let log = open_log(opts)?;
-    let mut cmd =
-        std::process::Command::new(std::env::current_exe().context("finding mount.cairn")?);
+    let mut cmd = std::process::Command::new(std::env::current_exe().context("finding mount.cairn")?);
     cmd.args(args)
         .arg("--foreground")
         .env(READY_FD_ENV, "3")
@@ -278,10 +262,7 @@ fn open_log(opts: &MountOptions) -> anyhow::Result<std::fs::File> {
 
 /// Tells the waiting command how the mount went (no-op in foreground mode).
 fn report(result: &anyhow::Result<()>) {
-    let Some(fd) = std::env::var(READY_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
+    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
         return;
     };
     // SAFETY: the fd was set up for us by the parent; taken once.
@@ -328,10 +309,7 @@ pub fn run_foreground(mut opts: MountOptions) -> anyhow::Result<()> {
     let target = opts.mountpoint.clone();
     runtime.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
@@ -349,8 +327,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let endpoint = cairn_common::transport::client_endpoint(&creds)?;
     let mut servers = vec![opts.node.clone()];
     servers.extend(opts.backup_servers.iter().cloned());
-    let spec =
-        crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
+    let spec = crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
     let top = crate::volume::build_graph(&endpoint, &spec, opts.call_timeout)?;
     let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr));
     fs.getattr(1).await.map_err(|e| {
@@ -363,17 +340,11 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     Ok(fs)
 }
 
-fn mount_session(
-    opts: &MountOptions,
-    adapter: FuseAdapter,
-) -> anyhow::Result<fuser::Session<FuseAdapter>> {
-    let meta = std::fs::metadata(&opts.mountpoint)
-        .with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
+fn mount_session(opts: &MountOptions, adapter: FuseAdapter) -> anyhow::Result<fuser::Session<FuseAdapter>> {
+    let meta =
+        std::fs::metadata(&opts.mountpoint).with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
     if !meta.is_dir() {
-        bail!(
-            "mount point {} is not a directory",
-            opts.mountpoint.display()
-        );
+        bail!("mount point {} is not a directory", opts.mountpoint.display());
     }
     let dev = std::fs::OpenOptions::new()
         .read(true)
@@ -391,8 +362,7 @@ fn mount_session(
         flags |= libc::MS_RDONLY;
     }
     let c = |s: &str| CString::new(s).context("NUL in mount argument");
-    let target = CString::new(opts.mountpoint.as_os_str().as_encoded_bytes())
-        .context("NUL in mount point")?;
+    let target = CString::new(opts.mountpoint.as_os_str().as_encoded_bytes()).context("NUL in mount point")?;
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     let rc = unsafe {
         libc::mount(
@@ -439,10 +409,7 @@ fn set_read_ahead(mountpoint: &Path, kb: u32) -> anyhow::Result<()> {
         })
         .next()
         .context("mount not found in /proc/self/mountinfo")?;
-    std::fs::write(
-        format!("/sys/class/bdi/{dev}/read_ahead_kb"),
-        kb.to_string(),
-    )?;
+    std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), kb.to_string())?;
     Ok(())
 }
 
@@ -466,7 +433,10 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = parse("127.0.0.2:/gv0 /mnt -o ro,attribute-timeout=0.5,_netdev,backup-volfile-servers=127.0.0.3:127.0.0.4:7000").unwrap();
+        let o = parse(
+            "127.0.0.2:/gv0 /mnt -o ro,attribute-timeout=0.5,_netdev,backup-volfile-servers=127.0.0.3:127.0.0.4:7000",
+        )
+        .unwrap();
         assert_eq!(o.node, "127.0.0.2:24007");
         assert_eq!(o.volume, "gv0");
         assert!(o.read_only);

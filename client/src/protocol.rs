@@ -42,10 +42,7 @@ impl ProtocolClient {
 
     async fn raw(&self, op: Fop, payload: Bytes) -> Result<(Reply, Bytes), RpcError> {
         let wait = matches!(op, Fop::SetLk { wait: true, .. });
-        let req = Request::Fop {
-            brick: self.brick,
-            op,
-        };
+        let req = Request::Fop { brick: self.brick, op };
         if wait {
             // A blocked lock waits as long as the holder holds it.
             self.node.call_with_timeout(&req, payload, None).await
@@ -148,12 +145,7 @@ impl ProtocolClient {
                 fh: self.remote_fh(fh).await?,
                 datasync,
             },
-            Fop::Fallocate {
-                fh,
-                mode,
-                offset,
-                len,
-            } => Fop::Fallocate {
+            Fop::Fallocate { fh, mode, offset, len } => Fop::Fallocate {
                 fh: self.remote_fh(fh).await?,
                 mode,
                 offset,

@@ -21,19 +21,13 @@ pub struct LockHolders {
 
 impl LockHolders {
     pub fn note_lock(&self, ino: u64, owner: u64) {
-        self.pairs
-            .lock()
-            .expect("lock holders poisoned")
-            .insert((ino, owner));
+        self.pairs.lock().expect("lock holders poisoned").insert((ino, owner));
     }
 
     /// Whether a flush by `owner` must reach the brick; forgets the pair,
     /// since the flush releases all of the owner's locks on the file.
     pub fn take_for_flush(&self, ino: u64, owner: u64) -> bool {
-        self.pairs
-            .lock()
-            .expect("lock holders poisoned")
-            .remove(&(ino, owner))
+        self.pairs.lock().expect("lock holders poisoned").remove(&(ino, owner))
     }
 }
 
@@ -72,10 +66,7 @@ impl AbsentCapabilities {
     }
 
     pub fn forget(&self, ino: u64) {
-        self.until
-            .lock()
-            .expect("capability cache poisoned")
-            .remove(&ino);
+        self.until.lock().expect("capability cache poisoned").remove(&ino);
     }
 }
 

@@ -31,8 +31,7 @@ pub async fn fetch_spec(
             Err(e) => last = Some(anyhow::anyhow!("{server}: {e}")),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no volfile server given")))
-        .context("fetching the volume spec")
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no volfile server given"))).context("fetching the volume spec")
 }
 
 /// The graph's top layer for `spec`.
@@ -47,13 +46,7 @@ pub fn build_graph(
     for b in &spec.bricks {
         let node = nodes
             .entry(b.node.clone())
-            .or_insert_with(|| {
-                Arc::new(NodeClient::new(
-                    endpoint.clone(),
-                    b.node.clone(),
-                    call_timeout,
-                ))
-            })
+            .or_insert_with(|| Arc::new(NodeClient::new(endpoint.clone(), b.node.clone(), call_timeout)))
             .clone();
         bricks.push(Arc::new(ProtocolClient::new(node, b.id, b.label())));
     }

@@ -77,9 +77,7 @@ impl BrickAddr {
             .ok_or_else(|| anyhow::anyhow!("bad brick {s:?}: expected NODE:/absolute/path"))?;
         let node = canonical_node(&s[..idx])?;
         let path = normalize_abs_path(&s[idx + 1..]).ok_or_else(|| {
-            anyhow::anyhow!(
-                "bad brick path in {s:?}: must be absolute, without '.' or '..' components"
-            )
+            anyhow::anyhow!("bad brick path in {s:?}: must be absolute, without '.' or '..' components")
         })?;
         Ok(BrickAddr { node, path })
     }

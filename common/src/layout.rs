@@ -80,11 +80,7 @@ impl LayoutEntry {
     /// Decodes an entry; `None` for anything malformed or of an unknown
     /// format or hash (treated like a missing layout, and repaired).
     pub fn decode(bytes: &[u8]) -> Option<LayoutEntry> {
-        if bytes.len() != ENCODED_LEN
-            || bytes[0] != LAYOUT_FORMAT
-            || bytes[1] != HASH_XXH3_HIGH32
-            || bytes[2] > 1
-        {
+        if bytes.len() != ENCODED_LEN || bytes[0] != LAYOUT_FORMAT || bytes[1] != HASH_XXH3_HIGH32 || bytes[2] > 1 {
             return None;
         }
         let word = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
@@ -97,10 +93,7 @@ impl LayoutEntry {
         } else {
             None
         };
-        Some(LayoutEntry {
-            commit: word(4),
-            range,
-        })
+        Some(LayoutEntry { commit: word(4), range })
     }
 }
 
@@ -109,13 +102,7 @@ impl LayoutEntry {
 /// directories do not all favour the first one. Returns one entry per
 /// subvolume; the non-empty ranges tile `[0, u32::MAX]` exactly.
 pub fn compute(weights: &[u64], rotation: u32, commit: u32) -> Vec<LayoutEntry> {
-    let mut out = vec![
-        LayoutEntry {
-            commit,
-            range: None
-        };
-        weights.len()
-    ];
+    let mut out = vec![LayoutEntry { commit, range: None }; weights.len()];
     let active: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
     if active.is_empty() {
         return out;
@@ -147,9 +134,7 @@ pub fn compute(weights: &[u64], rotation: u32, commit: u32) -> Vec<LayoutEntry> 
 
 /// Where a hash falls in a set of entries (the first match).
 pub fn find(entries: &[LayoutEntry], hash: u32) -> Option<usize> {
-    entries
-        .iter()
-        .position(|e| e.range.is_some_and(|r| r.contains(hash)))
+    entries.iter().position(|e| e.range.is_some_and(|r| r.contains(hash)))
 }
 
 /// Is this a complete layout: ranges that tile the ring with no hole and no
@@ -196,10 +181,7 @@ mod tests {
                     end: u32::MAX,
                 }),
             },
-            LayoutEntry {
-                commit: 0,
-                range: None,
-            },
+            LayoutEntry { commit: 0, range: None },
         ] {
             assert_eq!(LayoutEntry::decode(&e.encode()), Some(e));
         }
@@ -248,10 +230,7 @@ mod tests {
         for i in 0..40_000 {
             counts[find(&layout, name_hash(format!("file{i}").as_bytes())).unwrap()] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (9_500..=10_500).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_500..=10_500).contains(&c)), "{counts:?}");
     }
 
     proptest! {

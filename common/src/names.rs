@@ -55,16 +55,12 @@ pub fn check_name(name: &[u8]) -> Result<(), NameError> {
 pub fn check_volume_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !name.starts_with('-');
     if ok {
         Ok(())
     } else {
-        anyhow::bail!(
-            "invalid volume name {name:?}: use 1-64 letters, digits, '-' or '_', not starting with '-'"
-        )
+        anyhow::bail!("invalid volume name {name:?}: use 1-64 letters, digits, '-' or '_', not starting with '-'")
     }
 }
 

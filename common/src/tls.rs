@@ -6,8 +6,8 @@
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
@@ -53,10 +53,7 @@ pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, role: &Role) -> anyhow::Result
     let (sans, usages, cn) = match role {
         Role::Node(id) => (
             vec![format!("node-{id}.cairn"), NODE_SERVER_NAME.to_string()],
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             format!("node-{id}"),
         ),
         Role::Client(name) => {
@@ -83,10 +80,7 @@ pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, role: &Role) -> anyhow::Result
 }
 
 fn check_client_name(name: &str) -> anyhow::Result<()> {
-    if name.is_empty()
-        || name.len() > 63
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
+    if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         anyhow::bail!("invalid client name {name:?}: use 1-63 letters, digits or '-'");
     }
     Ok(())
@@ -99,16 +93,10 @@ pub fn peer_role(chain: &[CertificateDer<'_>]) -> Option<Role> {
     let san = cert.subject_alternative_name().ok()??;
     for name in &san.value.general_names {
         if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-            if let Some(id) = dns
-                .strip_prefix("node-")
-                .and_then(|s| s.strip_suffix(".cairn"))
-            {
+            if let Some(id) = dns.strip_prefix("node-").and_then(|s| s.strip_suffix(".cairn")) {
                 return Some(Role::Node(id.to_string()));
             }
-            if let Some(n) = dns
-                .strip_prefix("client-")
-                .and_then(|s| s.strip_suffix(".cairn"))
-            {
+            if let Some(n) = dns.strip_prefix("client-").and_then(|s| s.strip_suffix(".cairn")) {
                 return Some(Role::Client(n.to_string()));
             }
         }
@@ -140,18 +128,16 @@ fn parse_parts(
     if chain.is_empty() {
         anyhow::bail!("no certificate found");
     }
-    let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes())
-        .context("parsing the private key")?;
+    let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes()).context("parsing the private key")?;
     Ok((roots, chain, key))
 }
 
 /// TLS for a node's server side: clients must present a pool certificate.
 pub fn server_crypto(creds: &Credentials) -> anyhow::Result<rustls::ServerConfig> {
     let (roots, chain, key) = parse_parts(creds)?;
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .context("building the client verifier")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .context("building the client verifier")?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

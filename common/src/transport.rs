@@ -51,11 +51,7 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
 /// `reset_secret` must survive restarts: it keys QUIC's stateless resets, so
 /// a restarted node can tell its old peers at once that their connection is
 /// gone (with a fresh key they would wait for the idle timeout).
-pub fn server_endpoint(
-    addr: SocketAddr,
-    creds: &Credentials,
-    reset_secret: &[u8],
-) -> anyhow::Result<quinn::Endpoint> {
+pub fn server_endpoint(addr: SocketAddr, creds: &Credentials, reset_secret: &[u8]) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto(creds)?)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config()));
@@ -63,19 +59,9 @@ pub fn server_endpoint(
     let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
     // Connection ids are signed with a key; it must persist too, or the
     // restarted node drops old ids as forged instead of resetting them.
-    let cid_key = reset_secret
-        .iter()
-        .take(8)
-        .fold(0u64, |k, &b| (k << 8) | u64::from(b));
-    config.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-    });
-    let mut endpoint = quinn::Endpoint::new(
-        config,
-        Some(server),
-        bind_udp(addr)?,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    let cid_key = reset_secret.iter().take(8).fold(0u64, |k, &b| (k << 8) | u64::from(b));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let mut endpoint = quinn::Endpoint::new(config, Some(server), bind_udp(addr)?, Arc::new(quinn::TokioRuntime))?;
     endpoint.set_default_client_config(client_config(creds)?);
     Ok(endpoint)
 }
@@ -186,17 +172,14 @@ impl NodeClient {
         }
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.dial())
             .await
-            .map_err(|_| {
-                RpcError::Unreachable(format!("connecting to {} timed out", self.node))
-            })??;
+            .map_err(|_| RpcError::Unreachable(format!("connecting to {} timed out", self.node)))??;
         *slot = Some(conn.clone());
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(conn)
     }
 
     async fn dial(&self) -> Result<quinn::Connection, RpcError> {
-        let addr = crate::addr::resolve_node(&self.node)
-            .map_err(|e| RpcError::Unreachable(e.to_string()))?;
+        let addr = crate::addr::resolve_node(&self.node).map_err(|e| RpcError::Unreachable(e.to_string()))?;
         let conn = self
             .endpoint
             .connect(addr, tls::NODE_SERVER_NAME)
@@ -212,16 +195,13 @@ impl NodeClient {
                 "{} speaks protocol version {version}, we speak {PROTOCOL_VERSION}",
                 self.node
             ))),
-            (other, _) => Err(RpcError::Protocol(format!(
-                "unexpected hello reply {other:?}"
-            ))),
+            (other, _) => Err(RpcError::Protocol(format!("unexpected hello reply {other:?}"))),
         }
     }
 
     /// Sends one request with its payload; returns the reply and its payload.
     pub async fn call(&self, req: &Request, payload: Bytes) -> Result<(Reply, Bytes), RpcError> {
-        self.call_with_timeout(req, payload, Some(self.call_timeout))
-            .await
+        self.call_with_timeout(req, payload, Some(self.call_timeout)).await
     }
 
     /// As [`call`](Self::call), with a chosen timeout (`None`: wait as long as
@@ -244,20 +224,9 @@ impl NodeClient {
 }
 
 /// One request/response exchange on a new stream of `conn`.
-pub async fn exchange(
-    conn: &quinn::Connection,
-    req: &Request,
-    payload: Bytes,
-) -> Result<(Reply, Bytes), RpcError> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| RpcError::Unreachable(e.to_string()))?;
-    let mut chunks = if payload.is_empty() {
-        vec![]
-    } else {
-        vec![payload]
-    };
+pub async fn exchange(conn: &quinn::Connection, req: &Request, payload: Bytes) -> Result<(Reply, Bytes), RpcError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| RpcError::Unreachable(e.to_string()))?;
+    let mut chunks = if payload.is_empty() { vec![] } else { vec![payload] };
     wire::send_message(&mut send, req, &mut chunks).await?;
     let resp: Response = wire::recv_header(&mut recv).await?;
     let data = match resp.payload_len() {

@@ -79,15 +79,12 @@ pub async fn send_message<T: Serialize>(
     send.write_all_chunks(&mut chunks)
         .await
         .map_err(|e| WireError::Stream(e.to_string()))?;
-    send.finish()
-        .map_err(|e| WireError::Stream(e.to_string()))?;
+    send.finish().map_err(|e| WireError::Stream(e.to_string()))?;
     Ok(())
 }
 
 /// Receives a header.
-pub async fn recv_header<T: DeserializeOwned>(
-    recv: &mut quinn::RecvStream,
-) -> Result<T, WireError> {
+pub async fn recv_header<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, WireError> {
     let mut prefix = [0u8; 4];
     recv.read_exact(&mut prefix)
         .await
@@ -168,10 +165,7 @@ mod tests {
         };
         let frame = encode_header(&req).unwrap();
         for cut in 0..frame.len() {
-            assert!(
-                decode_frame::<Request>(&frame[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode_frame::<Request>(&frame[..cut]).is_err(), "cut at {cut}");
         }
     }
 

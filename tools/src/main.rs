@@ -60,18 +60,12 @@ fn main() {
     cairn_common::logging::init("warn");
     let cli = Cli::parse();
     let json = cli.json;
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => match rt.block_on(run(cli)) {
             Ok(text) => print!("{text}"),
             Err(e) => {
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "ok": false, "error": format!("{e:#}") })
-                    );
+                    println!("{}", serde_json::json!({ "ok": false, "error": format!("{e:#}") }));
                 } else {
                     eprintln!("{e:#}");
                 }
@@ -102,9 +96,7 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
                 bricks.pop();
             }
             if bricks.first().map(String::as_str) == Some("replica") {
-                anyhow::bail!(
-                    "replicated volumes are not available yet; list the bricks to distribute over"
-                );
+                anyhow::bail!("replicated volumes are not available yet; list the bricks to distribute over");
             }
             if bricks.is_empty() {
                 anyhow::bail!("volume create needs at least one brick (NODE:/path)");
@@ -113,11 +105,7 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
                 cairn_common::addr::BrickAddr::parse(b)?;
             }
             cairn_common::names::check_volume_name(&name)?;
-            AdminRequest::VolumeCreate {
-                name,
-                bricks,
-                force,
-            }
+            AdminRequest::VolumeCreate { name, bricks, force }
         }
         VolumeCommand::Start { name, force } => AdminRequest::VolumeStart {
             name,
@@ -147,9 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     let creds = cairn_common::state::node_credentials(&state_dir)?;
     let endpoint = client_endpoint(&creds)?;
     let client = NodeClient::new(endpoint.clone(), node.clone(), Duration::from_secs(120));
-    let reply = client
-        .call(&Request::Admin(req.clone()), Bytes::new())
-        .await;
+    let reply = client.call(&Request::Admin(req.clone()), Bytes::new()).await;
     endpoint.close(0u32.into(), b"done");
     let reply = match reply {
         Ok((Reply::Admin(r), _)) => r,
@@ -158,9 +144,8 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             anyhow::bail!("{}", command_prefix(&req, &message))
         }
         Err(e) => {
-            return Err(e).with_context(|| {
-                format!("Connection failed. Please check if cairnd is operational on {node}")
-            })
+            return Err(e)
+                .with_context(|| format!("Connection failed. Please check if cairnd is operational on {node}"))
         }
     };
     Ok(if cli.json {

@@ -37,10 +37,7 @@ impl CookieCodec {
             CookieCodec::Exact => offset,
         };
         if c > MAX {
-            return Err(FsError::new(
-                libc::EOVERFLOW,
-                "directory offset too large for a cookie",
-            ));
+            return Err(FsError::new(libc::EOVERFLOW, "directory offset too large for a cookie"));
         }
         Ok(c)
     }
@@ -66,10 +63,7 @@ mod tests {
             assert!(k <= MAX);
             assert!(c.seek_position(k) <= off);
         }
-        assert_eq!(
-            CookieCodec::Exact.encode(MAX + 1).unwrap_err().errno,
-            libc::EOVERFLOW
-        );
+        assert_eq!(CookieCodec::Exact.encode(MAX + 1).unwrap_err().errno, libc::EOVERFLOW);
         assert_eq!(CookieCodec::Exact.encode(42).unwrap(), 42);
     }
 }

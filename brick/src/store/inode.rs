@@ -38,13 +38,8 @@ impl Brick {
         }
         let (dir, name) = self.node_at(&node);
         if set.uid.is_some() || set.gid.is_some() {
-            sys::chown_at(
-                dir,
-                name,
-                set.uid.unwrap_or(u32::MAX),
-                set.gid.unwrap_or(u32::MAX),
-            )
-            .ctx(|| "chown".into())?;
+            sys::chown_at(dir, name, set.uid.unwrap_or(u32::MAX), set.gid.unwrap_or(u32::MAX))
+                .ctx(|| "chown".into())?;
         }
         if let Some(mode) = set.mode {
             if is_link {
@@ -74,18 +69,13 @@ impl Brick {
         match node {
             Node::Dir(_) => Err(FsError::new(libc::EISDIR, "open of a directory")),
             Node::File(h) => {
-                let fd = sys::open_beneath(
-                    self.files.as_fd(),
-                    h,
-                    super::namespace::sanitize_open_flags(flags),
-                    0,
-                )
-                .map_err(|e| match e.raw_os_error() {
-                    // O_NOFOLLOW met a symlink: the kernel never opens
-                    // symlinks itself, so this is a bad request.
-                    Some(libc::ELOOP) => FsError::new(libc::ELOOP, "open of a symlink"),
-                    _ => FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "open"),
-                })?;
+                let fd = sys::open_beneath(self.files.as_fd(), h, super::namespace::sanitize_open_flags(flags), 0)
+                    .map_err(|e| match e.raw_os_error() {
+                        // O_NOFOLLOW met a symlink: the kernel never opens
+                        // symlinks itself, so this is a bad request.
+                        Some(libc::ELOOP) => FsError::new(libc::ELOOP, "open of a symlink"),
+                        _ => FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "open"),
+                    })?;
                 Ok(File::from(fd))
             }
         }
@@ -101,10 +91,7 @@ impl Brick {
             return Err(FsError::new(libc::ERANGE, "xattr name length"));
         }
         if name.starts_with(PRIVATE_XATTR_PREFIX) {
-            return Err(FsError::new(
-                libc::EPERM,
-                "cairn's own xattrs are not accessible",
-            ));
+            return Err(FsError::new(libc::EPERM, "cairn's own xattrs are not accessible"));
         }
         let cname = sys::cstr(name).ctx(|| "xattr name".into())?;
         Ok((self.resolve(gfid)?, cname))

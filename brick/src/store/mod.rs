@@ -61,12 +61,7 @@ impl FsError {
 
 impl std::fmt::Display for FsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            self.context,
-            io::Error::from_raw_os_error(self.errno)
-        )
+        write!(f, "{}: {}", self.context, io::Error::from_raw_os_error(self.errno))
     }
 }
 
@@ -134,16 +129,9 @@ impl Brick {
     /// Prepares a directory to become a brick of `volume_id`: creates it if
     /// missing, marks it, and lays out `.cairn/`. Refuses a directory that is
     /// (or is inside) a brick of another volume unless `force`.
-    pub fn initialize(
-        path: &Path,
-        brick_id: Uuid,
-        volume_id: Uuid,
-        volume: &str,
-        force: bool,
-    ) -> anyhow::Result<()> {
+    pub fn initialize(path: &Path, brick_id: Uuid, volume_id: Uuid, volume: &str, force: bool) -> anyhow::Result<()> {
         use anyhow::Context;
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("creating brick directory {}", path.display()))?;
+        std::fs::create_dir_all(path).with_context(|| format!("creating brick directory {}", path.display()))?;
         for ancestor in path.ancestors() {
             let cpath = sys::cstr(ancestor.as_os_str().as_encoded_bytes())?;
             if let Ok(v) = sys::lgetxattr(&cpath, &c(VOLUME_ID_XATTR)) {
@@ -161,14 +149,12 @@ impl Brick {
             }
         }
         let root = open_dir_path(path).with_context(|| format!("opening {}", path.display()))?;
-        sys::fsetxattr(root.as_fd(), &c(VOLUME_ID_XATTR), volume_id.as_bytes(), 0).with_context(
-            || {
-                format!(
-                    "marking {} (does its filesystem support trusted xattrs?)",
-                    path.display()
-                )
-            },
-        )?;
+        sys::fsetxattr(root.as_fd(), &c(VOLUME_ID_XATTR), volume_id.as_bytes(), 0).with_context(|| {
+            format!(
+                "marking {} (does its filesystem support trusted xattrs?)",
+                path.display()
+            )
+        })?;
         sys::fsetxattr(root.as_fd(), &c(GFID_XATTR), &Gfid::ROOT.0, 0)?;
         let private = path.join(".cairn");
         for sub in ["files", "dirs"] {
@@ -183,18 +169,14 @@ impl Brick {
             volume_id,
             volume: volume.to_string(),
         };
-        cairn_common::state::write_private(
-            &private.join("brick.json"),
-            &serde_json::to_vec_pretty(&info)?,
-        )?;
+        cairn_common::state::write_private(&private.join("brick.json"), &serde_json::to_vec_pretty(&info)?)?;
         Ok(())
     }
 
     /// Opens a prepared brick, checking that it is the one expected.
     pub fn open_existing(path: &Path, brick_id: Uuid, volume_id: Uuid) -> anyhow::Result<Brick> {
         use anyhow::Context;
-        let root =
-            open_dir_path(path).with_context(|| format!("opening brick {}", path.display()))?;
+        let root = open_dir_path(path).with_context(|| format!("opening brick {}", path.display()))?;
         match sys::fgetxattr(root.as_fd(), &c(VOLUME_ID_XATTR)) {
             Ok(v) if v == volume_id.as_bytes() => {}
             Ok(_) => anyhow::bail!(
@@ -256,10 +238,7 @@ impl Brick {
     }
 
     fn forget_dir(&self, gfid: &Gfid) {
-        self.dir_cache
-            .lock()
-            .expect("dir cache poisoned")
-            .remove(gfid);
+        self.dir_cache.lock().expect("dir cache poisoned").remove(gfid);
     }
 
     /// Opens the directory with this gfid.
@@ -280,8 +259,8 @@ impl Brick {
                     format!("directory {gfid} is nested too deep"),
                 ));
             }
-            let text = sys::readlink_at(self.dirs.as_fd(), &Self::handle_name(&cur)).map_err(
-                |e| match e.raw_os_error() {
+            let text =
+                sys::readlink_at(self.dirs.as_fd(), &Self::handle_name(&cur)).map_err(|e| match e.raw_os_error() {
                     Some(libc::ENOENT) | Some(libc::EINVAL) => {
                         FsError::new(libc::ESTALE, format!("no directory {cur}"))
                     }
@@ -289,21 +268,14 @@ impl Brick {
                         e.raw_os_error().unwrap_or(libc::EIO),
                         format!("reading handle of {cur}"),
                     ),
-                },
-            )?;
-            let (parent, name) = parse_dir_handle(&text).ok_or_else(|| {
-                FsError::new(libc::EIO, format!("corrupt directory handle for {cur}"))
-            })?;
+                })?;
+            let (parent, name) = parse_dir_handle(&text)
+                .ok_or_else(|| FsError::new(libc::EIO, format!("corrupt directory handle for {cur}")))?;
             chain.push((cur, name));
             if parent.is_root() {
                 break self.root.clone();
             }
-            if let Some(fd) = self
-                .dir_cache
-                .lock()
-                .expect("dir cache poisoned")
-                .get(&parent)
-            {
+            if let Some(fd) = self.dir_cache.lock().expect("dir cache poisoned").get(&parent) {
                 break fd.clone();
             }
             cur = parent;
@@ -314,10 +286,7 @@ impl Brick {
             let fd = sys::open_beneath(base.as_fd(), &cname, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                 .map_err(|_| FsError::new(libc::ESTALE, format!("directory {child} is gone")))?;
             if read_gfid_fd(fd.as_fd()) != Some(child) {
-                return Err(FsError::new(
-                    libc::ESTALE,
-                    format!("directory {child} was replaced"),
-                ));
+                return Err(FsError::new(libc::ESTALE, format!("directory {child} was replaced")));
             }
             let fd = Arc::new(fd);
             self.cache_dir(child, fd.clone());

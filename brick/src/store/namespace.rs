@@ -22,12 +22,8 @@ impl Brick {
     /// Checks an entry name in `parent`; the brick's private directory is
     /// invisible at the root.
     fn entry_name(&self, parent: &Gfid, name: &[u8]) -> FsResult<CString> {
-        check_name(name).map_err(|e| {
-            FsError::new(
-                e.errno(),
-                format!("name {:?}: {e}", String::from_utf8_lossy(name)),
-            )
-        })?;
+        check_name(name)
+            .map_err(|e| FsError::new(e.errno(), format!("name {:?}: {e}", String::from_utf8_lossy(name))))?;
         if parent.is_root() && name == PRIVATE_DIR {
             return Err(FsError::new(
                 libc::EPERM,
@@ -39,24 +35,16 @@ impl Brick {
 
     /// The gfid of the entry `name` in `dir`, assigning one if the entry was
     /// made behind the brick's back (so files copied onto a brick appear).
-    fn entry_gfid(
-        &self,
-        parent: &Gfid,
-        dir: BorrowedFd<'_>,
-        name: &CString,
-        st: &libc::stat,
-    ) -> FsResult<Gfid> {
+    fn entry_gfid(&self, parent: &Gfid, dir: BorrowedFd<'_>, name: &CString, st: &libc::stat) -> FsResult<Gfid> {
         let path = sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())?;
         match sys::lgetxattr(&path, &c(GFID_XATTR)) {
-            Ok(v) => Gfid::from_slice(&v)
-                .ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))),
+            Ok(v) => Gfid::from_slice(&v).ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))),
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
                 // Wait out a creation in progress, then look again.
                 let _creating = self.entry_lock(parent, name.to_bytes());
                 if let Ok(v) = sys::lgetxattr(&path, &c(GFID_XATTR)) {
-                    return Gfid::from_slice(&v).ok_or_else(|| {
-                        FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))
-                    });
+                    return Gfid::from_slice(&v)
+                        .ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}")));
                 }
                 let gfid = Gfid::random();
                 match sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE) {
@@ -68,11 +56,9 @@ impl Brick {
                     }
                     // Someone else assigned it first: read theirs.
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        let v = sys::lgetxattr(&path, &c(GFID_XATTR))
-                            .ctx(|| format!("reading the gfid of {name:?}"))?;
-                        Gfid::from_slice(&v).ok_or_else(|| {
-                            FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))
-                        })
+                        let v =
+                            sys::lgetxattr(&path, &c(GFID_XATTR)).ctx(|| format!("reading the gfid of {name:?}"))?;
+                        Gfid::from_slice(&v).ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}")))
                     }
                     Err(e) => Err(e).ctx(|| format!("assigning a gfid to {name:?}")),
                 }
@@ -91,28 +77,48 @@ impl Brick {
     ) -> FsResult<()> {
         let handle = Self::handle_name(gfid);
         if is_dir {
-            let text = sys::cstr(&Self::dir_handle_text(parent, name.to_bytes()))
-                .ctx(|| "handle".into())?;
-            sys::symlink_at(&text, self.dirs.as_fd(), &handle)
-                .ctx(|| format!("creating the handle of {gfid}"))
+            let text = sys::cstr(&Self::dir_handle_text(parent, name.to_bytes())).ctx(|| "handle".into())?;
+            match sys::symlink_at(&text, self.dirs.as_fd(), &handle) {
+                // A handle left by a directory removed behind the brick's
+                // back (a heal re-creating it, say) is replaced; one that
+                // still leads to a live directory means the gfid is taken.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    self.forget_dir(gfid);
+                    match self.dir_fd(gfid) {
+                        Err(stale) if stale.errno == libc::ESTALE => {
+                            self.rewrite_dir_handle(gfid, parent, name.to_bytes())
+                        }
+                        // The old handle's text names this very place.
+                        Ok(fd) if same_inode(&sys::fstat(fd.as_fd()), &sys::stat_at(dir, name)) => Ok(()),
+                        _ => Err(FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use"))),
+                    }
+                }
+                r => r.ctx(|| format!("creating the handle of {gfid}")),
+            }
         } else {
-            sys::link_at(dir, name, self.files.as_fd(), &handle)
-                .ctx(|| format!("creating the handle of {gfid}"))
+            match sys::link_at(dir, name, self.files.as_fd(), &handle) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    // Likewise for a file handle that is its inode's only name.
+                    let orphan = sys::stat_at(self.files.as_fd(), &handle).is_ok_and(|st| st.st_nlink == 1);
+                    if !orphan {
+                        return Err(FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use")));
+                    }
+                    sys::unlink_at(self.files.as_fd(), &handle, false).ctx(|| "dropping an orphan handle".into())?;
+                    sys::link_at(dir, name, self.files.as_fd(), &handle)
+                        .ctx(|| format!("creating the handle of {gfid}"))
+                }
+                r => r.ctx(|| format!("creating the handle of {gfid}")),
+            }
         }
     }
 
     /// Points a directory's handle at its new place, atomically.
     fn rewrite_dir_handle(&self, gfid: &Gfid, parent: &Gfid, name: &[u8]) -> FsResult<()> {
         let handle = Self::handle_name(gfid);
-        let tmp = c(&format!(
-            "{}.tmp{}",
-            handle.to_str().expect("hex"),
-            std::process::id()
-        ));
+        let tmp = c(&format!("{}.tmp{}", handle.to_str().expect("hex"), std::process::id()));
         let text = sys::cstr(&Self::dir_handle_text(parent, name)).ctx(|| "handle".into())?;
         let _ = sys::unlink_at(self.dirs.as_fd(), &tmp, false);
-        sys::symlink_at(&text, self.dirs.as_fd(), &tmp)
-            .ctx(|| format!("rewriting the handle of {gfid}"))?;
+        sys::symlink_at(&text, self.dirs.as_fd(), &tmp).ctx(|| format!("rewriting the handle of {gfid}"))?;
         sys::rename_at(self.dirs.as_fd(), &tmp, self.dirs.as_fd(), &handle, 0)
             .ctx(|| format!("rewriting the handle of {gfid}"))
     }
@@ -142,25 +148,16 @@ impl Brick {
         }
         let cname = self.entry_name(parent, name)?;
         let dir = self.dir_fd(parent)?;
-        let st = sys::stat_at(dir.as_fd(), &cname)
-            .ctx(|| format!("lookup {:?}", String::from_utf8_lossy(name)))?;
+        let st = sys::stat_at(dir.as_fd(), &cname).ctx(|| format!("lookup {:?}", String::from_utf8_lossy(name)))?;
         let gfid = self.entry_gfid(parent, dir.as_fd(), &cname, &st)?;
         self.entry_attr(gfid, dir.as_fd(), &cname, &st)
     }
 
     /// Attributes of an entry, recognising distribute link files.
-    fn entry_attr(
-        &self,
-        gfid: Gfid,
-        dir: BorrowedFd<'_>,
-        name: &CString,
-        st: &libc::stat,
-    ) -> FsResult<Attr> {
+    fn entry_attr(&self, gfid: Gfid, dir: BorrowedFd<'_>, name: &CString, st: &libc::stat) -> FsResult<Attr> {
         let mut attr = self.attr_from_stat(gfid, st);
         if super::looks_like_link(st) {
-            attr.linkto = super::read_linkto(
-                &sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())?,
-            );
+            attr.linkto = super::read_linkto(&sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())?);
         }
         Ok(attr)
     }
@@ -168,35 +165,19 @@ impl Brick {
     /// Creates a distribute link file for `gfid` pointing at `target`,
     /// atomically: it is made unnamed (O_TMPFILE), given its gfid and target,
     /// and only then linked in, so no reader ever sees a half-made one.
-    pub fn make_link(
-        &self,
-        parent: &Gfid,
-        name: &[u8],
-        gfid: &Gfid,
-        target: &uuid::Uuid,
-    ) -> FsResult<Attr> {
+    pub fn make_link(&self, parent: &Gfid, name: &[u8], gfid: &Gfid, target: &uuid::Uuid) -> FsResult<Attr> {
         let cname = self.entry_name(parent, name)?;
         let dir = self.dir_fd(parent)?;
-        let fd = sys::open_beneath(
-            dir.as_fd(),
-            c".",
-            libc::O_TMPFILE | libc::O_WRONLY,
-            libc::S_ISVTX,
-        )
-        .ctx(|| "creating a link file".into())?;
-        sys::fsetxattr(fd.as_fd(), &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE)
-            .ctx(|| "setting the gfid".into())?;
+        let fd = sys::open_beneath(dir.as_fd(), c".", libc::O_TMPFILE | libc::O_WRONLY, libc::S_ISVTX)
+            .ctx(|| "creating a link file".into())?;
+        sys::fsetxattr(fd.as_fd(), &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE).ctx(|| "setting the gfid".into())?;
         sys::fsetxattr(fd.as_fd(), &c(super::LINKTO_XATTR), target.as_bytes(), 0)
             .ctx(|| "setting the link target".into())?;
         // O_TMPFILE applies the umask: set the exact mode that marks a link.
         sys::chmod_fd(fd.as_fd(), libc::S_ISVTX).ctx(|| "chmod link file".into())?;
         let proc = sys::proc_path(fd.as_fd(), b"").ctx(|| "proc path".into())?;
-        let proc = sys::cstr(
-            proc.to_bytes()
-                .strip_suffix(b"/")
-                .unwrap_or(proc.to_bytes()),
-        )
-        .ctx(|| "proc path".into())?;
+        let proc =
+            sys::cstr(proc.to_bytes().strip_suffix(b"/").unwrap_or(proc.to_bytes())).ctx(|| "proc path".into())?;
         let _guard = self.link_lock.lock().expect("link lock poisoned");
         sys::link_follow(&proc, dir.as_fd(), &cname)
             .ctx(|| format!("linking in {:?}", String::from_utf8_lossy(name)))?;
@@ -223,19 +204,14 @@ impl Brick {
             return Err(FsError::new(libc::EINVAL, "malformed layout entry"));
         }
         let dir = self.dir_fd(gfid)?;
-        sys::fsetxattr(dir.as_fd(), &c(super::LAYOUT_XATTR), entry, 0)
-            .ctx(|| format!("setting the layout of {gfid}"))
+        sys::fsetxattr(dir.as_fd(), &c(super::LAYOUT_XATTR), entry, 0).ctx(|| format!("setting the layout of {gfid}"))
     }
 
     /// The owner of a new inode: the caller, but the group of a setgid parent.
     fn new_owner(&self, dir: BorrowedFd<'_>, creds: &Creds) -> FsResult<(u32, u32, bool)> {
         let pst = sys::fstat(dir).ctx(|| "stat parent".into())?;
         let setgid = pst.st_mode & libc::S_ISGID != 0;
-        Ok((
-            creds.uid,
-            if setgid { pst.st_gid } else { creds.gid },
-            setgid,
-        ))
+        Ok((creds.uid, if setgid { pst.st_gid } else { creds.gid }, setgid))
     }
 
     /// Makes a directory, device, fifo, socket, regular file or symlink.
@@ -262,11 +238,7 @@ impl Brick {
         let _creating = self.entry_lock(parent, name);
         match kind {
             NewKind::Dir => {
-                let perm = if setgid_parent {
-                    perm | libc::S_ISGID
-                } else {
-                    perm
-                };
+                let perm = if setgid_parent { perm | libc::S_ISGID } else { perm };
                 sys::mkdir_at(dir.as_fd(), &cname, perm).ctx(what)?
             }
             NewKind::Special(rdev) => {
@@ -281,10 +253,7 @@ impl Brick {
                 ]
                 .contains(&typ)
                 {
-                    return Err(FsError::new(
-                        libc::EINVAL,
-                        "mknod of an unsupported file type",
-                    ));
+                    return Err(FsError::new(libc::EINVAL, "mknod of an unsupported file type"));
                 }
                 sys::mknod_at(dir.as_fd(), &cname, typ | perm, rdev).ctx(what)?
             }
@@ -319,25 +288,20 @@ impl Brick {
         perm: u32,
     ) -> FsResult<Attr> {
         let path = sys::proc_path(dir, cname.to_bytes()).ctx(|| "proc path".into())?;
-        sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE)
-            .ctx(|| "setting the gfid".into())?;
+        sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE).ctx(|| "setting the gfid".into())?;
         sys::chown_at(dir, cname, uid, gid).ctx(|| "setting the owner".into())?;
         let st = sys::stat_at(dir, cname).ctx(|| "stat new entry".into())?;
         // chown clears set-id bits on some file systems; put back what was asked.
-        if st.st_mode & libc::S_IFMT != libc::S_IFLNK
-            && st.st_mode & 0o7777 != perm
-            && perm & 0o6000 != 0
-        {
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK && st.st_mode & 0o7777 != perm && perm & 0o6000 != 0 {
             sys::chmod_at(dir, cname, perm).ctx(|| "restoring set-id bits".into())?;
         }
-        self.make_handle(parent, dir, cname, gfid, is_dir)
-            .map_err(|e| {
-                if e.errno == libc::EEXIST {
-                    FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use"))
-                } else {
-                    e
-                }
-            })?;
+        self.make_handle(parent, dir, cname, gfid, is_dir).map_err(|e| {
+            if e.errno == libc::EEXIST {
+                FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use"))
+            } else {
+                e
+            }
+        })?;
         let st = sys::stat_at(dir, cname).ctx(|| "stat new entry".into())?;
         Ok(self.attr_from_stat(*gfid, &st))
     }
@@ -362,23 +326,9 @@ impl Brick {
         let open_flags = sanitize_open_flags(flags);
         {
             let _creating = self.entry_lock(parent, name);
-            match sys::open_beneath(
-                dir.as_fd(),
-                &cname,
-                open_flags | libc::O_CREAT | libc::O_EXCL,
-                perm,
-            ) {
+            match sys::open_beneath(dir.as_fd(), &cname, open_flags | libc::O_CREAT | libc::O_EXCL, perm) {
                 Ok(fd) => {
-                    return match self.finish_entry(
-                        parent,
-                        dir.as_fd(),
-                        &cname,
-                        gfid,
-                        false,
-                        uid,
-                        gid,
-                        perm,
-                    ) {
+                    return match self.finish_entry(parent, dir.as_fd(), &cname, gfid, false, uid, gid, perm) {
                         Ok(attr) => Ok((attr, fd)),
                         Err(e) => {
                             let _ = sys::unlink_at(dir.as_fd(), &cname, false);
@@ -387,15 +337,12 @@ impl Brick {
                     };
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {}
-                Err(e) => {
-                    return Err(e).ctx(|| format!("create {:?}", String::from_utf8_lossy(name)))
-                }
+                Err(e) => return Err(e).ctx(|| format!("create {:?}", String::from_utf8_lossy(name))),
             }
         }
         // It exists and the caller did not ask for O_EXCL: open it (outside
         // the entry lock, which the lookup may need).
-        let fd =
-            sys::open_beneath(dir.as_fd(), &cname, open_flags, 0).ctx(|| "open existing".into())?;
+        let fd = sys::open_beneath(dir.as_fd(), &cname, open_flags, 0).ctx(|| "open existing".into())?;
         let attr = self.lookup(parent, name)?;
         Ok((attr, fd))
     }
@@ -428,12 +375,7 @@ impl Brick {
     }
 
     /// The gfid and type of an entry, or None if absent.
-    fn probe(
-        &self,
-        parent: &Gfid,
-        dir: BorrowedFd<'_>,
-        name: &CString,
-    ) -> FsResult<Option<(Gfid, bool)>> {
+    fn probe(&self, parent: &Gfid, dir: BorrowedFd<'_>, name: &CString) -> FsResult<Option<(Gfid, bool)>> {
         match sys::stat_at(dir, name) {
             Ok(st) => {
                 let gfid = self.entry_gfid(parent, dir, name, &st)?;
@@ -444,14 +386,7 @@ impl Brick {
         }
     }
 
-    pub fn rename(
-        &self,
-        parent: &Gfid,
-        name: &[u8],
-        new_parent: &Gfid,
-        new_name: &[u8],
-        flags: u32,
-    ) -> FsResult<()> {
+    pub fn rename(&self, parent: &Gfid, name: &[u8], new_parent: &Gfid, new_name: &[u8], flags: u32) -> FsResult<()> {
         const NOREPLACE: u32 = 1;
         const EXCHANGE: u32 = 2;
         if flags & !(NOREPLACE | EXCHANGE) != 0 || flags == NOREPLACE | EXCHANGE {
@@ -470,15 +405,12 @@ impl Brick {
             // Same inode under both names: POSIX says do nothing.
             return Ok(());
         }
-        sys::rename_at(dir.as_fd(), &cname, new_dir.as_fd(), &cnew, flags)
-            .ctx(|| "rename".into())?;
+        sys::rename_at(dir.as_fd(), &cname, new_dir.as_fd(), &cnew, flags).ctx(|| "rename".into())?;
         if src.1 {
             self.rewrite_dir_handle(&src.0, new_parent, new_name)?;
         }
         match dst {
-            Some((g, true)) if flags & EXCHANGE != 0 => {
-                self.rewrite_dir_handle(&g, parent, name)?
-            }
+            Some((g, true)) if flags & EXCHANGE != 0 => self.rewrite_dir_handle(&g, parent, name)?,
             Some((g, true)) => self.drop_dir_handle(&g),
             Some((g, false)) if flags & EXCHANGE == 0 => self.release_file_handle(&g),
             _ => {}
@@ -502,16 +434,10 @@ impl Brick {
     /// Lists a directory from `cookie` (0: the start). Cookies derive from
     /// the brick file system's own directory offsets, stable across calls
     /// and while entries are added; see [`super::cookies`].
-    pub fn readdir(
-        &self,
-        gfid: &Gfid,
-        cookie: u64,
-        plus: bool,
-        max: usize,
-    ) -> FsResult<(Vec<DirEntry>, bool)> {
+    pub fn readdir(&self, gfid: &Gfid, cookie: u64, plus: bool, max: usize) -> FsResult<(Vec<DirEntry>, bool)> {
         let dir = self.dir_fd(gfid)?;
-        let mut stream = rustix::fs::Dir::read_from(dir.as_fd())
-            .map_err(|e| FsError::new(e.raw_os_error(), "opendir"))?;
+        let mut stream =
+            rustix::fs::Dir::read_from(dir.as_fd()).map_err(|e| FsError::new(e.raw_os_error(), "opendir"))?;
         if cookie > super::cookies::MAX {
             return Err(FsError::new(libc::EINVAL, "directory cookie out of range"));
         }
@@ -581,6 +507,10 @@ impl Brick {
     pub fn dir_for_sync(&self, gfid: &Gfid) -> FsResult<Arc<OwnedFd>> {
         self.dir_fd(gfid)
     }
+}
+
+fn same_inode(a: &std::io::Result<libc::stat>, b: &std::io::Result<libc::stat>) -> bool {
+    matches!((a, b), (Ok(x), Ok(y)) if x.st_dev == y.st_dev && x.st_ino == y.st_ino)
 }
 
 /// Open flags a client may pass through: access mode and the flags that

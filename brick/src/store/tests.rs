@@ -16,16 +16,8 @@ fn brick() -> (tempfile::TempDir, Brick) {
 }
 
 fn mkdir(b: &Brick, parent: &Gfid, name: &[u8]) -> Attr {
-    b.make_entry(
-        parent,
-        name,
-        &Gfid::random(),
-        NewKind::Dir,
-        0o755,
-        0,
-        &ROOT_CREDS,
-    )
-    .unwrap()
+    b.make_entry(parent, name, &Gfid::random(), NewKind::Dir, 0o755, 0, &ROOT_CREDS)
+        .unwrap()
 }
 
 fn mkfile(b: &Brick, parent: &Gfid, name: &[u8]) -> Attr {
@@ -62,26 +54,12 @@ fn hostile_names_are_refused_with_the_right_errno() {
         (b".cairn", libc::EPERM),
     ] {
         let e = b
-            .make_entry(
-                &Gfid::ROOT,
-                name,
-                &Gfid::random(),
-                NewKind::Dir,
-                0o755,
-                0,
-                &ROOT_CREDS,
-            )
+            .make_entry(&Gfid::ROOT, name, &Gfid::random(), NewKind::Dir, 0o755, 0, &ROOT_CREDS)
             .unwrap_err();
         assert_eq!(e.errno, errno, "name {name:?}");
     }
-    assert_eq!(
-        b.lookup(&Gfid::ROOT, b".cairn").unwrap_err().errno,
-        libc::ENOENT
-    );
-    assert_eq!(
-        b.lookup(&Gfid::ROOT, b"..").unwrap_err().errno,
-        libc::EINVAL
-    );
+    assert_eq!(b.lookup(&Gfid::ROOT, b".cairn").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(b.lookup(&Gfid::ROOT, b"..").unwrap_err().errno, libc::EINVAL);
     let (entries, _) = b.readdir(&Gfid::ROOT, 0, false, 100).unwrap();
     assert!(entries.iter().all(|e| e.name != b".cairn"));
 }
@@ -106,8 +84,7 @@ fn directories_resolve_by_gfid_after_renames_and_beyond_path_max() {
     // Rename the top directory; deeper ones still resolve.
     let mut top = vec![b'd'; 200];
     top[0] = b'a';
-    b.rename(&Gfid::ROOT, &top, &Gfid::ROOT, b"renamed", 0)
-        .unwrap();
+    b.rename(&Gfid::ROOT, &top, &Gfid::ROOT, b"renamed", 0).unwrap();
     b.dir_cache.lock().unwrap().clear();
     assert_eq!(b.getattr(&gfids[39]).unwrap().gfid, gfids[39]);
     assert_eq!(b.lookup(&Gfid::ROOT, b"renamed").unwrap().gfid, gfids[0]);
@@ -167,10 +144,7 @@ fn symlinks_on_the_brick_are_never_followed() {
             &ROOT_CREDS,
         )
         .unwrap();
-    assert_eq!(
-        b.open(&s.gfid, libc::O_RDONLY).unwrap_err().errno,
-        libc::ELOOP
-    );
+    assert_eq!(b.open(&s.gfid, libc::O_RDONLY).unwrap_err().errno, libc::ELOOP);
     assert_eq!(
         b.setattr(
             &s.gfid,
@@ -184,10 +158,7 @@ fn symlinks_on_the_brick_are_never_followed() {
         .errno,
         libc::EOPNOTSUPP
     );
-    assert_eq!(
-        b.readlink(&s.gfid).unwrap(),
-        target.as_os_str().as_encoded_bytes()
-    );
+    assert_eq!(b.readlink(&s.gfid).unwrap(), target.as_os_str().as_encoded_bytes());
     // A directory swapped for a symlink behind the brick's back is not entered.
     let d = mkdir(&b, &Gfid::ROOT, b"d");
     b.dir_cache.lock().unwrap().clear();
@@ -219,15 +190,11 @@ fn private_xattrs_are_hidden() {
     let (_t, b) = brick();
     let f = mkfile(&b, &Gfid::ROOT, b"f");
     assert_eq!(
-        b.getxattr(&f.gfid, GFID_XATTR.as_bytes())
-            .unwrap_err()
-            .errno,
+        b.getxattr(&f.gfid, GFID_XATTR.as_bytes()).unwrap_err().errno,
         libc::ENODATA
     );
     assert_eq!(
-        b.setxattr(&f.gfid, b"trusted.cairn.gfid", b"x", 0)
-            .unwrap_err()
-            .errno,
+        b.setxattr(&f.gfid, b"trusted.cairn.gfid", b"x", 0).unwrap_err().errno,
         libc::EPERM
     );
     b.setxattr(&f.gfid, b"user.k", b"v", 0).unwrap();

@@ -37,9 +37,7 @@ pub struct LayoutCache {
 impl LayoutCache {
     pub fn get(&self, gfid: &Gfid) -> Option<Arc<DirLayout>> {
         let dirs = self.dirs.lock().expect("layouts poisoned");
-        dirs.get(gfid)
-            .filter(|l| l.fetched.elapsed() < LAYOUT_TTL)
-            .cloned()
+        dirs.get(gfid).filter(|l| l.fetched.elapsed() < LAYOUT_TTL).cloned()
     }
 
     fn put(&self, gfid: Gfid, l: Arc<DirLayout>) {
@@ -65,21 +63,13 @@ impl Distribute {
     /// Relative capacities of the subvolumes (total size in MiB, as gluster
     /// weighs), asked once.
     async fn weights(&self) -> Result<Vec<u64>, Errno> {
-        if let Some(w) = self
-            .layouts
-            .weights
-            .lock()
-            .expect("weights poisoned")
-            .clone()
-        {
+        if let Some(w) = self.layouts.weights.lock().expect("weights poisoned").clone() {
             return Ok(w);
         }
         let mut w = Vec::with_capacity(self.children.len());
         for r in self.everywhere(&Fop::Statfs).await {
             match r? {
-                (Reply::Statfs(s), _) => {
-                    w.push((s.blocks.saturating_mul(u64::from(s.frsize)) >> 20).max(1))
-                }
+                (Reply::Statfs(s), _) => w.push((s.blocks.saturating_mul(u64::from(s.frsize)) >> 20).max(1)),
                 _ => return Err(Errno(libc::EIO)),
             }
         }
@@ -89,11 +79,7 @@ impl Distribute {
 
     /// The layout a new directory gets.
     pub(super) async fn fresh_layout(&self, gfid: &Gfid) -> Result<Vec<LayoutEntry>, Errno> {
-        Ok(layout::compute(
-            &self.weights().await?,
-            rotation(gfid),
-            self.commit,
-        ))
+        Ok(layout::compute(&self.weights().await?, rotation(gfid), self.commit))
     }
 
     /// Writes `entries` to every copy of the directory and caches it.
@@ -139,12 +125,7 @@ impl Distribute {
         let mut found: Vec<Option<LayoutEntry>> = Vec::with_capacity(self.children.len());
         let mut unreachable = false;
         let mut missing_dir = Vec::new();
-        for (i, r) in self
-            .everywhere(&Fop::LayoutGet { gfid })
-            .await
-            .into_iter()
-            .enumerate()
-        {
+        for (i, r) in self.everywhere(&Fop::LayoutGet { gfid }).await.into_iter().enumerate() {
             match r {
                 Ok((Reply::Xattr(bytes), _)) => found.push(LayoutEntry::decode(&bytes)),
                 Ok(_) => found.push(None),
@@ -180,12 +161,7 @@ impl Distribute {
             // Missing copies are made by the lookup that finds them missing.
             let entries = found
                 .iter()
-                .map(|e| {
-                    e.unwrap_or(LayoutEntry {
-                        commit: 0,
-                        range: None,
-                    })
-                })
+                .map(|e| e.unwrap_or(LayoutEntry { commit: 0, range: None }))
                 .collect();
             return Ok(Arc::new(DirLayout {
                 entries,
@@ -208,10 +184,7 @@ impl Distribute {
         } else {
             // Files may sit anywhere: negative lookups must ask everyone
             // until a rebalance fixes the layout.
-            fresh
-                .into_iter()
-                .map(|e| LayoutEntry { commit: 0, ..e })
-                .collect()
+            fresh.into_iter().map(|e| LayoutEntry { commit: 0, ..e }).collect()
         };
         tracing::info!(dir = %gfid, authoritative, "repaired a directory layout");
         Ok(self.store_layout(gfid, entries, authoritative).await)

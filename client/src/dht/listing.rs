@@ -10,13 +10,7 @@ use cairn_common::proto::{Fop, Reply};
 use cairn_common::Gfid;
 
 impl Distribute {
-    pub(super) async fn readdir(
-        &self,
-        gfid: Gfid,
-        cookie: u64,
-        plus: bool,
-        max_entries: u32,
-    ) -> FopResult {
+    pub(super) async fn readdir(&self, gfid: Gfid, cookie: u64, plus: bool, max_entries: u32) -> FopResult {
         let (mut idx, mut brick_cookie) = split_cookie(cookie);
         let mut out = Vec::new();
         let want = max_entries.clamp(1, 4096) as usize;

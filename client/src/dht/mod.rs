@@ -13,6 +13,7 @@
 mod layouts;
 mod listing;
 mod namespace;
+mod space;
 
 use crate::layer::{Errno, FopFuture, FopResult, Subvolume};
 use bytes::Bytes;
@@ -49,6 +50,7 @@ pub struct Distribute {
     /// has every file where its layout says (or linked from there).
     commit: u32,
     layouts: layouts::LayoutCache,
+    space: space::SpaceWatch,
     places: Mutex<HashMap<Gfid, Place>>,
     handles: Mutex<HashMap<u64, (usize, u64)>>,
     next_fh: AtomicU64,
@@ -70,6 +72,7 @@ impl Distribute {
             children,
             commit,
             layouts: layouts::LayoutCache::default(),
+            space: space::SpaceWatch::default(),
             places: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -86,10 +89,7 @@ impl Distribute {
 
     /// Sends `op` to every subvolume at once; results in subvolume order.
     async fn everywhere(&self, op: &Fop) -> Vec<FopResult> {
-        let futures = self
-            .children
-            .iter()
-            .map(|c| c.layer.call(op.clone(), Bytes::new()));
+        let futures = self.children.iter().map(|c| c.layer.call(op.clone(), Bytes::new()));
         futures_join(futures).await
     }
 
@@ -109,11 +109,7 @@ impl Distribute {
         if gfid.is_root() {
             return Some(Place::Dir);
         }
-        self.places
-            .lock()
-            .expect("places poisoned")
-            .get(gfid)
-            .copied()
+        self.places.lock().expect("places poisoned").get(gfid).copied()
     }
 
     /// Finds where `gfid` lives, asking every subvolume if we do not know.
@@ -222,20 +218,11 @@ impl Distribute {
 
     /// Runs a handle-based op on the subvolume that opened the file.
     async fn by_handle(&self, op: Fop, payload: Bytes) -> FopResult {
-        let rewrite = |op: Fop,
-                       f: &dyn Fn(u64) -> Result<(usize, u64), Errno>|
-         -> Result<(usize, Fop), Errno> {
+        let rewrite = |op: Fop, f: &dyn Fn(u64) -> Result<(usize, u64), Errno>| -> Result<(usize, Fop), Errno> {
             Ok(match op {
                 Fop::Read { fh, offset, size } => {
                     let (i, c) = f(fh)?;
-                    (
-                        i,
-                        Fop::Read {
-                            fh: c,
-                            offset,
-                            size,
-                        },
-                    )
+                    (i, Fop::Read { fh: c, offset, size })
                 }
                 Fop::Write { fh, offset, len } => {
                     let (i, c) = f(fh)?;
@@ -249,12 +236,7 @@ impl Distribute {
                     let (i, c) = f(fh)?;
                     (i, Fop::Fsync { fh: c, datasync })
                 }
-                Fop::Fallocate {
-                    fh,
-                    mode,
-                    offset,
-                    len,
-                } => {
+                Fop::Fallocate { fh, mode, offset, len } => {
                     let (i, c) = f(fh)?;
                     (
                         i,
@@ -268,14 +250,7 @@ impl Distribute {
                 }
                 Fop::Lseek { fh, offset, whence } => {
                     let (i, c) = f(fh)?;
-                    (
-                        i,
-                        Fop::Lseek {
-                            fh: c,
-                            offset,
-                            whence,
-                        },
-                    )
+                    (i, Fop::Lseek { fh: c, offset, whence })
                 }
                 Fop::GetLk { fh, lock } => {
                     let (i, c) = f(fh)?;
@@ -291,14 +266,7 @@ impl Distribute {
                     set,
                 } => {
                     let (i, c) = f(fh)?;
-                    (
-                        i,
-                        Fop::SetAttr {
-                            gfid,
-                            fh: Some(c),
-                            set,
-                        },
-                    )
+                    (i, Fop::SetAttr { gfid, fh: Some(c), set })
                 }
                 Fop::CopyFileRange {
                     fh_in,
@@ -342,9 +310,7 @@ impl Distribute {
                 None => sum = Some(s),
                 Some(t) => {
                     // Express every subvolume in the first one's block size.
-                    let scale = |n: u64| {
-                        n.saturating_mul(u64::from(s.frsize.max(1))) / u64::from(t.frsize.max(1))
-                    };
+                    let scale = |n: u64| n.saturating_mul(u64::from(s.frsize.max(1))) / u64::from(t.frsize.max(1));
                     t.blocks += scale(s.blocks);
                     t.bfree += scale(s.bfree);
                     t.bavail += scale(s.bavail);
@@ -372,13 +338,10 @@ impl Distribute {
                 r
             }
             Place::Dir => match op {
-                Fop::GetAttr { gfid } => {
-                    Ok((Reply::Attr(self.dir_attr(gfid).await?), Bytes::new()))
+                Fop::GetAttr { gfid } => Ok((Reply::Attr(self.dir_attr(gfid).await?), Bytes::new())),
+                Fop::SetAttr { .. } | Fop::SetXattr { .. } | Fop::RemoveXattr { .. } | Fop::Fsyncdir { .. } => {
+                    self.dir_change(op).await
                 }
-                Fop::SetAttr { .. }
-                | Fop::SetXattr { .. }
-                | Fop::RemoveXattr { .. }
-                | Fop::Fsyncdir { .. } => self.dir_change(op).await,
                 other => self.on(0, other).await,
             },
         }
@@ -412,9 +375,7 @@ impl Distribute {
                 self.handles.lock().expect("handles poisoned").remove(&fh);
                 self.on(i, Fop::Release { fh: c }).await
             }
-            Fop::Mknod { .. } | Fop::Symlink { .. } | Fop::Create { .. } => {
-                self.create_file(op).await
-            }
+            Fop::Mknod { .. } | Fop::Symlink { .. } | Fop::Create { .. } => self.create_file(op).await,
             Fop::Mkdir { .. } => self.mkdir(op).await,
             Fop::Unlink { parent, name } => self.unlink(parent, &name).await,
             Fop::Rmdir { parent, name } => self.rmdir(parent, &name).await,
@@ -424,10 +385,7 @@ impl Distribute {
                 new_parent,
                 new_name,
                 flags,
-            } => {
-                self.rename(parent, &name, new_parent, &new_name, flags)
-                    .await
-            }
+            } => self.rename(parent, &name, new_parent, &new_name, flags).await,
             Fop::Link {
                 gfid,
                 new_parent,
@@ -441,9 +399,7 @@ impl Distribute {
             } => self.readdir(gfid, cookie, plus, max_entries).await,
             Fop::Statfs => self.statfs().await,
             // Layout and link-file operations are this layer's own business.
-            Fop::LayoutGet { .. } | Fop::LayoutSet { .. } | Fop::MakeLink { .. } => {
-                Err(Errno(libc::EPERM))
-            }
+            Fop::LayoutGet { .. } | Fop::LayoutSet { .. } | Fop::MakeLink { .. } => Err(Errno(libc::EPERM)),
             op => self.by_handle(op, payload).await,
         }
     }
@@ -494,8 +450,5 @@ fn cookie_of(idx: usize, brick_cookie: u64) -> u64 {
 }
 
 fn split_cookie(cookie: u64) -> (usize, u64) {
-    (
-        (cookie >> COOKIE_SHIFT) as usize,
-        cookie & ((1 << COOKIE_SHIFT) - 1),
-    )
+    ((cookie >> COOKIE_SHIFT) as usize, cookie & ((1 << COOKIE_SHIFT) - 1))
 }

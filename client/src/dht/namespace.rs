@@ -109,12 +109,7 @@ impl Distribute {
 
     /// Asks every subvolume for `name`; a file found off its hashed
     /// subvolume gets a link file there, so the next lookup is direct.
-    async fn find_everywhere(
-        &self,
-        parent: Gfid,
-        name: &[u8],
-        hashed: Option<usize>,
-    ) -> Result<Found, Errno> {
+    async fn find_everywhere(&self, parent: Gfid, name: &[u8], hashed: Option<usize>) -> Result<Found, Errno> {
         let results = self
             .everywhere(&Fop::Lookup {
                 parent,
@@ -171,10 +166,7 @@ impl Distribute {
                 )
                 .await;
         }
-        let linked = self
-            .make_link(h, data, parent, name, attr.gfid)
-            .await
-            .is_ok();
+        let linked = self.make_link(h, data, parent, name, attr.gfid).await.is_ok();
         Ok(Found {
             attr,
             data,
@@ -183,14 +175,7 @@ impl Distribute {
         })
     }
 
-    async fn make_link(
-        &self,
-        at: usize,
-        data: usize,
-        parent: Gfid,
-        name: &[u8],
-        gfid: Gfid,
-    ) -> Result<(), Errno> {
+    async fn make_link(&self, at: usize, data: usize, parent: Gfid, name: &[u8], gfid: Gfid) -> Result<(), Errno> {
         let op = Fop::MakeLink {
             parent,
             name: name.to_vec(),
@@ -265,9 +250,9 @@ impl Distribute {
     /// subvolume.
     pub(super) async fn create_file(&self, op: Fop) -> FopResult {
         let (parent, name) = match &op {
-            Fop::Create { parent, name, .. }
-            | Fop::Mknod { parent, name, .. }
-            | Fop::Symlink { parent, name, .. } => (*parent, name.clone()),
+            Fop::Create { parent, name, .. } | Fop::Mknod { parent, name, .. } | Fop::Symlink { parent, name, .. } => {
+                (*parent, name.clone())
+            }
             _ => return Err(Errno(libc::EINVAL)),
         };
         let layout = self.layout_of(parent).await?;
@@ -281,19 +266,41 @@ impl Distribute {
                 Err(e) => return Err(e),
             }
         }
-        match self.on(h, op).await? {
+        let target = self.placement_for_new_file(h).await?;
+        let gfid = match &op {
+            Fop::Create { gfid, .. } | Fop::Mknod { gfid, .. } | Fop::Symlink { gfid, .. } => *gfid,
+            _ => return Err(Errno(libc::EINVAL)),
+        };
+        if target != h {
+            // The link first: the name then resolves as soon as the data exists,
+            // and a concurrent creator of the same name fails on it.
+            self.make_link(h, target, parent, &name, gfid).await?;
+        }
+        let result = self.on(target, op).await;
+        if result.is_err() && target != h {
+            self.on(
+                h,
+                Fop::Unlink {
+                    parent,
+                    name: name.clone(),
+                },
+            )
+            .await
+            .ok();
+        }
+        match result? {
             (Reply::Created { attr, fh }, d) => {
-                self.remember(attr.gfid, Place::File(h));
+                self.remember(attr.gfid, Place::File(target));
                 Ok((
                     Reply::Created {
                         attr,
-                        fh: self.new_handle(h, fh),
+                        fh: self.new_handle(target, fh),
                     },
                     d,
                 ))
             }
             (Reply::Entry(a), d) => {
-                self.remember(a.gfid, Place::File(h));
+                self.remember(a.gfid, Place::File(target));
                 Ok((Reply::Entry(a), d))
             }
             _ => Err(Errno(libc::EIO)),
@@ -304,10 +311,7 @@ impl Distribute {
     /// creators), then every other one with the same gfid, then the layout.
     pub(super) async fn mkdir(&self, op: Fop) -> FopResult {
         let Fop::Mkdir {
-            parent,
-            ref name,
-            gfid,
-            ..
+            parent, ref name, gfid, ..
         } = op
         else {
             return Err(Errno(libc::EINVAL));
@@ -319,10 +323,9 @@ impl Distribute {
         };
         let others = self.children.iter().enumerate().filter(|(i, _)| *i != h);
         let op = &op;
-        let rest = super::futures_join(
-            others.map(|(i, c)| async move { (i, c.layer.call(op.clone(), Bytes::new()).await) }),
-        )
-        .await;
+        let rest =
+            super::futures_join(others.map(|(i, c)| async move { (i, c.layer.call(op.clone(), Bytes::new()).await) }))
+                .await;
         for (i, r) in rest {
             if let Err(e) = r {
                 tracing::warn!(dir = %gfid, subvolume = i, errno = e.0, "mkdir missed a subvolume; lookup will repair it");
@@ -528,9 +531,7 @@ impl Distribute {
             }
         }
         if flags & EXCHANGE != 0 {
-            return self
-                .exchange(op, &src, dst.as_ref().expect("checked"))
-                .await;
+            return self.exchange(op, &src, dst.as_ref().expect("checked")).await;
         }
         self.rename_file(parent, name, new_parent, new_name, &src, dst.as_ref())
             .await
@@ -571,8 +572,7 @@ impl Distribute {
                 .await
                 .ok();
             }
-            self.make_link(h2, s, new_parent, new_name, src.attr.gfid)
-                .await?;
+            self.make_link(h2, s, new_parent, new_name, src.attr.gfid).await?;
         }
         let r = self.on(s, rename_on_s).await;
         if let Err(e) = r {
@@ -601,9 +601,7 @@ impl Distribute {
             )
             .await
             .ok();
-            self.make_link(h2, s, new_parent, new_name, src.attr.gfid)
-                .await
-                .ok();
+            self.make_link(h2, s, new_parent, new_name, src.attr.gfid).await.ok();
         }
         if let Some(d) = dst {
             if d.data != s && d.data != h2 {

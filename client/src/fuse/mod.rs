@@ -10,10 +10,10 @@ use attr::{fuse_attr, set_attr_from};
 use bytes::Bytes;
 use cairn_common::proto::{Creds, LockSpec, LockType};
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileHandle, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -80,12 +80,7 @@ fn lock_code(t: LockType) -> i32 {
 }
 
 /// Replies to an entry-creating call, taking a kernel lookup reference.
-fn reply_entry(
-    fs: &CairnFs,
-    t: Timeouts,
-    reply: ReplyEntry,
-    r: crate::fs::FsResult<cairn_common::proto::Attr>,
-) {
+fn reply_entry(fs: &CairnFs, t: Timeouts, reply: ReplyEntry, r: crate::fs::FsResult<cairn_common::proto::Attr>) {
     match r {
         Ok(a) => {
             fs.remember(&a);
@@ -190,34 +185,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let (name, creds) = (name.as_bytes().to_vec(), creds(req));
         self.spawn(move |fs, t| async move {
-            let r = fs
-                .mknod(parent.0, &name, mode, umask, u64::from(rdev), creds)
-                .await;
+            let r = fs.mknod(parent.0, &name, mode, umask, u64::from(rdev), creds).await;
             reply_entry(&fs, t, reply, r);
         });
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let (name, creds) = (name.as_bytes().to_vec(), creds(req));
         self.spawn(move |fs, t| async move {
             let r = fs.mkdir(parent.0, &name, mode, umask, creds).await;
@@ -227,9 +203,7 @@ impl Filesystem for FuseAdapter {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(
-            move |fs, _| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) },
-        );
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -237,14 +211,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(move |fs, _| async move { reply_empty(reply, fs.rmdir(parent.0, &name).await) });
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &std::path::Path,
-        reply: ReplyEntry,
-    ) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
         let (name, target, creds) = (
             link_name.as_bytes().to_vec(),
             target.as_os_str().as_bytes().to_vec(),
@@ -270,20 +237,12 @@ impl Filesystem for FuseAdapter {
         self.spawn(move |fs, _| async move {
             reply_empty(
                 reply,
-                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                    .await,
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await,
             )
         });
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let newname = newname.as_bytes().to_vec();
         self.spawn(move |fs, t| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
@@ -341,17 +300,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        self.spawn(move |fs, _| async move {
-            reply_empty(reply, fs.flush(ino.0, fh.0, lock_owner.0).await)
-        });
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.flush(ino.0, fh.0, lock_owner.0).await) });
     }
 
     fn release(
@@ -373,14 +323,7 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         self.spawn(move |fs, _| async move { reply_empty(reply, fs.fsync(fh.0, datasync).await) });
     }
 
@@ -389,23 +332,12 @@ impl Filesystem for FuseAdapter {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.spawn(move |fs, _| async move {
             match fs.readdir(ino.0, offset, false, READDIR_BATCH).await {
                 Ok((entries, _)) => {
                     for e in entries {
-                        let ino = if e.name == b".." {
-                            1
-                        } else {
-                            e.gfid.inode_number()
-                        };
+                        let ino = if e.name == b".." { 1 } else { e.gfid.inode_number() };
                         if reply.add(
                             INodeNo(ino),
                             e.cookie,
@@ -422,21 +354,13 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.spawn(move |fs, t| async move {
             match fs.readdir(ino.0, offset, true, READDIR_BATCH).await {
                 Ok((entries, _)) => {
                     for e in entries {
                         let dots = e.name == b"." || e.name == b"..";
-                        let Some(a) = e.attr.or_else(|| dots.then(|| attr::placeholder(e.gfid)))
-                        else {
+                        let Some(a) = e.attr.or_else(|| dots.then(|| attr::placeholder(e.gfid))) else {
                             continue;
                         };
                         let entry_ino = if dots { ino.0 } else { a.gfid.inode_number() };
@@ -463,17 +387,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.spawn(
-            move |fs, _| async move { reply_empty(reply, fs.fsyncdir(ino.0, datasync).await) },
-        );
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.fsyncdir(ino.0, datasync).await) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -498,16 +413,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
-        self.spawn(move |fs, _| async move {
-            reply_empty(reply, fs.setxattr(ino.0, &name, &value, flags).await)
-        });
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.setxattr(ino.0, &name, &value, flags).await) });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.as_bytes().to_vec();
-        self.spawn(move |fs, _| async move {
-            reply_xattr(reply, size, fs.getxattr(ino.0, &name).await)
-        });
+        self.spawn(move |fs, _| async move { reply_xattr(reply, size, fs.getxattr(ino.0, &name).await) });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -526,16 +437,12 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(
-            move |fs, _| async move { reply_empty(reply, fs.removexattr(ino.0, &name).await) },
-        );
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.removexattr(ino.0, &name).await) });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (uid, gid) = (req.uid(), req.gid());
-        self.spawn(move |fs, _| async move {
-            reply_empty(reply, fs.access(ino.0, mask.bits(), uid, gid).await)
-        });
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.access(ino.0, mask.bits(), uid, gid).await) });
     }
 
     fn create(
@@ -620,9 +527,7 @@ impl Filesystem for FuseAdapter {
             pid,
             owner: lock_owner.0,
         };
-        self.spawn(move |fs, _| async move {
-            reply_empty(reply, fs.setlk(ino.0, fh.0, lock, sleep).await)
-        });
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.setlk(ino.0, fh.0, lock, sleep).await) });
     }
 
     fn fallocate(
@@ -635,20 +540,10 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs, _| async move {
-            reply_empty(reply, fs.fallocate(fh.0, mode, offset, length).await)
-        });
+        self.spawn(move |fs, _| async move { reply_empty(reply, fs.fallocate(fh.0, mode, offset, length).await) });
     }
 
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         self.spawn(move |fs, _| async move {
             match fs.lseek(fh.0, offset, whence).await {
                 Ok(o) => reply.offset(o as i64),
@@ -671,10 +566,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.spawn(move |fs, _| async move {
-            match fs
-                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-                .await
-            {
+            match fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
             }

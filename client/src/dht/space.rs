@@ -1,0 +1,67 @@
+//! Free space per subvolume, so a full subvolume sends new files elsewhere
+//! (with a link file on the hashed one) instead of failing with ENOSPC
+//! while others have room — gluster's `cluster.min-free-disk`.
+
+use super::{Distribute, Errno};
+use cairn_common::proto::{Fop, Reply};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A subvolume with less than this share of its space free takes no new
+/// files (gluster's default `min-free-disk` is 10 %).
+pub const MIN_FREE_PERCENT: u64 = 10;
+/// How stale the free-space figures may be.
+const REFRESH: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct SpaceWatch {
+    /// When measured, and each subvolume's free share in ‰ (None: unknown).
+    seen: Mutex<Option<(Instant, Vec<Option<u64>>)>>,
+}
+
+impl Distribute {
+    async fn free_permille(&self) -> Vec<Option<u64>> {
+        if let Some((at, v)) = self.space.seen.lock().expect("space poisoned").as_ref() {
+            if at.elapsed() < REFRESH {
+                return v.clone();
+            }
+        }
+        let v: Vec<Option<u64>> = self
+            .everywhere(&Fop::Statfs)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok((Reply::Statfs(s), _)) if s.blocks > 0 => Some(s.bavail.saturating_mul(1000) / s.blocks),
+                _ => None,
+            })
+            .collect();
+        *self.space.seen.lock().expect("space poisoned") = Some((Instant::now(), v.clone()));
+        v
+    }
+
+    /// Where a new file hashed to `hashed` should go: there if it has room
+    /// (or nobody has more), else the subvolume with the most free space.
+    pub(super) async fn placement_for_new_file(&self, hashed: usize) -> Result<usize, Errno> {
+        let free = self.free_permille().await;
+        let has_room = |i: usize| {
+            free.get(i)
+                .copied()
+                .flatten()
+                .is_none_or(|p| p >= MIN_FREE_PERCENT * 10)
+        };
+        if has_room(hashed) {
+            return Ok(hashed);
+        }
+        let best = (0..self.children.len())
+            .filter(|&i| i != hashed && has_room(i))
+            .max_by_key(|&i| free[i].unwrap_or(0));
+        if let Some(b) = best {
+            tracing::debug!(
+                hashed,
+                chosen = b,
+                "hashed subvolume is short of space: placing the file elsewhere"
+            );
+        }
+        Ok(best.unwrap_or(hashed))
+    }
+}
