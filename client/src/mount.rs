@@ -137,6 +137,7 @@ impl MountOptions {
             timeouts: Timeouts {
                 attr: Duration::from_secs(1),
                 entry: Duration::from_secs(1),
+                negative: Duration::ZERO,
             },
             call_timeout: Duration::from_secs(60),
             read_only: false,
@@ -157,6 +158,7 @@ impl MountOptions {
                 "ca" => o.ca = Some(need()?.into()),
                 "attribute-timeout" => o.timeouts.attr = seconds(k, need()?)?,
                 "entry-timeout" => o.timeouts.entry = seconds(k, need()?)?,
+                "negative-timeout" => o.timeouts.negative = seconds(k, need()?)?,
                 "call-timeout" => o.call_timeout = seconds(k, need()?)?.max(Duration::from_secs(1)),
                 "read-ahead-kb" => {
                     o.read_ahead_kb = need()?

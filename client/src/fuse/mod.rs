@@ -30,6 +30,9 @@ const READDIR_BATCH: u32 = 512;
 pub struct Timeouts {
     pub attr: Duration,
     pub entry: Duration,
+    /// How long the kernel may remember that a name does not exist (0, the
+    /// default as in gluster, keeps every client's creations visible at once).
+    pub negative: Duration,
 }
 
 pub struct FuseAdapter {
@@ -131,8 +134,15 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
         self.spawn(move |fs, t| async move {
-            let r = fs.lookup(parent.0, &name).await;
-            reply_entry(&fs, t, reply, r);
+            match fs.lookup(parent.0, &name).await {
+                // A negative entry (inode 0) the kernel keeps for a while.
+                Err(e) if e.0 == libc::ENOENT && !t.negative.is_zero() => {
+                    let mut none = fuse_attr(&attr::placeholder(cairn_common::Gfid::ROOT));
+                    none.ino = INodeNo(0);
+                    reply.entry_with_ttls(&t.negative, &t.negative, &none, Generation(0));
+                }
+                r => reply_entry(&fs, t, reply, r),
+            }
         });
     }
 
