@@ -31,6 +31,7 @@ struct OpenFile {
     brick: Uuid,
     gfid: Gfid,
     file: Arc<File>,
+    _open: crate::store::OpenRef,
 }
 
 /// What one connection owns; dropped (closing its files and locks) when the
@@ -309,7 +310,7 @@ fn lookup_fh(state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gf
     }
 }
 
-fn register_fh(state: &ConnState, brick: &Brick, gfid: Gfid, file: File) -> Result<u64, FsError> {
+fn register_fh(state: &ConnState, brick: &Arc<Brick>, gfid: Gfid, file: File) -> Result<u64, FsError> {
     let mut files = state.files.lock().expect("files poisoned");
     if files.len() >= MAX_OPEN_FILES {
         return Err(FsError::new(libc::EMFILE, "too many open files on this connection"));
@@ -321,6 +322,7 @@ fn register_fh(state: &ConnState, brick: &Brick, gfid: Gfid, file: File) -> Resu
             brick: brick.id,
             gfid,
             file: Arc::new(file),
+            _open: brick.open_ref(gfid),
         },
     );
     Ok(fh)
@@ -328,7 +330,7 @@ fn register_fh(state: &ConnState, brick: &Brick, gfid: Gfid, file: File) -> Resu
 
 /// File operations that are plain blocking syscalls, run off the async
 /// threads.
-fn blocking_fop(brick: &Brick, state: &ConnState, op: Fop, payload: Bytes) -> Outcome {
+fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) -> Outcome {
     let none = Bytes::new();
     Ok(match op {
         Fop::Lookup { parent, name } => (Reply::Entry(brick.lookup(&parent, &name)?), none),

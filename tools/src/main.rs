@@ -58,7 +58,10 @@ enum VolumeCommand {
 
 fn main() {
     cairn_common::logging::init("warn");
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => exit_on_usage_error(e),
+    };
     let json = cli.json;
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => match rt.block_on(run(cli)) {
@@ -77,6 +80,27 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Help and version print as clap renders them; a usage mistake becomes one
+/// line on stderr (the CLI's contract), with a pointer to --help.
+fn exit_on_usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let summary: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    eprintln!("{} (see 'cairn --help')", summary.join(" "));
+    std::process::exit(2);
 }
 
 /// `force` as an optional trailing word, exactly as gluster spells it.

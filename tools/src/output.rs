@@ -52,27 +52,24 @@ fn info(v: &VolumeSpec) -> String {
 const RULE: &str = "------------------------------------------------------------------------------";
 
 fn status(v: &VolumeStatus) -> String {
+    // gluster's 44-column process field, widened so long brick paths never
+    // run into the port column.
+    let names: Vec<String> = v.bricks.iter().map(|b| format!("Brick {}", b.brick.label())).collect();
+    let width = names.iter().map(|n| n.len() + 1).max().unwrap_or(0).max(44);
     let mut s = String::new();
     let _ = writeln!(s, "Status of volume: {}", v.name);
     let _ = writeln!(
         s,
-        "{:<44}{:<10}{:<11}{:<8}Pid",
+        "{:<width$}{:<10}{:<11}{:<8}Pid",
         "Cairn process", "UDP Port", "RDMA Port", "Online"
     );
-    let _ = writeln!(s, "{RULE}");
-    for b in &v.bricks {
+    let _ = writeln!(s, "{}", "-".repeat(RULE.len().max(width + 32)));
+    for (b, name) in v.bricks.iter().zip(&names) {
         let port = b.port.map_or("N/A".to_string(), |p| p.to_string());
         let pid = b.pid.map_or("N/A".to_string(), |p| p.to_string());
         let rdma = if b.online { "0" } else { "N/A" };
-        let _ = writeln!(
-            s,
-            "{:<44}{:<10}{:<11}{:<8}{}",
-            format!("Brick {}", b.brick.label()),
-            port,
-            rdma,
-            if b.online { "Y" } else { "N" },
-            pid
-        );
+        let online = if b.online { "Y" } else { "N" };
+        let _ = writeln!(s, "{name:<width$}{port:<10}{rdma:<11}{online:<8}{pid}");
     }
     let _ = writeln!(s, " \nTask Status of Volume {}", v.name);
     let _ = writeln!(s, "{RULE}");

@@ -109,6 +109,37 @@ pub struct Brick {
     /// concurrent lookup never mistakes the half-made entry for one made
     /// behind the volume's back and gives it a gfid of its own.
     entry_locks: Vec<Mutex<()>>,
+    /// How many open handles each file has, across all connections.
+    open_files: Mutex<HashMap<Gfid, u32>>,
+}
+
+/// Keeps a file's gfid handle alive while it is open; dropped at close.
+pub struct OpenRef {
+    brick: Arc<Brick>,
+    gfid: Gfid,
+}
+
+impl Drop for OpenRef {
+    fn drop(&mut self) {
+        let last = {
+            let mut open = self.brick.open_files.lock().expect("open files poisoned");
+            match open.get_mut(&self.gfid) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    open.remove(&self.gfid);
+                    true
+                }
+            }
+        };
+        if last {
+            // Unlinked while open: its handle goes with the last close.
+            let _guard = self.brick.link_lock.lock().expect("link lock poisoned");
+            self.brick.release_file_handle(&self.gfid);
+        }
+    }
 }
 
 fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
@@ -201,7 +232,26 @@ impl Brick {
             cookies: cookies::CookieCodec::for_fs_type(fs_type),
             link_lock: Mutex::new(()),
             entry_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            open_files: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records an open handle of `gfid` until the returned guard drops.
+    pub fn open_ref(self: &Arc<Self>, gfid: Gfid) -> OpenRef {
+        *self
+            .open_files
+            .lock()
+            .expect("open files poisoned")
+            .entry(gfid)
+            .or_insert(0) += 1;
+        OpenRef {
+            brick: self.clone(),
+            gfid,
+        }
+    }
+
+    fn is_open(&self, gfid: &Gfid) -> bool {
+        self.open_files.lock().expect("open files poisoned").contains_key(gfid)
     }
 
     fn entry_lock(&self, parent: &Gfid, name: &[u8]) -> std::sync::MutexGuard<'_, ()> {
@@ -344,7 +394,8 @@ impl Brick {
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let mut nlink = st.st_nlink as u32;
         if !is_dir {
-            nlink = nlink.saturating_sub(1).max(1);
+            // An unlinked file still open has only its handle left: nlink 0.
+            nlink = nlink.saturating_sub(1);
         } else if gfid.is_root() {
             nlink = nlink.saturating_sub(1).max(2); // .cairn
         }

@@ -123,8 +123,14 @@ impl Brick {
             .ctx(|| format!("rewriting the handle of {gfid}"))
     }
 
-    /// Drops a non-directory's handle once no user-visible name is left.
-    fn release_file_handle(&self, gfid: &Gfid) {
+    /// Drops a non-directory's handle once no user-visible name is left —
+    /// unless the file is still open: then the handle keeps it reachable by
+    /// gfid (fstat, fchmod, fsetxattr on an unlinked file) until the last
+    /// close, as POSIX requires.
+    pub(super) fn release_file_handle(&self, gfid: &Gfid) {
+        if self.is_open(gfid) {
+            return;
+        }
         let handle = Self::handle_name(gfid);
         if let Ok(st) = sys::stat_at(self.files.as_fd(), &handle) {
             if st.st_nlink <= 1 {
@@ -515,13 +521,10 @@ fn same_inode(a: &std::io::Result<libc::stat>, b: &std::io::Result<libc::stat>) 
 
 /// Open flags a client may pass through: access mode and the flags that
 /// change I/O semantics. Creation, following and terminal flags are ours.
+/// O_DIRECT stays on the client side: the kernel already bypasses the
+/// mount's page cache, and the brick writes from network buffers that
+/// O_DIRECT's alignment rules would refuse.
 pub fn sanitize_open_flags(flags: i32) -> i32 {
-    let keep = libc::O_ACCMODE
-        | libc::O_APPEND
-        | libc::O_TRUNC
-        | libc::O_SYNC
-        | libc::O_DSYNC
-        | libc::O_DIRECT
-        | libc::O_NOATIME;
+    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME;
     (flags & keep) | libc::O_NONBLOCK
 }

@@ -82,10 +82,24 @@ pub fn placeholder(gfid: Gfid) -> Attr {
     }
 }
 
+/// The kernel's (sec, nsec) of a time a setattr carries. fuser 0.18 turns a
+/// pre-epoch (sec, nsec) into `EPOCH - (|sec| s + nsec ns)` (its own TODO
+/// in `time.rs`), so the same subtraction is undone here rather than the
+/// exact inverse of `system_time`.
+fn setattr_timespec(t: SystemTime) -> Timespec {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(_) => timespec(t),
+        Err(e) => Timespec {
+            sec: -(e.duration().as_secs() as i64),
+            nsec: e.duration().subsec_nanos(),
+        },
+    }
+}
+
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(st) => TimeSet::At(timespec(st)),
+        TimeOrNow::SpecificTime(st) => TimeSet::At(setattr_timespec(st)),
     }
 }
 
@@ -120,5 +134,14 @@ mod tests {
         ] {
             assert_eq!(timespec(system_time(t)), t);
         }
+    }
+
+    #[test]
+    fn setattr_times_undo_fusers_pre_epoch_mapping() {
+        // What fuser 0.18 hands over for the kernel's (-1000 s, 5 ns).
+        let from_fuser = UNIX_EPOCH - Duration::new(1000, 5);
+        assert_eq!(setattr_timespec(from_fuser), Timespec { sec: -1000, nsec: 5 });
+        let later = UNIX_EPOCH + Duration::new(7, 9);
+        assert_eq!(setattr_timespec(later), Timespec { sec: 7, nsec: 9 });
     }
 }
