@@ -206,6 +206,29 @@ impl Node {
                         .collect(),
                 ))
             }
+            AdminRequest::VolumeSet { name, key, value } => self.volume_set(&name, &key, &value),
+            AdminRequest::VolumeGet { name, key } => {
+                let vols = self.volumes.lock().expect("volumes poisoned");
+                let spec = vols
+                    .get(&name)
+                    .with_context(|| format!("Volume {name} does not exist"))?;
+                let keys: Vec<&str> = match &key {
+                    Some(k) => {
+                        cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
+                        vec![k.as_str()]
+                    }
+                    None => cairn_common::options::OPTIONS.iter().map(|o| o.key).collect(),
+                };
+                Ok(AdminReply::Options(
+                    keys.into_iter()
+                        .map(|k| {
+                            let v = cairn_common::options::effective(&spec.options, k).to_string();
+                            (k.to_string(), v, !spec.options.contains_key(k))
+                        })
+                        .collect(),
+                ))
+            }
+            AdminRequest::VolumeReset { name, key } => self.volume_reset(&name, key.as_deref()),
             AdminRequest::GetVolume { name } => {
                 let vols = self.volumes.lock().expect("volumes poisoned");
                 let spec = vols
@@ -345,6 +368,39 @@ impl Node {
         }
         Ok(AdminReply::Done {
             message: format!("volume start: {name}: success"),
+        })
+    }
+
+    fn volume_set(&self, name: &str, key: &str, value: &str) -> anyhow::Result<AdminReply> {
+        let value = cairn_common::options::validate(key, value).map_err(|e| anyhow::anyhow!(e))?;
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        let spec = vols
+            .get_mut(name)
+            .with_context(|| format!("Volume {name} does not exist"))?;
+        spec.options.insert(key.to_string(), value);
+        spec.version += 1;
+        self.save(&vols)?;
+        Ok(AdminReply::Done {
+            message: "volume set: success".to_string(),
+        })
+    }
+
+    fn volume_reset(&self, name: &str, key: Option<&str>) -> anyhow::Result<AdminReply> {
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        let spec = vols
+            .get_mut(name)
+            .with_context(|| format!("Volume {name} does not exist"))?;
+        match key {
+            Some(k) => {
+                cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
+                spec.options.remove(k);
+            }
+            None => spec.options.clear(),
+        }
+        spec.version += 1;
+        self.save(&vols)?;
+        Ok(AdminReply::Done {
+            message: "volume reset: success: reset volume successful".to_string(),
         })
     }
 

@@ -25,4 +25,7 @@ pub trait Subvolume: Send + Sync {
     fn call(&self, op: Fop, payload: Bytes) -> FopFuture<'_>;
     /// A short name for logs.
     fn name(&self) -> String;
+
+    /// Applies the volume's options (on mount, and whenever they change).
+    fn reconfigure(&self, _options: &std::collections::BTreeMap<String, String>) {}
 }

@@ -331,6 +331,14 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     servers.extend(opts.backup_servers.iter().cloned());
     let spec = crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
     let top = crate::volume::build_graph(&endpoint, &spec, opts.call_timeout)?;
+    top.reconfigure(&spec.options);
+    tokio::spawn(crate::volume::follow_spec(
+        endpoint.clone(),
+        servers,
+        spec,
+        top.clone(),
+        opts.call_timeout,
+    ));
     let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr));
     fs.getattr(1).await.map_err(|e| {
         anyhow::anyhow!(

@@ -68,3 +68,42 @@ pub fn build_graph(
         }
     }
 }
+
+/// How often a mount asks for its volume's spec.
+const SPEC_POLL: Duration = Duration::from_secs(5);
+
+/// Keeps a mount in step with its volume's spec: option changes apply to
+/// the running graph without a remount. Runs for the life of the mount.
+pub async fn follow_spec(
+    endpoint: quinn::Endpoint,
+    servers: Vec<String>,
+    mut current: VolumeSpec,
+    top: Arc<dyn Subvolume>,
+    timeout: Duration,
+) {
+    loop {
+        tokio::time::sleep(SPEC_POLL).await;
+        let spec = match fetch_spec(&endpoint, &servers, &current.name, timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "could not refresh the volume spec");
+                continue;
+            }
+        };
+        if spec.version == current.version && spec.id == current.id {
+            continue;
+        }
+        if spec.id != current.id {
+            tracing::error!(volume = %spec.name, "the volume was deleted and created again; remount to use the new one");
+            continue;
+        }
+        if spec.options != current.options {
+            tracing::info!(options = ?spec.options, "volume options changed");
+            top.reconfigure(&spec.options);
+        }
+        if spec.bricks != current.bricks {
+            tracing::warn!("the volume's bricks changed; this mount keeps its bricks until remounted");
+        }
+        current = spec;
+    }
+}

@@ -6,6 +6,7 @@ pub mod gfid;
 pub mod layout;
 pub mod logging;
 pub mod names;
+pub mod options;
 pub mod proto;
 pub mod state;
 pub mod tls;

@@ -478,6 +478,21 @@ pub enum AdminRequest {
     GetVolume {
         name: String,
     },
+    VolumeSet {
+        name: String,
+        key: String,
+        value: String,
+    },
+    /// `key` None: every option.
+    VolumeGet {
+        name: String,
+        key: Option<String>,
+    },
+    /// `key` None: every reconfigured option.
+    VolumeReset {
+        name: String,
+        key: Option<String>,
+    },
 }
 
 impl AdminRequest {
@@ -490,10 +505,14 @@ impl AdminRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum AdminReply {
-    Done { message: String },
+    Done {
+        message: String,
+    },
     Volumes(Vec<VolumeSpec>),
     Status(Vec<VolumeStatus>),
     Spec(VolumeSpec),
+    /// (key, effective value, is it the default?)
+    Options(Vec<(String, String, bool)>),
 }
 
 /// A failed request: an errno the mount passes to the application, and a

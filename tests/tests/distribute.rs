@@ -545,3 +545,67 @@ fn a_missing_directory_copy_and_a_broken_layout_are_repaired_on_lookup() {
     assert_eq!(n, 16, "the layout entry was not rewritten");
     assert_eq!(std::fs::read_dir(m2.join("dir")).unwrap().count(), 41);
 }
+
+/// Size of `brick`'s layout range for directory `dir`, as a share of the ring.
+fn range_share(brick: &Path, dir: &str) -> f64 {
+    let c = CString::new(brick.join(dir).as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: buffer and length match.
+    let n = unsafe { libc::getxattr(c.as_ptr(), c"trusted.cairn.dht".as_ptr(), buf.as_mut_ptr().cast(), 16) };
+    assert_eq!(n, 16, "no layout on {}", brick.join(dir).display());
+    let e = cairn_common::layout::LayoutEntry::decode(&buf).expect("a valid layout entry");
+    e.range.map_or(0.0, |r| r.size() as f64 / 4294967296.0)
+}
+
+#[test]
+fn layouts_follow_capacity_until_weighting_is_turned_off_live() {
+    let d = Dist::with_filesystems(|dir| {
+        [8u32, 32]
+            .iter()
+            .enumerate()
+            .map(|(i, mb)| {
+                let fs_dir = dir.join(format!("fs{i}"));
+                (fs_dir.join("brick"), Tmpfs::mount(&fs_dir, *mb))
+            })
+            .unzip()
+    });
+    let m = d.mnt();
+    std::fs::create_dir(m.join("weighted")).unwrap();
+    let small = range_share(&d.bricks[0], "weighted");
+    assert!(
+        (small - 0.2).abs() < 0.01,
+        "the 8 MiB brick got {small:.3} of the ring, want 0.2"
+    );
+    // Options reach a running mount without a remount (it polls every 5 s).
+    d.daemon
+        .cli_ok(&["volume", "set", "dv", "cluster.weighted-rebalance", "off"]);
+    let out = d.daemon.cli_ok(&["volume", "get", "dv", "cluster.weighted-rebalance"]);
+    assert!(out.contains("off") && !out.contains("(DEFAULT)"), "{out}");
+    let equal = poll(std::time::Duration::from_secs(20), || {
+        let name = format!(
+            "equal{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        std::fs::create_dir(m.join(&name)).unwrap();
+        ((range_share(&d.bricks[0], &name) - 0.5).abs() < 0.001).then_some(())
+    });
+    assert!(
+        equal.is_some(),
+        "new directories did not get equal shares after weighting was turned off"
+    );
+    // Bad values change nothing.
+    let bad = d.daemon.cli(&["volume", "set", "dv", "cluster.min-free-disk", "150%"]);
+    assert!(!bad.ok() && bad.stderr.lines().count() == 1, "{bad:?}");
+    let out = d.daemon.cli_ok(&["volume", "get", "dv", "cluster.min-free-disk"]);
+    assert!(out.contains("10% (DEFAULT)"), "{out}");
+    d.daemon.cli_ok(&["volume", "reset", "dv"]);
+    let out = d.daemon.cli_ok(&["volume", "get", "dv", "all"]);
+    assert_eq!(
+        out.matches("(DEFAULT)").count(),
+        cairn_common::options::OPTIONS.len(),
+        "{out}"
+    );
+}

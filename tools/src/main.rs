@@ -54,6 +54,12 @@ enum VolumeCommand {
     Info { name: Option<String> },
     /// Show brick processes and their state.
     Status { name: Option<String> },
+    /// Set an option: `volume set VOL KEY VALUE`.
+    Set { name: String, key: String, value: String },
+    /// Show options: `volume get VOL KEY|all`.
+    Get { name: String, key: String },
+    /// Return options to their defaults: `volume reset VOL [KEY]`.
+    Reset { name: String, key: Option<String> },
 }
 
 fn main() {
@@ -142,6 +148,30 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
         VolumeCommand::Delete { name } => AdminRequest::VolumeDelete { name },
         VolumeCommand::Info { name } => AdminRequest::VolumeInfo { name },
         VolumeCommand::Status { name } => AdminRequest::VolumeStatus { name },
+        VolumeCommand::Set { name, key, value } => {
+            // Refuse bad keys and values before contacting anyone.
+            let value = cairn_common::options::validate(&key, &value).map_err(|e| anyhow::anyhow!(e))?;
+            AdminRequest::VolumeSet { name, key, value }
+        }
+        VolumeCommand::Get { name, key } => AdminRequest::VolumeGet {
+            name,
+            key: if key == "all" {
+                None
+            } else {
+                cairn_common::options::find(&key).with_context(|| format!("option {key} does not exist"))?;
+                Some(key)
+            },
+        },
+        VolumeCommand::Reset { name, key } => AdminRequest::VolumeReset {
+            name,
+            key: match key.as_deref() {
+                None | Some("all") | Some("force") => None,
+                Some(k) => {
+                    cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
+                    Some(k.to_string())
+                }
+            },
+        },
     })
 }
 
@@ -186,6 +216,8 @@ fn command_prefix(req: &AdminRequest, message: &str) -> String {
         AdminRequest::VolumeStart { name, .. } => ("volume start", name.as_str()),
         AdminRequest::VolumeStop { name, .. } => ("volume stop", name.as_str()),
         AdminRequest::VolumeDelete { name } => ("volume delete", name.as_str()),
+        AdminRequest::VolumeSet { name, .. } => ("volume set", name.as_str()),
+        AdminRequest::VolumeReset { name, .. } => ("volume reset", name.as_str()),
         _ => return message.to_string(),
     };
     if message.starts_with(verb) {

@@ -9,6 +9,10 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         AdminReply::Volumes(v) => serde_json::json!({ "ok": true, "volumes": v }),
         AdminReply::Status(s) => serde_json::json!({ "ok": true, "status": s }),
         AdminReply::Spec(s) => serde_json::json!({ "ok": true, "volume": s }),
+        AdminReply::Options(o) => serde_json::json!({
+            "ok": true,
+            "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
+        }),
     };
     Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
 }
@@ -24,6 +28,13 @@ pub fn text(req: &AdminRequest, reply: &AdminReply) -> String {
         },
         AdminReply::Status(s) => s.iter().map(status).collect::<Vec<_>>().join("\n"),
         AdminReply::Spec(s) => info(s),
+        AdminReply::Options(o) => {
+            let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
+            for (k, v, default) in o {
+                let _ = writeln!(s, "{k:<40}{v}{}", if *default { " (DEFAULT)" } else { "" });
+            }
+            s
+        }
     }
 }
 

@@ -79,7 +79,12 @@ impl Distribute {
 
     /// The layout a new directory gets.
     pub(super) async fn fresh_layout(&self, gfid: &Gfid) -> Result<Vec<LayoutEntry>, Errno> {
-        Ok(layout::compute(&self.weights().await?, rotation(gfid), self.commit))
+        let weights = if self.weighted.load(std::sync::atomic::Ordering::Relaxed) {
+            self.weights().await?
+        } else {
+            vec![1; self.children.len()]
+        };
+        Ok(layout::compute(&weights, rotation(gfid), self.commit))
     }
 
     /// Writes `entries` to every copy of the directory and caches it.

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use cairn_common::proto::{Attr, Fop, Reply, Statfs};
 use cairn_common::Gfid;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -54,6 +54,12 @@ pub struct Distribute {
     places: Mutex<HashMap<Gfid, Place>>,
     handles: Mutex<HashMap<u64, (usize, u64)>>,
     next_fh: AtomicU64,
+    /// `cluster.weighted-rebalance`
+    weighted: AtomicBool,
+    /// `cluster.lookup-optimize`
+    lookup_optimize: AtomicBool,
+    /// `cluster.min-free-disk`, in percent.
+    min_free_percent: AtomicU64,
 }
 
 fn errno_of(e: &Errno) -> i32 {
@@ -76,6 +82,9 @@ impl Distribute {
             places: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            weighted: AtomicBool::new(true),
+            lookup_optimize: AtomicBool::new(true),
+            min_free_percent: AtomicU64::new(10),
         })
     }
 
@@ -412,6 +421,20 @@ impl Subvolume for Distribute {
 
     fn name(&self) -> String {
         format!("distribute({})", self.children.len())
+    }
+
+    fn reconfigure(&self, options: &std::collections::BTreeMap<String, String>) {
+        use cairn_common::options::{effective, parse_bool, parse_percent};
+        let flag = |k| parse_bool(effective(options, k)).unwrap_or(true);
+        self.weighted
+            .store(flag("cluster.weighted-rebalance"), Ordering::Relaxed);
+        self.lookup_optimize
+            .store(flag("cluster.lookup-optimize"), Ordering::Relaxed);
+        let min_free = parse_percent(effective(options, "cluster.min-free-disk")).unwrap_or(10);
+        self.min_free_percent.store(min_free, Ordering::Relaxed);
+        for c in &self.children {
+            c.layer.reconfigure(options);
+        }
     }
 }
 

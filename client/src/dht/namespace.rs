@@ -7,6 +7,7 @@ use crate::layer::FopResult;
 use bytes::Bytes;
 use cairn_common::proto::{Attr, Fop, Reply};
 use cairn_common::Gfid;
+use std::sync::atomic::Ordering;
 
 fn entry_of(r: &FopResult) -> Option<Attr> {
     match r {
@@ -101,7 +102,9 @@ impl Distribute {
                 }
             },
             Ok(_) => Err(Errno(libc::EIO)),
-            Err(Errno(libc::ENOENT)) if layout.authoritative => Err(Errno(libc::ENOENT)),
+            Err(Errno(libc::ENOENT)) if layout.authoritative && self.lookup_optimize.load(Ordering::Relaxed) => {
+                Err(Errno(libc::ENOENT))
+            }
             Err(Errno(libc::ENOENT)) => self.find_everywhere(parent, name, Some(hashed)).await,
             Err(e) => Err(e),
         }

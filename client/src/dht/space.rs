@@ -1,15 +1,12 @@
 //! Free space per subvolume, so a full subvolume sends new files elsewhere
 //! (with a link file on the hashed one) instead of failing with ENOSPC
-//! while others have room — gluster's `cluster.min-free-disk`.
+//! while others have room — gluster's `cluster.min-free-disk` (default 10 %).
 
 use super::{Distribute, Errno};
 use cairn_common::proto::{Fop, Reply};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A subvolume with less than this share of its space free takes no new
-/// files (gluster's default `min-free-disk` is 10 %).
-pub const MIN_FREE_PERCENT: u64 = 10;
 /// How stale the free-space figures may be.
 const REFRESH: Duration = Duration::from_secs(5);
 
@@ -43,12 +40,8 @@ impl Distribute {
     /// (or nobody has more), else the subvolume with the most free space.
     pub(super) async fn placement_for_new_file(&self, hashed: usize) -> Result<usize, Errno> {
         let free = self.free_permille().await;
-        let has_room = |i: usize| {
-            free.get(i)
-                .copied()
-                .flatten()
-                .is_none_or(|p| p >= MIN_FREE_PERCENT * 10)
-        };
+        let min_permille = self.min_free_percent.load(std::sync::atomic::Ordering::Relaxed) * 10;
+        let has_room = |i: usize| free.get(i).copied().flatten().is_none_or(|p| p >= min_permille);
         if has_room(hashed) {
             return Ok(hashed);
         }

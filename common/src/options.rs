@@ -1,0 +1,111 @@
+//! The typed registry of volume options (`cairn volume set/get/reset`).
+//! Only options that really take effect are registered; anything else is
+//! refused with the list of valid keys.
+
+/// What values an option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// on/off (also accepts yes/no, true/false, enable/disable, 1/0).
+    Bool,
+    /// A percentage 0–100, written with or without `%`.
+    Percent,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDef {
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub description: &'static str,
+}
+
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        key: "cluster.weighted-rebalance",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Size new directory layouts in proportion to each subvolume's capacity (off: equal shares).",
+    },
+    OptionDef {
+        key: "cluster.min-free-disk",
+        kind: Kind::Percent,
+        default: "10%",
+        description: "A subvolume with less free space than this takes no new files; they go elsewhere with a link file.",
+    },
+    OptionDef {
+        key: "cluster.lookup-optimize",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Trust an up-to-date directory layout for misses (one subvolume per negative lookup); off asks every subvolume.",
+    },
+];
+
+pub fn find(key: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|o| o.key == key)
+}
+
+/// Checks `value` for `key`; returns the canonical spelling to store.
+pub fn validate(key: &str, value: &str) -> Result<String, String> {
+    let def = find(key).ok_or_else(|| {
+        let keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+        format!("option {key} does not exist; valid options: {}", keys.join(", "))
+    })?;
+    match def.kind {
+        Kind::Bool => parse_bool(value)
+            .map(|b| if b { "on" } else { "off" }.to_string())
+            .ok_or_else(|| format!("option {key}: {value:?} is not a boolean (use on or off)")),
+        Kind::Percent => parse_percent(value)
+            .map(|p| format!("{p}%"))
+            .ok_or_else(|| format!("option {key}: {value:?} is not a percentage (use 0-100, e.g. 10%)")),
+    }
+}
+
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" | "enable" | "1" => Some(true),
+        "off" | "no" | "false" | "disable" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+pub fn parse_percent(v: &str) -> Option<u64> {
+    v.strip_suffix('%')
+        .unwrap_or(v)
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|p| *p <= 100)
+}
+
+/// The effective value of `key` given a volume's reconfigured options.
+pub fn effective<'a>(options: &'a std::collections::BTreeMap<String, String>, key: &str) -> &'a str {
+    options
+        .get(key)
+        .map(String::as_str)
+        .or_else(|| find(key).map(|d| d.default))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_checked_and_canonicalized() {
+        assert_eq!(validate("cluster.weighted-rebalance", "OFF").unwrap(), "off");
+        assert_eq!(validate("cluster.weighted-rebalance", "enable").unwrap(), "on");
+        assert!(validate("cluster.weighted-rebalance", "maybe").is_err());
+        assert_eq!(validate("cluster.min-free-disk", "15").unwrap(), "15%");
+        assert_eq!(validate("cluster.min-free-disk", "5%").unwrap(), "5%");
+        assert!(validate("cluster.min-free-disk", "101%").is_err());
+        let e = validate("cluster.nope", "1").unwrap_err();
+        assert!(e.contains("cluster.min-free-disk"), "{e}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        for o in OPTIONS {
+            assert_eq!(validate(o.key, o.default).unwrap(), o.default, "{}", o.key);
+        }
+    }
+}
