@@ -3,6 +3,7 @@
 
 mod locks;
 mod node;
+mod notify;
 mod server;
 mod store;
 mod sys;
@@ -47,11 +48,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", node.listen))?;
         node.serve_started_volumes();
         tracing::info!(node = %node.id, address = %node.address, state_dir = %state_dir.display(), "cairnd serving");
+        notify::notify("READY=1");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = server::Server::new(node);
         let serving = tokio::spawn(server.run(endpoint.clone(), stop_rx));
         wait_for_signal().await?;
         tracing::info!("shutting down");
+        notify::notify("STOPPING=1");
         let _ = stop_tx.send(true);
         let _ = serving.await;
         // Let close frames reach peers so they fail over at once.

@@ -131,7 +131,8 @@ fn unregister_pid(pid: i32) {
     registry().pids.retain(|&p| p != pid);
 }
 
-fn register_mount(p: &Path) {
+/// Mount points the watchdog detaches if it has to abort.
+pub fn register_mount(p: &Path) {
     registry().mounts.push(p.to_path_buf());
 }
 
@@ -388,7 +389,7 @@ pub struct CliOutput {
 }
 
 impl CliOutput {
-    fn from(o: Output) -> CliOutput {
+    pub fn from(o: Output) -> CliOutput {
         CliOutput {
             status: o.status,
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
