@@ -1,5 +1,6 @@
 //! `cairn`: the gluster-style administration CLI.
 
+mod bench;
 mod output;
 
 use anyhow::Context;
@@ -33,6 +34,9 @@ enum Command {
         #[command(subcommand)]
         action: VolumeCommand,
     },
+    /// Benchmark a mounted directory (Cairn, GlusterFS or local): small files,
+    /// fio sequential and random I/O, iozone. Needs no cairnd.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -69,21 +73,36 @@ fn main() {
         Err(e) => exit_on_usage_error(e),
     };
     let json = cli.json;
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => match rt.block_on(run(cli)) {
-            Ok(text) => print!("{text}"),
-            Err(e) => {
-                if json {
-                    println!("{}", serde_json::json!({ "ok": false, "error": format!("{e:#}") }));
-                } else {
-                    eprintln!("{e:#}");
-                }
-                std::process::exit(1);
-            }
-        },
+    let is_bench = matches!(cli.command, Command::Bench(_));
+    match run(cli) {
+        Ok(text) => print!("{text}"),
         Err(e) => {
-            eprintln!("cannot start: {e}");
+            if json {
+                println!("{}", serde_json::json!({ "ok": false, "error": format!("{e:#}") }));
+            }
+            // A benchmark's caller may read JSON on stdout and still
+            // deserves the reason on stderr.
+            if !json || is_bench {
+                eprintln!("{e:#}");
+            }
             std::process::exit(1);
+        }
+    }
+}
+
+/// Only volume commands talk to a node (and so load credentials and start
+/// an async runtime); `bench` works on any directory without a cairnd.
+fn run(cli: Cli) -> anyhow::Result<String> {
+    match cli.command {
+        Command::Bench(args) => bench::run(args, cli.json),
+        Command::Volume { action } => {
+            // Validate everything before touching the network: bad input changes nothing.
+            let req = request_for(action)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start")?;
+            rt.block_on(volume(cli.node, cli.state_dir, cli.json, req))
         }
     }
 }
@@ -175,12 +194,14 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<String> {
-    let Command::Volume { action } = cli.command;
-    // Validate everything before touching the network: bad input changes nothing.
-    let req = request_for(action)?;
-    let state_dir = cairn_common::state::resolve_state_dir(cli.state_dir.as_deref());
-    let node = match cli.node {
+async fn volume(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    json: bool,
+    req: AdminRequest,
+) -> anyhow::Result<String> {
+    let state_dir = cairn_common::state::resolve_state_dir(state_dir.as_deref());
+    let node = match node {
         Some(n) => cairn_common::addr::canonical_node(&n)?,
         None => std::fs::read_to_string(cairn_common::state::listen_file(&state_dir))
             .map(|s| s.trim().to_string())
@@ -202,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 .with_context(|| format!("Connection failed. Please check if cairnd is operational on {node}"))
         }
     };
-    Ok(if cli.json {
+    Ok(if json {
         output::json(&reply)?
     } else {
         output::text(&req, &reply)
