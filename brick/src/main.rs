@@ -23,11 +23,21 @@ struct Args {
     /// State directory (identity, credentials, volume configuration).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Write the cairnd(8) man page into this directory and exit.
+    #[arg(long, hide = true, value_name = "DIR")]
+    man: Option<PathBuf>,
 }
 
 fn main() {
     cairn_common::logging::init("info");
     let args = Args::parse();
+    if let Some(dir) = &args.man {
+        if let Err(e) = write_man_page(dir) {
+            eprintln!("cairnd: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = run(args) {
         eprintln!("cairnd: {e:#}");
         std::process::exit(1);
@@ -63,6 +73,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             .ok();
         Ok(())
     })
+}
+
+fn write_man_page(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let man = clap_mangen::Man::new(Args::command()).section("8");
+    let mut out = Vec::new();
+    man.render(&mut out)?;
+    std::fs::write(dir.join("cairnd.8"), out).context("writing cairnd.8")?;
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use cairn_common::proto::{AdminRequest, Reply, Request};
 use cairn_common::transport::{client_endpoint, NodeClient, RpcError};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,6 +37,10 @@ enum Command {
     /// Benchmark a mounted directory (Cairn, GlusterFS or local): small files,
     /// fio sequential and random I/O, iozone. Needs no cairnd.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages for cairn and each subcommand into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +99,17 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<String> {
     match cli.command {
         Command::Bench(args) => bench::run(args, cli.json),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut out);
+            Ok(String::from_utf8(out).context("completion script is not UTF-8")?)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?;
+            Ok(format!("man pages written to {}\n", dir.display()))
+        }
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
             let req = request_for(action)?;
