@@ -23,14 +23,29 @@ struct Args {
     /// State directory (identity, credentials, volume configuration).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Log to this file instead of stderr; SIGHUP reopens it (logrotate).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Write the cairnd(8) man page into this directory and exit.
     #[arg(long, hide = true, value_name = "DIR")]
     man: Option<PathBuf>,
 }
 
 fn main() {
-    cairn_common::logging::init("info");
     let args = Args::parse();
+    let log_file = match &args.log_file {
+        None => {
+            cairn_common::logging::init("info");
+            None
+        }
+        Some(path) => match cairn_common::logging::init_file("info", path) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!("cairnd: cannot open log file {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        },
+    };
     if let Some(dir) = &args.man {
         if let Err(e) = write_man_page(dir) {
             eprintln!("cairnd: {e:#}");
@@ -38,13 +53,13 @@ fn main() {
         }
         return;
     }
-    if let Err(e) = run(args) {
+    if let Err(e) = run(args, log_file) {
         eprintln!("cairnd: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::Result<()> {
     let state_dir = cairn_common::state::resolve_state_dir(args.state_dir.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
@@ -62,7 +77,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = server::Server::new(node);
         let serving = tokio::spawn(server.run(endpoint.clone(), stop_rx));
-        wait_for_signal().await?;
+        wait_for_signal(log_file).await?;
         tracing::info!("shutting down");
         notify::notify("STOPPING=1");
         let _ = stop_tx.send(true);
@@ -85,13 +100,23 @@ fn write_man_page(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP reopens the log file meanwhile.
+async fn wait_for_signal(log_file: Option<cairn_common::logging::LogFile>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match &log_file {
+                Some(log) => match log.reopen() {
+                    Ok(()) => tracing::info!("log file reopened"),
+                    Err(e) => tracing::error!(error = %e, "could not reopen the log file"),
+                },
+                None => tracing::info!("SIGHUP ignored: logging to stderr"),
+            },
+        }
     }
-    Ok(())
 }
