@@ -268,6 +268,10 @@ impl Node {
                         port: online.then_some(self.listen.port()),
                         online,
                         pid: online.then(std::process::id),
+                        detail: self
+                            .is_local(&b.node)
+                            .then(|| brick_detail(Path::new(&b.path)))
+                            .flatten(),
                     }
                 })
                 .collect(),
@@ -436,6 +440,49 @@ impl Node {
             message: format!("volume delete: {name}: success"),
         })
     }
+}
+
+/// The file system under a brick: statvfs figures and its mount entry.
+fn brick_detail(path: &Path) -> Option<cairn_common::proto::BrickDetail> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded.
+    let st = unsafe { st.assume_init() };
+    let canonical = path.canonicalize().ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The mount whose mount point is the longest prefix of the brick path.
+    let (fs_type, device, options) = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let f: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            let point = f.get(4)?.replace("\\040", " ");
+            (canonical.starts_with(&point) && r.len() >= 2).then(|| {
+                (
+                    point.len(),
+                    r[0].to_string(),
+                    r[1].to_string(),
+                    f.get(5).copied().unwrap_or("").to_string(),
+                )
+            })
+        })
+        .max_by_key(|m| m.0)
+        .map(|(_, t, d, o)| (t, d, o))?;
+    let frsize = st.f_frsize;
+    Some(cairn_common::proto::BrickDetail {
+        fs_type,
+        device,
+        mount_options: options,
+        free_bytes: st.f_bavail * frsize,
+        total_bytes: st.f_blocks * frsize,
+        inodes: st.f_files,
+        free_inodes: st.f_ffree,
+    })
 }
 
 /// Is `path` (or, if it does not exist yet, its nearest existing ancestor)

@@ -441,6 +441,20 @@ pub struct BrickStatus {
     pub port: Option<u16>,
     pub online: bool,
     pub pid: Option<u32>,
+    /// The brick's file system, for `volume status VOL detail`.
+    pub detail: Option<BrickDetail>,
+}
+
+/// Where a brick lives and how full it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickDetail {
+    pub fs_type: String,
+    pub device: String,
+    pub mount_options: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

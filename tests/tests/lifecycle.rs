@@ -411,3 +411,23 @@ fn mounts_show_up_and_go_away() {
     assert!(!o.status.success(), "an unknown mount option was accepted");
     assert!(!is_cairn_mount(&c.dir.join("badopt")));
 }
+
+#[test]
+fn status_detail_shows_each_bricks_file_system() {
+    let c = Cluster::unmounted();
+    let out = c.daemon.cli_ok(&["volume", "status", &c.volume, "detail"]);
+    for field in [
+        "Brick                : Brick",
+        "File System          :",
+        "Total Disk Space     :",
+        "Free Inodes          :",
+    ] {
+        assert!(out.contains(field), "missing {field:?} in:\n{out}");
+    }
+    let json = c.daemon.status_json(&c.volume);
+    let detail = &json["status"][0]["bricks"][0]["detail"];
+    assert!(detail["total_bytes"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(!detail["fs_type"].as_str().unwrap_or("").is_empty(), "{json}");
+    let bad = c.daemon.cli(&["volume", "status", &c.volume, "details-please"]);
+    assert!(!bad.ok() && bad.stderr.lines().count() == 1, "{bad:?}");
+}

@@ -5,7 +5,7 @@ mod output;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cairn_common::proto::{AdminRequest, Reply, Request};
+use cairn_common::proto::{AdminReply, AdminRequest, Reply, Request};
 use cairn_common::transport::{client_endpoint, NodeClient, RpcError};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -61,7 +61,11 @@ enum VolumeCommand {
     /// Show volume definitions.
     Info { name: Option<String> },
     /// Show brick processes and their state.
-    Status { name: Option<String> },
+    Status {
+        name: Option<String>,
+        /// `detail`: each brick's file system, space and inodes.
+        detail: Option<String>,
+    },
     /// Set an option: `volume set VOL KEY VALUE`.
     Set { name: String, key: String, value: String },
     /// Show options: `volume get VOL KEY|all`.
@@ -112,12 +116,18 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         }
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
+            let detail = matches!(&action, VolumeCommand::Status { detail: Some(_), .. });
             let req = request_for(action)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start")?;
-            rt.block_on(volume(cli.node, cli.state_dir, cli.json, req))
+            let reply = rt.block_on(volume(cli.node, cli.state_dir, req.clone()))?;
+            Ok(if cli.json {
+                output::json(&reply)?
+            } else {
+                output::text(&req, &reply, detail)
+            })
         }
     }
 }
@@ -181,7 +191,12 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
         },
         VolumeCommand::Delete { name } => AdminRequest::VolumeDelete { name },
         VolumeCommand::Info { name } => AdminRequest::VolumeInfo { name },
-        VolumeCommand::Status { name } => AdminRequest::VolumeStatus { name },
+        VolumeCommand::Status { name, detail } => {
+            if let Some(word) = detail.as_deref().filter(|w| *w != "detail") {
+                anyhow::bail!("unexpected argument {word:?} (did you mean 'detail'?)");
+            }
+            AdminRequest::VolumeStatus { name }
+        }
         VolumeCommand::Set { name, key, value } => {
             // Refuse bad keys and values before contacting anyone.
             let value = cairn_common::options::validate(&key, &value).map_err(|e| anyhow::anyhow!(e))?;
@@ -209,12 +224,7 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
     })
 }
 
-async fn volume(
-    node: Option<String>,
-    state_dir: Option<PathBuf>,
-    json: bool,
-    req: AdminRequest,
-) -> anyhow::Result<String> {
+async fn volume(node: Option<String>, state_dir: Option<PathBuf>, req: AdminRequest) -> anyhow::Result<AdminReply> {
     let state_dir = cairn_common::state::resolve_state_dir(state_dir.as_deref());
     let node = match node {
         Some(n) => cairn_common::addr::canonical_node(&n)?,
@@ -238,11 +248,7 @@ async fn volume(
                 .with_context(|| format!("Connection failed. Please check if cairnd is operational on {node}"))
         }
     };
-    Ok(if json {
-        output::json(&reply)?
-    } else {
-        output::text(&req, &reply)
-    })
+    Ok(reply)
 }
 
 /// gluster prefixes failures with the command: `volume start: gv0: failed: …`.

@@ -17,7 +17,8 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
     Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
 }
 
-pub fn text(req: &AdminRequest, reply: &AdminReply) -> String {
+/// `detail`: `volume status VOL detail` (one block per brick).
+pub fn text(req: &AdminRequest, reply: &AdminReply, detail: bool) -> String {
     match reply {
         AdminReply::Done { message } => format!("{message}\n"),
         AdminReply::Volumes(v) if v.is_empty() => "No volumes present\n".to_string(),
@@ -26,6 +27,7 @@ pub fn text(req: &AdminRequest, reply: &AdminReply) -> String {
             AdminRequest::VolumeStatus { name: None } => "No volumes present\n".to_string(),
             _ => String::new(),
         },
+        AdminReply::Status(s) if detail => s.iter().map(status_detail).collect::<Vec<_>>().join("\n"),
         AdminReply::Status(s) => s.iter().map(status).collect::<Vec<_>>().join("\n"),
         AdminReply::Spec(s) => info(s),
         AdminReply::Options(o) => {
@@ -85,5 +87,48 @@ fn status(v: &VolumeStatus) -> String {
     let _ = writeln!(s, " \nTask Status of Volume {}", v.name);
     let _ = writeln!(s, "{RULE}");
     let _ = writeln!(s, "There are no active volume tasks\n ");
+    s
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1}{}", UNITS[u])
+}
+
+/// gluster's `volume status VOL detail`: one block per brick.
+fn status_detail(v: &VolumeStatus) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Status of volume: {}", v.name);
+    let _ = writeln!(s, "{RULE}");
+    for b in &v.bricks {
+        let field = |s: &mut String, k: &str, val: &str| {
+            let _ = writeln!(s, "{k:<21}: {val}");
+        };
+        field(&mut s, "Brick", &format!("Brick {}", b.brick.label()));
+        field(&mut s, "UDP Port", &b.port.map_or("N/A".into(), |p| p.to_string()));
+        field(&mut s, "RDMA Port", if b.online { "0" } else { "N/A" });
+        field(&mut s, "Online", if b.online { "Y" } else { "N" });
+        field(&mut s, "Pid", &b.pid.map_or("N/A".into(), |p| p.to_string()));
+        match &b.detail {
+            Some(d) => {
+                field(&mut s, "File System", &d.fs_type);
+                field(&mut s, "Device", &d.device);
+                field(&mut s, "Mount Options", &d.mount_options);
+                field(&mut s, "Inode Size", "N/A");
+                field(&mut s, "Disk Space Free", &human_bytes(d.free_bytes));
+                field(&mut s, "Total Disk Space", &human_bytes(d.total_bytes));
+                field(&mut s, "Inode Count", &d.inodes.to_string());
+                field(&mut s, "Free Inodes", &d.free_inodes.to_string());
+            }
+            None => field(&mut s, "File System", "N/A"),
+        }
+        let _ = writeln!(s, "{RULE}");
+    }
     s
 }
