@@ -1,10 +1,13 @@
 //! `cairnd`: the brick daemon. One per server; serves all of the node's
 //! bricks on one UDP port over QUIC and holds the volume configuration.
 
+mod diagnostics;
 mod locks;
+mod metrics;
 mod node;
 mod notify;
 mod server;
+mod stats;
 mod store;
 mod sys;
 
@@ -26,6 +29,10 @@ struct Args {
     /// Log to this file instead of stderr; SIGHUP reopens it (logrotate).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this address (e.g.
+    /// 127.0.0.1:9324); off unless given.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Write the cairnd(8) man page into this directory and exit.
     #[arg(long, hide = true, value_name = "DIR")]
     man: Option<PathBuf>,
@@ -74,6 +81,13 @@ fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::
         node.serve_started_volumes();
         tracing::info!(node = %node.id, address = %node.address, state_dir = %state_dir.display(), "cairnd serving");
         notify::notify("READY=1");
+        if let Some(addr) = args.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics listener on {addr}"))?;
+            tokio::spawn(metrics::serve(listener, node.clone()));
+            tracing::info!(%addr, "serving metrics");
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = server::Server::new(node);
         let serving = tokio::spawn(server.run(endpoint.clone(), stop_rx));

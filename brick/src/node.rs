@@ -29,6 +29,8 @@ pub struct Node {
     pub reset_secret: Vec<u8>,
     volumes: Mutex<BTreeMap<String, VolumeSpec>>,
     served: RwLock<HashMap<Uuid, Arc<Brick>>>,
+    /// I/O statistics of the bricks served here.
+    pub stats: crate::stats::NodeStats,
     brick_errors: Mutex<HashMap<Uuid, String>>,
 }
 
@@ -118,6 +120,7 @@ impl Node {
             reset_secret,
             volumes: Mutex::new(volumes),
             served: RwLock::new(HashMap::new()),
+            stats: crate::stats::NodeStats::default(),
             brick_errors: Mutex::new(HashMap::new()),
         })
     }
@@ -178,6 +181,17 @@ impl Node {
         }
     }
 
+    /// `host:/path` of every brick served now, by id.
+    pub fn brick_labels(&self) -> HashMap<Uuid, String> {
+        let served = self.served.read().expect("served poisoned");
+        let vols = self.volumes.lock().expect("volumes poisoned");
+        vols.values()
+            .flat_map(|v| v.bricks.iter())
+            .filter(|b| served.contains_key(&b.id))
+            .map(|b| (b.id, b.label()))
+            .collect()
+    }
+
     pub fn brick(&self, id: &Uuid) -> Option<Arc<Brick>> {
         self.served.read().expect("served poisoned").get(id).cloned()
     }
@@ -229,6 +243,15 @@ impl Node {
                 ))
             }
             AdminRequest::VolumeReset { name, key } => self.volume_reset(&name, key.as_deref()),
+            AdminRequest::VolumeProfile { name, action } => self.volume_profile(&name, action),
+            AdminRequest::VolumeTop {
+                name,
+                metric,
+                brick,
+                count,
+                block_size,
+                blocks,
+            } => self.volume_top(&name, &metric, brick.as_deref(), count, block_size, blocks),
             AdminRequest::GetVolume { name } => {
                 let vols = self.volumes.lock().expect("volumes poisoned");
                 let spec = vols
@@ -387,6 +410,34 @@ impl Node {
         Ok(AdminReply::Done {
             message: "volume set: success".to_string(),
         })
+    }
+
+    pub(crate) fn volume_spec(&self, name: &str) -> anyhow::Result<VolumeSpec> {
+        let vols = self.volumes.lock().expect("volumes poisoned");
+        Ok(vols
+            .get(name)
+            .with_context(|| format!("Volume {name} does not exist"))?
+            .clone())
+    }
+
+    pub(crate) fn is_local_brick(&self, b: &BrickSpec) -> bool {
+        self.is_local(&b.node)
+    }
+
+    /// Sets (Some) or resets (None) several options in one change.
+    pub(crate) fn set_options(&self, name: &str, changes: &[(&str, Option<&str>)]) -> anyhow::Result<()> {
+        let mut vols = self.volumes.lock().expect("volumes poisoned");
+        let spec = vols
+            .get_mut(name)
+            .with_context(|| format!("Volume {name} does not exist"))?;
+        for (k, v) in changes {
+            match v {
+                Some(v) => spec.options.insert(k.to_string(), v.to_string()),
+                None => spec.options.remove(*k),
+            };
+        }
+        spec.version += 1;
+        self.save(&vols)
     }
 
     fn volume_reset(&self, name: &str, key: Option<&str>) -> anyhow::Result<AdminReply> {

@@ -98,12 +98,14 @@ impl Server {
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         tracing::debug!(%remote, role = ?state.role, conn = state.id, "connection up");
+        self.node.stats.connections.fetch_add(1, Ordering::Relaxed);
         while let Ok((send, recv)) = conn.accept_bi().await {
             let server = self.clone();
             let state = state.clone();
             tokio::spawn(async move { server.serve_stream(state, send, recv).await });
         }
         tracing::debug!(%remote, conn = state.id, "connection down");
+        self.node.stats.connections.fetch_sub(1, Ordering::Relaxed);
         state.closed.store(true, Ordering::SeqCst);
         self.locks.release_connection(state.id);
         state.files.lock().expect("files poisoned").clear();
@@ -173,7 +175,24 @@ impl Server {
             Request::Fop { brick, op } => {
                 let name = op.name();
                 tracing::trace!(op = name, detail = ?op, "fop");
-                match self.fop(state, brick, op, recv).await {
+                let started = std::time::Instant::now();
+                let subject = self.subject_of(state, brick, &op);
+                let first_listing = matches!(op, Fop::Readdir { cookie: 0, .. });
+                let written = match op {
+                    Fop::Write { len, .. } => Some(u64::from(len)),
+                    _ => None,
+                };
+                let outcome = self.fop(state, brick, op, recv).await;
+                self.record(
+                    brick,
+                    name,
+                    started.elapsed(),
+                    &outcome,
+                    written,
+                    subject,
+                    first_listing,
+                );
+                match outcome {
                     Ok((reply, payload)) => (Response::Ok(reply), payload),
                     Err(e) => {
                         tracing::trace!(op = name, errno = e.errno, context = %e.context, "fop failed");
@@ -268,6 +287,50 @@ impl Server {
                     .map_err(|e| FsError::new(libc::EIO, format!("fop task failed: {e}")))?
             }
         }
+    }
+
+    /// The file a fop is about, for `volume top`'s per-file counters.
+    fn subject_of(&self, state: &ConnState, brick: Uuid, op: &Fop) -> Option<Gfid> {
+        match op {
+            Fop::Open { gfid, .. } | Fop::Readdir { gfid, .. } => Some(*gfid),
+            Fop::Read { fh, .. } | Fop::Write { fh, .. } => {
+                let files = state.files.lock().expect("files poisoned");
+                files.get(fh).filter(|f| f.brick == brick).map(|f| f.gfid)
+            }
+            _ => None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        brick_id: Uuid,
+        op: &'static str,
+        elapsed: std::time::Duration,
+        outcome: &Outcome,
+        written: Option<u64>,
+        subject: Option<Gfid>,
+        first_listing: bool,
+    ) {
+        let read = match outcome {
+            Ok((Reply::Data { len }, _)) => Some(u64::from(*len)),
+            _ => None,
+        };
+        // A create's subject is only known from its reply.
+        let subject = subject.or(match outcome {
+            Ok((Reply::Created { attr, .. }, _)) => Some(attr.gfid),
+            _ => None,
+        });
+        let sample = crate::stats::Sample {
+            op,
+            elapsed,
+            ok: outcome.is_ok(),
+            read,
+            written,
+            file: subject,
+            first_listing,
+        };
+        self.node.stats.brick(brick_id).record(&sample);
     }
 
     fn open_file(&self, state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {

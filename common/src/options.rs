@@ -38,6 +38,18 @@ pub const OPTIONS: &[OptionDef] = &[
         default: "on",
         description: "Trust an up-to-date directory layout for misses (one subvolume per negative lookup); off asks every subvolume.",
     },
+    OptionDef {
+        key: "diagnostics.latency-measurement",
+        kind: Kind::Bool,
+        default: "off",
+        description: "Per-fop latency figures for `volume profile` (turned on by `profile start`).",
+    },
+    OptionDef {
+        key: "diagnostics.count-fop-hits",
+        kind: Kind::Bool,
+        default: "off",
+        description: "Per-fop call counts for `volume profile` (turned on by `profile start`).",
+    },
 ];
 
 pub fn find(key: &str) -> Option<&'static OptionDef> {

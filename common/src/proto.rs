@@ -507,6 +507,67 @@ pub enum AdminRequest {
         name: String,
         key: Option<String>,
     },
+    VolumeProfile {
+        name: String,
+        action: ProfileAction,
+    },
+    /// `metric`: open, read, write, opendir, readdir, read-perf, write-perf.
+    VolumeTop {
+        name: String,
+        metric: String,
+        brick: Option<String>,
+        count: u32,
+        block_size: u64,
+        blocks: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ProfileAction {
+    Start,
+    Info,
+    Stop,
+}
+
+/// One fop's figures in a profile window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FopProfile {
+    pub op: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub avg_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub total_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProfileWindow {
+    pub duration_s: u64,
+    pub fops: Vec<FopProfile>,
+    /// Reads and writes per block size: index i counts sizes of 2^i bytes and up.
+    pub reads: Vec<u64>,
+    pub writes: Vec<u64>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickProfile {
+    pub brick: String,
+    pub cumulative: ProfileWindow,
+    pub interval_number: u64,
+    pub interval: ProfileWindow,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrickTop {
+    pub brick: String,
+    /// (count, path) busiest first.
+    pub entries: Vec<(u64, String)>,
+    /// read-perf / write-perf: the brick's measured throughput.
+    pub throughput_mbps: Option<f64>,
+    pub seconds: Option<f64>,
 }
 
 impl AdminRequest {
@@ -527,6 +588,8 @@ pub enum AdminReply {
     Spec(VolumeSpec),
     /// (key, effective value, is it the default?)
     Options(Vec<(String, String, bool)>),
+    Profile(Vec<BrickProfile>),
+    Top(Vec<BrickTop>),
 }
 
 /// A failed request: an errno the mount passes to the application, and a

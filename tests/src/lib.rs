@@ -438,7 +438,19 @@ impl Daemon {
         Daemon::try_start_at(state_dir, log, host, port).unwrap_or_else(|e| panic!("cairnd did not start: {e}"))
     }
 
+    /// As [`start`](Self::start), passing `extra` arguments to cairnd.
+    pub fn start_with(state_dir: &Path, log: &Path, extra: &[&str]) -> Daemon {
+        let host = unique_host();
+        let port = free_udp_port(&host);
+        Daemon::try_start_with(state_dir, log, &host, port, extra)
+            .unwrap_or_else(|e| panic!("cairnd did not start: {e}"))
+    }
+
     fn try_start_at(state_dir: &Path, log: &Path, host: &str, port: u16) -> Result<Daemon, String> {
+        Daemon::try_start_with(state_dir, log, host, port, &[])
+    }
+
+    fn try_start_with(state_dir: &Path, log: &Path, host: &str, port: u16, extra: &[&str]) -> Result<Daemon, String> {
         preflight();
         watchdog();
         let addr = format!("{host}:{port}");
@@ -452,6 +464,7 @@ impl Daemon {
             .arg(&addr)
             .arg("--state-dir")
             .arg(state_dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)

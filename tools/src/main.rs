@@ -72,6 +72,18 @@ enum VolumeCommand {
     Get { name: String, key: String },
     /// Return options to their defaults: `volume reset VOL [KEY]`.
     Reset { name: String, key: Option<String> },
+    /// Per-brick per-fop statistics: `volume profile VOL start|info|stop`.
+    Profile { name: String, action: String },
+    /// Busiest files, or a brick throughput test:
+    /// `volume top VOL open|read|write|opendir|readdir|read-perf|write-perf
+    /// [brick NODE:/path] [list-cnt N] [bs SIZE count N]`.
+    Top {
+        name: String,
+        metric: String,
+        /// Keyword arguments: brick B, list-cnt N, bs SIZE, count N.
+        #[arg(num_args = 0..)]
+        rest: Vec<String>,
+    },
 }
 
 fn main() {
@@ -153,6 +165,52 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// `volume top`'s gluster-style keyword arguments.
+fn top_request(name: String, metric: String, rest: &[String]) -> anyhow::Result<AdminRequest> {
+    const METRICS: [&str; 7] = ["open", "read", "write", "opendir", "readdir", "read-perf", "write-perf"];
+    if !METRICS.contains(&metric.as_str()) {
+        anyhow::bail!("unknown top metric {metric:?}: use one of {}", METRICS.join(", "));
+    }
+    let (mut brick, mut count, mut block_size, mut blocks) = (None, 100u32, 4096u64, 1024u64);
+    let mut words = rest.iter();
+    while let Some(key) = words.next() {
+        let value = words.next().with_context(|| format!("{key} needs a value"))?;
+        match key.as_str() {
+            "brick" => brick = Some(cairn_common::addr::BrickAddr::parse(value)?.to_string()),
+            "list-cnt" => {
+                count = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .context("list-cnt must be 1-10000")?
+            }
+            "bs" => {
+                block_size = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64 << 20).contains(n))
+                    .context("bs must be 1 B-64 MiB, in bytes")?
+            }
+            "count" => {
+                blocks = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .context("count must be a positive number")?
+            }
+            other => anyhow::bail!("unexpected argument {other:?}: use brick, list-cnt, bs or count"),
+        }
+    }
+    Ok(AdminRequest::VolumeTop {
+        name,
+        metric,
+        brick,
+        count,
+        block_size,
+        blocks,
+    })
+}
+
 /// `force` as an optional trailing word, exactly as gluster spells it.
 fn force_word(w: Option<String>) -> anyhow::Result<bool> {
     match w.as_deref() {
@@ -211,6 +269,16 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
                 Some(key)
             },
         },
+        VolumeCommand::Profile { name, action } => AdminRequest::VolumeProfile {
+            name,
+            action: match action.as_str() {
+                "start" => cairn_common::proto::ProfileAction::Start,
+                "info" => cairn_common::proto::ProfileAction::Info,
+                "stop" => cairn_common::proto::ProfileAction::Stop,
+                other => anyhow::bail!("unknown profile action {other:?}: use start, info or stop"),
+            },
+        },
+        VolumeCommand::Top { name, metric, rest } => top_request(name, metric, &rest)?,
         VolumeCommand::Reset { name, key } => AdminRequest::VolumeReset {
             name,
             key: match key.as_deref() {
@@ -259,6 +327,8 @@ fn command_prefix(req: &AdminRequest, message: &str) -> String {
         AdminRequest::VolumeStop { name, .. } => ("volume stop", name.as_str()),
         AdminRequest::VolumeDelete { name } => ("volume delete", name.as_str()),
         AdminRequest::VolumeSet { name, .. } => ("volume set", name.as_str()),
+        AdminRequest::VolumeProfile { name, .. } => ("volume profile", name.as_str()),
+        AdminRequest::VolumeTop { name, .. } => ("volume top", name.as_str()),
         AdminRequest::VolumeReset { name, .. } => ("volume reset", name.as_str()),
         _ => return message.to_string(),
     };

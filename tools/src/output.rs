@@ -9,6 +9,8 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         AdminReply::Volumes(v) => serde_json::json!({ "ok": true, "volumes": v }),
         AdminReply::Status(s) => serde_json::json!({ "ok": true, "status": s }),
         AdminReply::Spec(s) => serde_json::json!({ "ok": true, "volume": s }),
+        AdminReply::Profile(p) => serde_json::json!({ "ok": true, "profile": p }),
+        AdminReply::Top(t) => serde_json::json!({ "ok": true, "top": t }),
         AdminReply::Options(o) => serde_json::json!({
             "ok": true,
             "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
@@ -30,6 +32,8 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, detail: bool) -> String {
         AdminReply::Status(s) if detail => s.iter().map(status_detail).collect::<Vec<_>>().join("\n"),
         AdminReply::Status(s) => s.iter().map(status).collect::<Vec<_>>().join("\n"),
         AdminReply::Spec(s) => info(s),
+        AdminReply::Profile(p) => p.iter().map(profile).collect(),
+        AdminReply::Top(t) => t.iter().map(top).collect(),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
@@ -129,6 +133,74 @@ fn status_detail(v: &VolumeStatus) -> String {
             None => field(&mut s, "File System", "N/A"),
         }
         let _ = writeln!(s, "{RULE}");
+    }
+    s
+}
+
+fn profile_window(s: &mut String, title: &str, w: &cairn_common::proto::ProfileWindow) {
+    let _ = writeln!(s, "{title}:");
+    // Block sizes that saw any I/O, four columns to a row, as gluster prints.
+    let used: Vec<usize> = (0..w.reads.len()).filter(|&i| w.reads[i] + w.writes[i] > 0).collect();
+    for chunk in used.chunks(4) {
+        let _ = write!(s, "   Block Size:");
+        for &i in chunk {
+            let _ = write!(s, "{:>20}", format!("{}b+", 1u64 << i));
+        }
+        let _ = write!(s, "\n No. of Reads:");
+        for &i in chunk {
+            let _ = write!(s, "{:>20}", w.reads[i]);
+        }
+        let _ = write!(s, "\nNo. of Writes:");
+        for &i in chunk {
+            let _ = write!(s, "{:>20}", w.writes[i]);
+        }
+        let _ = writeln!(s, "\n");
+    }
+    let total: u64 = w.fops.iter().map(|f| f.total_ns).sum();
+    let _ = writeln!(
+        s,
+        " %-latency   Avg-latency   Min-Latency   Max-Latency   No. of calls         Fop"
+    );
+    let _ = writeln!(
+        s,
+        " ---------   -----------   -----------   -----------   ------------        ----"
+    );
+    for f in &w.fops {
+        let pct = if total == 0 {
+            0.0
+        } else {
+            f.total_ns as f64 * 100.0 / total as f64
+        };
+        let _ = writeln!(
+            s,
+            "{pct:>10.2} {:>10.2} ns {:>10.2} ns {:>10.2} ns {:>14} {:>11}",
+            f.avg_ns as f64, f.min_ns as f64, f.max_ns as f64, f.calls, f.op
+        );
+    }
+    let _ = writeln!(s, "\n    Duration: {} seconds", w.duration_s);
+    let _ = writeln!(s, "   Data Read: {} bytes", w.bytes_read);
+    let _ = writeln!(s, "Data Written: {} bytes\n", w.bytes_written);
+}
+
+fn profile(p: &cairn_common::proto::BrickProfile) -> String {
+    let mut s = String::new();
+    let title = format!("Brick: {}", p.brick);
+    let _ = writeln!(s, "{title}\n{}", "-".repeat(title.len()));
+    profile_window(&mut s, "Cumulative Stats", &p.cumulative);
+    profile_window(&mut s, &format!("Interval {} Stats", p.interval_number), &p.interval);
+    s
+}
+
+fn top(t: &cairn_common::proto::BrickTop) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Brick: {}", t.brick);
+    if let (Some(mbps), Some(secs)) = (t.throughput_mbps, t.seconds) {
+        let _ = writeln!(s, "Throughput {mbps:.2} MBps time {secs:.4} secs");
+        return s;
+    }
+    let _ = writeln!(s, "Count\t\tfilename\n=======================");
+    for (n, path) in &t.entries {
+        let _ = writeln!(s, "{n}\t\t{path}");
     }
     s
 }

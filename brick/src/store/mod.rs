@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -32,6 +33,8 @@ pub const GFID_XATTR: &str = "trusted.cairn.gfid";
 pub const VOLUME_ID_XATTR: &str = "trusted.cairn.volume-id";
 /// On a distribute link file: the id of the subvolume holding the data.
 pub const LINKTO_XATTR: &str = "trusted.cairn.linkto";
+/// On a file: `<parent-gfid-hex>/<name>` of its latest name, for reports.
+pub const PARENT_XATTR: &str = "trusted.cairn.parent";
 /// On a directory: this brick's entry of the directory's layout.
 pub const LAYOUT_XATTR: &str = "trusted.cairn.dht";
 /// Internal xattrs clients may neither read nor write.
@@ -423,6 +426,32 @@ impl Brick {
             },
             linkto: None,
         }
+    }
+
+    /// The volume path of a gfid, for reports (`volume top`): through its
+    /// handle and /proc's view of an fd, so only for entries that exist.
+    pub fn path_of(&self, gfid: &Gfid) -> Option<String> {
+        if gfid.is_root() {
+            return Some("/".to_string());
+        }
+        let (dir, name) = match self.resolve(gfid).ok()? {
+            Node::Dir(fd) => (fd, None),
+            Node::File(h) => {
+                let text = sys::lgetxattr(
+                    &sys::proc_path(self.files.as_fd(), h.to_bytes()).ok()?,
+                    &c(PARENT_XATTR),
+                )
+                .ok()?;
+                let (parent, name) = parse_dir_handle(&text)?;
+                (self.dir_fd(&parent).ok()?, Some(name))
+            }
+        };
+        let full = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*dir))).ok()?;
+        let mut rel = full.strip_prefix(&self.path).ok()?.to_path_buf();
+        if let Some(n) = name {
+            rel.push(std::ffi::OsStr::from_bytes(&n));
+        }
+        Some(format!("/{}", rel.display()))
     }
 
     pub fn statfs(&self) -> FsResult<cairn_common::proto::Statfs> {

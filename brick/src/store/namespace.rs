@@ -112,6 +112,15 @@ impl Brick {
         }
     }
 
+    /// Remembers a file's latest parent and name (`trusted.cairn.parent`), so
+    /// reports can show a path for a gfid. Best effort: only reports use it.
+    fn note_parent(&self, path: &std::ffi::CStr, parent: &Gfid, name: &[u8]) {
+        let text = Self::dir_handle_text(parent, name);
+        if let Err(e) = sys::lsetxattr(path, &c(super::PARENT_XATTR), &text, 0) {
+            tracing::debug!(error = %e, "could not record a file's parent");
+        }
+    }
+
     /// Points a directory's handle at its new place, atomically.
     fn rewrite_dir_handle(&self, gfid: &Gfid, parent: &Gfid, name: &[u8]) -> FsResult<()> {
         let handle = Self::handle_name(gfid);
@@ -301,6 +310,9 @@ impl Brick {
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK && st.st_mode & 0o7777 != perm && perm & 0o6000 != 0 {
             sys::chmod_at(dir, cname, perm).ctx(|| "restoring set-id bits".into())?;
         }
+        if !is_dir {
+            self.note_parent(&path, parent, cname.to_bytes());
+        }
         self.make_handle(parent, dir, cname, gfid, is_dir).map_err(|e| {
             if e.errno == libc::EEXIST {
                 FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use"))
@@ -414,6 +426,8 @@ impl Brick {
         sys::rename_at(dir.as_fd(), &cname, new_dir.as_fd(), &cnew, flags).ctx(|| "rename".into())?;
         if src.1 {
             self.rewrite_dir_handle(&src.0, new_parent, new_name)?;
+        } else if let Ok(path) = sys::proc_path(new_dir.as_fd(), cnew.to_bytes()) {
+            self.note_parent(&path, new_parent, new_name);
         }
         match dst {
             Some((g, true)) if flags & EXCHANGE != 0 => self.rewrite_dir_handle(&g, parent, name)?,
