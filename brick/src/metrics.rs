@@ -28,7 +28,10 @@ pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) {
                     }
                 }
             };
-            if tokio::time::timeout(std::time::Duration::from_secs(5), head).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), head)
+                .await
+                .is_err()
+            {
                 return;
             }
             let request = String::from_utf8_lossy(&buf[..n]);
