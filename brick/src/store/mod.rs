@@ -33,8 +33,8 @@ pub const GFID_XATTR: &str = "trusted.cairn.gfid";
 pub const VOLUME_ID_XATTR: &str = "trusted.cairn.volume-id";
 /// On a distribute link file: the id of the subvolume holding the data.
 pub const LINKTO_XATTR: &str = "trusted.cairn.linkto";
-/// On a file: `<parent-gfid-hex>/<name>` of its latest name, for reports.
-pub const PARENT_XATTR: &str = "trusted.cairn.parent";
+/// Files whose latest name the brick remembers for reports, at most.
+const NAMES_LIMIT: usize = 100_000;
 /// On a directory: this brick's entry of the directory's layout.
 pub const LAYOUT_XATTR: &str = "trusted.cairn.dht";
 /// Internal xattrs clients may neither read nor write.
@@ -112,6 +112,8 @@ pub struct Brick {
     /// concurrent lookup never mistakes the half-made entry for one made
     /// behind the volume's back and gives it a gfid of its own.
     entry_locks: Vec<Mutex<()>>,
+    /// gfid → (parent, name) last seen, for `path_of`.
+    names: Mutex<HashMap<Gfid, (Gfid, Vec<u8>)>>,
     /// How many open handles each file has, across all connections.
     open_files: Mutex<HashMap<Gfid, u32>>,
 }
@@ -236,6 +238,7 @@ impl Brick {
             link_lock: Mutex::new(()),
             entry_locks: (0..64).map(|_| Mutex::new(())).collect(),
             open_files: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
         })
     }
 
@@ -428,21 +431,17 @@ impl Brick {
         }
     }
 
-    /// The volume path of a gfid, for reports (`volume top`): through its
-    /// handle and /proc's view of an fd, so only for entries that exist.
+    /// The volume path of a gfid, for reports (`volume top`): a directory's
+    /// from /proc's view of its fd, a file's from the name it was last seen
+    /// under (None if not seen since the daemon started).
     pub fn path_of(&self, gfid: &Gfid) -> Option<String> {
         if gfid.is_root() {
             return Some("/".to_string());
         }
         let (dir, name) = match self.resolve(gfid).ok()? {
             Node::Dir(fd) => (fd, None),
-            Node::File(h) => {
-                let text = sys::lgetxattr(
-                    &sys::proc_path(self.files.as_fd(), h.to_bytes()).ok()?,
-                    &c(PARENT_XATTR),
-                )
-                .ok()?;
-                let (parent, name) = parse_dir_handle(&text)?;
+            Node::File(_) => {
+                let (parent, name) = self.names.lock().expect("names poisoned").get(gfid).cloned()?;
                 (self.dir_fd(&parent).ok()?, Some(name))
             }
         };

@@ -112,13 +112,16 @@ impl Brick {
         }
     }
 
-    /// Remembers a file's latest parent and name (`trusted.cairn.parent`), so
-    /// reports can show a path for a gfid. Best effort: only reports use it.
-    fn note_parent(&self, path: &std::ffi::CStr, parent: &Gfid, name: &[u8]) {
-        let text = Self::dir_handle_text(parent, name);
-        if let Err(e) = sys::lsetxattr(path, &c(super::PARENT_XATTR), &text, 0) {
-            tracing::debug!(error = %e, "could not record a file's parent");
+    /// Remembers where a file was last seen by name, so reports (`volume
+    /// top`) can show a path for a gfid. In memory only: an xattr would eat
+    /// into the single block ext4 gives all of a file's xattrs, which users'
+    /// own large xattrs need.
+    fn note_name(&self, gfid: Gfid, parent: &Gfid, name: &[u8]) {
+        let mut names = self.names.lock().expect("names poisoned");
+        if names.len() >= super::NAMES_LIMIT && !names.contains_key(&gfid) {
+            names.clear();
         }
+        names.insert(gfid, (*parent, name.to_vec()));
     }
 
     /// Points a directory's handle at its new place, atomically.
@@ -165,6 +168,9 @@ impl Brick {
         let dir = self.dir_fd(parent)?;
         let st = sys::stat_at(dir.as_fd(), &cname).ctx(|| format!("lookup {:?}", String::from_utf8_lossy(name)))?;
         let gfid = self.entry_gfid(parent, dir.as_fd(), &cname, &st)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            self.note_name(gfid, parent, name);
+        }
         self.entry_attr(gfid, dir.as_fd(), &cname, &st)
     }
 
@@ -311,7 +317,7 @@ impl Brick {
             sys::chmod_at(dir, cname, perm).ctx(|| "restoring set-id bits".into())?;
         }
         if !is_dir {
-            self.note_parent(&path, parent, cname.to_bytes());
+            self.note_name(*gfid, parent, cname.to_bytes());
         }
         self.make_handle(parent, dir, cname, gfid, is_dir).map_err(|e| {
             if e.errno == libc::EEXIST {
@@ -426,8 +432,8 @@ impl Brick {
         sys::rename_at(dir.as_fd(), &cname, new_dir.as_fd(), &cnew, flags).ctx(|| "rename".into())?;
         if src.1 {
             self.rewrite_dir_handle(&src.0, new_parent, new_name)?;
-        } else if let Ok(path) = sys::proc_path(new_dir.as_fd(), cnew.to_bytes()) {
-            self.note_parent(&path, new_parent, new_name);
+        } else {
+            self.note_name(src.0, new_parent, new_name);
         }
         match dst {
             Some((g, true)) if flags & EXCHANGE != 0 => self.rewrite_dir_handle(&g, parent, name)?,
