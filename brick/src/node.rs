@@ -29,6 +29,8 @@ pub struct Node {
     pub reset_secret: Vec<u8>,
     volumes: Mutex<BTreeMap<String, VolumeSpec>>,
     served: RwLock<HashMap<Uuid, Arc<Brick>>>,
+    /// Client certificate names refused from now on (`client-cert revoke`).
+    revoked: RwLock<std::collections::BTreeSet<String>>,
     /// I/O statistics of the bricks served here.
     pub stats: crate::stats::NodeStats,
     brick_errors: Mutex<HashMap<Uuid, String>>,
@@ -36,6 +38,17 @@ pub struct Node {
 
 fn volumes_file(dir: &Path) -> PathBuf {
     dir.join("volumes.json")
+}
+
+fn clients_file(dir: &Path) -> PathBuf {
+    dir.join("clients.json")
+}
+
+/// Client certificates this node issued, and those revoked.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct ClientRegistry {
+    issued: std::collections::BTreeSet<String>,
+    revoked: std::collections::BTreeSet<String>,
 }
 
 impl Node {
@@ -121,6 +134,13 @@ impl Node {
             volumes: Mutex::new(volumes),
             served: RwLock::new(HashMap::new()),
             stats: crate::stats::NodeStats::default(),
+            revoked: RwLock::new(
+                std::fs::read(clients_file(state_dir))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ClientRegistry>(&b).ok())
+                    .map(|r| r.revoked)
+                    .unwrap_or_default(),
+            ),
             brick_errors: Mutex::new(HashMap::new()),
         })
     }
@@ -192,6 +212,70 @@ impl Node {
             .collect()
     }
 
+    pub fn is_revoked(&self, client: &str) -> bool {
+        self.revoked.read().expect("revoked poisoned").contains(client)
+    }
+
+    fn admits(options: &BTreeMap<String, String>, ip: std::net::IpAddr) -> bool {
+        use cairn_common::options::{address_matches, effective};
+        let addr = ip.to_string();
+        address_matches(effective(options, "auth.allow"), &addr)
+            && !address_matches(effective(options, "auth.reject"), &addr)
+    }
+
+    /// May a client at `ip` use the volume holding this brick?
+    pub fn brick_admits(&self, brick: &Uuid, ip: std::net::IpAddr) -> bool {
+        let vols = self.volumes.lock().expect("volumes poisoned");
+        vols.values()
+            .find(|v| v.bricks.iter().any(|b| b.id == *brick))
+            .is_none_or(|v| Self::admits(&v.options, ip))
+    }
+
+    pub fn volume_admits(&self, name: &str, ip: std::net::IpAddr) -> bool {
+        let vols = self.volumes.lock().expect("volumes poisoned");
+        vols.get(name).is_none_or(|v| Self::admits(&v.options, ip))
+    }
+
+    /// Issues a client certificate signed by the pool CA.
+    fn client_cert_issue(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let mut registry = self.clients()?;
+        if registry.revoked.contains(name) {
+            bail!("client name {name} was revoked; issue a certificate under another name");
+        }
+        let ca = std::fs::read_to_string(state::ca_cert(&self.state_dir))?;
+        let ca_key = std::fs::read_to_string(state::ca_key(&self.state_dir))
+            .context("this node does not hold the pool CA key")?;
+        let (cert_pem, key_pem) = tls::issue(&ca, &ca_key, &Role::Client(name.to_string()))?;
+        registry.issued.insert(name.to_string());
+        state::write_private(&clients_file(&self.state_dir), &serde_json::to_vec_pretty(&registry)?)?;
+        Ok(AdminReply::ClientCert {
+            ca_pem: ca,
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    fn client_cert_revoke(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let mut registry = self.clients()?;
+        if !registry.issued.contains(name) {
+            bail!("no client certificate {name} was issued here");
+        }
+        registry.revoked.insert(name.to_string());
+        state::write_private(&clients_file(&self.state_dir), &serde_json::to_vec_pretty(&registry)?)?;
+        self.revoked.write().expect("revoked poisoned").insert(name.to_string());
+        Ok(AdminReply::Done {
+            message: format!("client-cert revoke: {name}: success"),
+        })
+    }
+
+    fn clients(&self) -> anyhow::Result<ClientRegistry> {
+        match std::fs::read(clients_file(&self.state_dir)) {
+            Ok(b) => serde_json::from_slice(&b).context("parsing clients.json"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientRegistry::default()),
+            Err(e) => Err(e).context("reading clients.json"),
+        }
+    }
+
     pub fn brick(&self, id: &Uuid) -> Option<Arc<Brick>> {
         self.served.read().expect("served poisoned").get(id).cloned()
     }
@@ -244,6 +328,8 @@ impl Node {
             }
             AdminRequest::VolumeReset { name, key } => self.volume_reset(&name, key.as_deref()),
             AdminRequest::VolumeProfile { name, action } => self.volume_profile(&name, action),
+            AdminRequest::ClientCertIssue { name } => self.client_cert_issue(&name),
+            AdminRequest::ClientCertRevoke { name } => self.client_cert_revoke(&name),
             AdminRequest::VolumeTop {
                 name,
                 metric,

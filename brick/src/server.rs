@@ -39,6 +39,9 @@ struct OpenFile {
 struct ConnState {
     id: u64,
     role: Role,
+    /// The peer's address, for auth.allow / auth.reject.
+    remote: std::net::IpAddr,
+    conn: quinn::Connection,
     files: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     /// Set before the connection's locks are released, so a lock granted to
@@ -90,9 +93,18 @@ impl Server {
             conn.close(1u32.into(), b"certificate carries no cairn role");
             return;
         };
+        if let Role::Client(name) = &role {
+            if self.node.is_revoked(name) {
+                tracing::warn!(%remote, client = %name, "refusing a revoked client certificate");
+                conn.close(2u32.into(), b"client certificate revoked");
+                return;
+            }
+        }
         let state = Arc::new(ConnState {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             role,
+            remote: remote.ip().to_canonical(),
+            conn: conn.clone(),
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -136,6 +148,17 @@ impl Server {
     }
 
     async fn dispatch(&self, state: &Arc<ConnState>, req: Request, recv: &mut quinn::RecvStream) -> (Response, Bytes) {
+        // A certificate revoked while connected loses the connection at its
+        // next request.
+        if let Role::Client(name) = &state.role {
+            if self.node.is_revoked(name) {
+                state.conn.close(2u32.into(), b"client certificate revoked");
+                return (
+                    Response::error(libc::EACCES, "client certificate revoked"),
+                    Bytes::new(),
+                );
+            }
+        }
         match req {
             Request::Hello { version } => {
                 if version != PROTOCOL_VERSION {
@@ -161,6 +184,20 @@ impl Server {
                         Response::error(libc::EACCES, "management requests need node credentials"),
                         Bytes::new(),
                     );
+                }
+                if let cairn_common::proto::AdminRequest::GetVolume { name } = &admin {
+                    if !self.node.volume_admits(name, state.remote) {
+                        return (
+                            Response::error(
+                                libc::EACCES,
+                                format!(
+                                    "{} is not allowed to mount {name} (auth.allow / auth.reject)",
+                                    state.remote
+                                ),
+                            ),
+                            Bytes::new(),
+                        );
+                    }
                 }
                 let node = self.node.clone();
                 match tokio::task::spawn_blocking(move || node.admin(admin)).await {
@@ -204,6 +241,12 @@ impl Server {
     }
 
     async fn fop(&self, state: &Arc<ConnState>, brick_id: Uuid, op: Fop, recv: &mut quinn::RecvStream) -> Outcome {
+        if !self.node.brick_admits(&brick_id, state.remote) {
+            return Err(FsError::new(
+                libc::EACCES,
+                format!("{} is refused by auth.allow / auth.reject", state.remote),
+            ));
+        }
         let brick = self.node.brick(&brick_id).ok_or_else(|| {
             FsError::new(
                 libc::ENOTCONN,

@@ -9,6 +9,9 @@ pub enum Kind {
     Bool,
     /// A percentage 0–100, written with or without `%`.
     Percent,
+    /// Comma-separated client address patterns (`*` matches any run of
+    /// characters, as in gluster's auth.allow): `192.0.2.*,10.1.*.7`.
+    AddressList,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +53,18 @@ pub const OPTIONS: &[OptionDef] = &[
         default: "off",
         description: "Per-fop call counts for `volume profile` (turned on by `profile start`).",
     },
+    OptionDef {
+        key: "auth.allow",
+        kind: Kind::AddressList,
+        default: "*",
+        description: "Client addresses allowed to use the volume (patterns with *).",
+    },
+    OptionDef {
+        key: "auth.reject",
+        kind: Kind::AddressList,
+        default: "",
+        description: "Client addresses refused, even if auth.allow matches them.",
+    },
 ];
 
 pub fn find(key: &str) -> Option<&'static OptionDef> {
@@ -69,6 +84,36 @@ pub fn validate(key: &str, value: &str) -> Result<String, String> {
         Kind::Percent => parse_percent(value)
             .map(|p| format!("{p}%"))
             .ok_or_else(|| format!("option {key}: {value:?} is not a percentage (use 0-100, e.g. 10%)")),
+        Kind::AddressList => {
+            let patterns: Vec<&str> = value.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+            let valid = !patterns.is_empty()
+                && patterns
+                    .iter()
+                    .all(|p| p.chars().all(|c| c.is_ascii_hexdigit() || ".:*".contains(c)));
+            if valid {
+                Ok(patterns.join(","))
+            } else {
+                Err(format!(
+                    "option {key}: {value:?} is not a list of addresses (e.g. 192.0.2.*,127.0.0.1)"
+                ))
+            }
+        }
+    }
+}
+
+/// Does `addr` match any pattern of a comma-separated list (`*` wildcards)?
+pub fn address_matches(list: &str, addr: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| wildcard(p.as_bytes(), addr.as_bytes()))
+}
+
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| wildcard(rest, &text[i..])),
+        Some((c, rest)) => text.first() == Some(c) && wildcard(rest, &text[1..]),
     }
 }
 
@@ -116,8 +161,20 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        for o in OPTIONS {
+        for o in OPTIONS.iter().filter(|o| !o.default.is_empty()) {
             assert_eq!(validate(o.key, o.default).unwrap(), o.default, "{}", o.key);
         }
+    }
+
+    #[test]
+    fn address_patterns() {
+        assert!(address_matches("*", "192.0.2.7"));
+        assert!(address_matches("10.0.0.1, 192.0.2.*", "192.0.2.7"));
+        assert!(!address_matches("192.0.2.*", "192.0.3.7"));
+        assert!(!address_matches("", "127.0.0.1"));
+        assert!(address_matches("::1", "::1"));
+        assert_eq!(validate("auth.allow", "127.0.0.*, ::1").unwrap(), "127.0.0.*,::1");
+        assert!(validate("auth.allow", "host name").is_err());
+        assert!(validate("auth.reject", "").is_err());
     }
 }

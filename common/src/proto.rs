@@ -520,6 +520,14 @@ pub enum AdminRequest {
         block_size: u64,
         blocks: u64,
     },
+    /// A client certificate signed by the pool CA (key made by the node).
+    ClientCertIssue {
+        name: String,
+    },
+    /// Refuses a client certificate name from now on.
+    ClientCertRevoke {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -590,6 +598,11 @@ pub enum AdminReply {
     Options(Vec<(String, String, bool)>),
     Profile(Vec<BrickProfile>),
     Top(Vec<BrickTop>),
+    ClientCert {
+        ca_pem: String,
+        cert_pem: String,
+        key_pem: String,
+    },
 }
 
 /// A failed request: an errno the mount passes to the application, and a

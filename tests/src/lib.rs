@@ -622,6 +622,16 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// Takes charge of a mount made some other way (it is unmounted on drop).
+    pub fn adopt(mountpoint: &Path, log: &Path) -> Mount {
+        register_mount(mountpoint);
+        Mount {
+            path: mountpoint.to_path_buf(),
+            log: log.to_path_buf(),
+            mounted: true,
+        }
+    }
+
     /// Runs `mount-cairn NODE:/VOL MOUNTPOINT -o state-dir=…,log-file=…[,extra]`
     /// and returns the mount, or the command's output if it failed.
     pub fn try_new(

@@ -37,10 +37,28 @@ enum Command {
     /// Benchmark a mounted directory (Cairn, GlusterFS or local): small files,
     /// fio sequential and random I/O, iozone. Needs no cairnd.
     Bench(bench::BenchArgs),
+    /// Client certificates for mounts on machines without a node.
+    ClientCert {
+        #[command(subcommand)]
+        action: ClientCertCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Write man pages for cairn and each subcommand into DIR.
     Man { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ClientCertCommand {
+    /// Issue a certificate signed by the pool CA: writes NAME.pem, NAME.key
+    /// and ca.pem into --out (for `mount.cairn -o cert=,key=,ca=`).
+    Issue {
+        name: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Refuse a client certificate name from now on (live connections too).
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +133,60 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<String> {
     match cli.command {
         Command::Bench(args) => bench::run(args, cli.json),
+        Command::ClientCert { action } => {
+            let (req, out) = match action {
+                ClientCertCommand::Issue { name, out } => {
+                    if !out.is_dir() {
+                        anyhow::bail!("--out {}: not a directory", out.display());
+                    }
+                    (AdminRequest::ClientCertIssue { name }, Some(out))
+                }
+                ClientCertCommand::Revoke { name } => (AdminRequest::ClientCertRevoke { name }, None),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start")?;
+            let reply = rt.block_on(volume(cli.node, cli.state_dir, req.clone()))?;
+            match (reply, out, &req) {
+                (
+                    AdminReply::ClientCert {
+                        ca_pem,
+                        cert_pem,
+                        key_pem,
+                    },
+                    Some(dir),
+                    AdminRequest::ClientCertIssue { name },
+                ) => {
+                    let (cert, key, ca) = (
+                        dir.join(format!("{name}.pem")),
+                        dir.join(format!("{name}.key")),
+                        dir.join("ca.pem"),
+                    );
+                    cairn_common::state::write_private(&key, key_pem.as_bytes())?;
+                    std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+                    std::fs::write(&ca, ca_pem).with_context(|| format!("writing {}", ca.display()))?;
+                    Ok(if cli.json {
+                        format!(
+                            "{}\n",
+                            serde_json::json!({ "ok": true, "cert": cert, "key": key, "ca": ca })
+                        )
+                    } else {
+                        format!(
+                            "client-cert issue: {name}: success: {} {} {}\n",
+                            cert.display(),
+                            key.display(),
+                            ca.display()
+                        )
+                    })
+                }
+                (reply, _, _) => Ok(if cli.json {
+                    output::json(&reply)?
+                } else {
+                    output::text(&req, &reply, false)
+                }),
+            }
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut out);

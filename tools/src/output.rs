@@ -11,6 +11,8 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         AdminReply::Spec(s) => serde_json::json!({ "ok": true, "volume": s }),
         AdminReply::Profile(p) => serde_json::json!({ "ok": true, "profile": p }),
         AdminReply::Top(t) => serde_json::json!({ "ok": true, "top": t }),
+        // Never print a private key; the CLI writes it to a file instead.
+        AdminReply::ClientCert { .. } => serde_json::json!({ "ok": true }),
         AdminReply::Options(o) => serde_json::json!({
             "ok": true,
             "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
@@ -34,6 +36,7 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, detail: bool) -> String {
         AdminReply::Spec(s) => info(s),
         AdminReply::Profile(p) => p.iter().map(profile).collect(),
         AdminReply::Top(t) => t.iter().map(top).collect(),
+        AdminReply::ClientCert { .. } => String::new(),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
