@@ -159,15 +159,7 @@ impl Distribute {
         }
         // Replace a stale link (if any) with one that points right.
         if entry_of(&results[h]).is_some_and(|a| a.linkto.is_some()) {
-            let _ = self
-                .on(
-                    h,
-                    Fop::Unlink {
-                        parent,
-                        name: name.to_vec(),
-                    },
-                )
-                .await;
+            let _ = self.unlink_on(h, parent, name).await;
         }
         let linked = self.make_link(h, data, parent, name, attr.gfid).await.is_ok();
         Ok(Found {
@@ -176,6 +168,18 @@ impl Distribute {
             hashed: h,
             linked,
         })
+    }
+
+    /// Removes `name` in `parent` on one subvolume.
+    async fn unlink_on(&self, idx: usize, parent: Gfid, name: &[u8]) -> FopResult {
+        self.on(
+            idx,
+            Fop::Unlink {
+                parent,
+                name: name.to_vec(),
+            },
+        )
+        .await
     }
 
     async fn make_link(&self, at: usize, data: usize, parent: Gfid, name: &[u8], gfid: Gfid) -> Result<(), Errno> {
@@ -345,26 +349,9 @@ impl Distribute {
         if found.attr.is_dir() {
             return Err(Errno(libc::EISDIR));
         }
-        let r = self
-            .on(
-                found.data,
-                Fop::Unlink {
-                    parent,
-                    name: name.to_vec(),
-                },
-            )
-            .await?;
+        let r = self.unlink_on(found.data, parent, name).await?;
         if found.linked {
-            if let Err(e) = self
-                .on(
-                    found.hashed,
-                    Fop::Unlink {
-                        parent,
-                        name: name.to_vec(),
-                    },
-                )
-                .await
-            {
+            if let Err(e) = self.unlink_on(found.hashed, parent, name).await {
                 tracing::warn!(name = %String::from_utf8_lossy(name), errno = e.0, "could not remove a link file");
             }
         }
@@ -473,15 +460,7 @@ impl Distribute {
             )
             .await;
         if r.is_err() && h != data {
-            let _ = self
-                .on(
-                    h,
-                    Fop::Unlink {
-                        parent: new_parent,
-                        name: new_name.to_vec(),
-                    },
-                )
-                .await;
+            let _ = self.unlink_on(h, new_parent, new_name).await;
         }
         r
     }
@@ -565,59 +544,27 @@ impl Distribute {
         let dst_data_on_h2 = dst.is_some_and(|d| d.data == h2 && h2 != s);
         if h2 != s && !dst_data_on_h2 {
             if dst.is_some_and(|d| d.linked && d.hashed == h2) {
-                self.on(
-                    h2,
-                    Fop::Unlink {
-                        parent: new_parent,
-                        name: new_name.to_vec(),
-                    },
-                )
-                .await
-                .ok();
+                self.unlink_on(h2, new_parent, new_name).await.ok();
             }
             self.make_link(h2, s, new_parent, new_name, src.attr.gfid).await?;
         }
         let r = self.on(s, rename_on_s).await;
         if let Err(e) = r {
             if h2 != s && !dst_data_on_h2 {
-                self.on(
-                    h2,
-                    Fop::Unlink {
-                        parent: new_parent,
-                        name: new_name.to_vec(),
-                    },
-                )
-                .await
-                .ok();
+                self.unlink_on(h2, new_parent, new_name).await.ok();
             }
             return Err(e);
         }
         if dst_data_on_h2 {
             // The old target's data sits on h2: readers see it until the
             // link replaces it.
-            self.on(
-                h2,
-                Fop::Unlink {
-                    parent: new_parent,
-                    name: new_name.to_vec(),
-                },
-            )
-            .await
-            .ok();
+            self.unlink_on(h2, new_parent, new_name).await.ok();
             self.make_link(h2, s, new_parent, new_name, src.attr.gfid).await.ok();
         }
         if let Some(d) = dst {
             if d.data != s && d.data != h2 {
                 // The replaced file's data lived elsewhere.
-                self.on(
-                    d.data,
-                    Fop::Unlink {
-                        parent: new_parent,
-                        name: new_name.to_vec(),
-                    },
-                )
-                .await
-                .ok();
+                self.unlink_on(d.data, new_parent, new_name).await.ok();
             }
             if d.gfid_differs(src) {
                 self.forget(&d.attr.gfid);
@@ -625,15 +572,7 @@ impl Distribute {
         }
         if src.linked {
             // The old name's link file goes with the old name.
-            self.on(
-                src.hashed,
-                Fop::Unlink {
-                    parent,
-                    name: name.to_vec(),
-                },
-            )
-            .await
-            .ok();
+            self.unlink_on(src.hashed, parent, name).await.ok();
         }
         Ok((Reply::Empty, Bytes::new()))
     }

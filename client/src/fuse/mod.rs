@@ -74,6 +74,17 @@ fn lock_type(typ: i32) -> Option<LockType> {
     }
 }
 
+/// The lock a getlk/setlk describes; None for an unknown lock type.
+fn lock_spec(typ: i32, start: u64, end: u64, pid: u32, owner: LockOwner) -> Option<LockSpec> {
+    Some(LockSpec {
+        typ: lock_type(typ)?,
+        start,
+        end,
+        pid,
+        owner: owner.0,
+    })
+}
+
 fn lock_code(t: LockType) -> i32 {
     match t {
         LockType::Read => libc::F_RDLCK,
@@ -495,15 +506,8 @@ impl Filesystem for FuseAdapter {
         pid: u32,
         reply: ReplyLock,
     ) {
-        let Some(typ) = lock_type(typ) else {
+        let Some(lock) = lock_spec(typ, start, end, pid, lock_owner) else {
             return reply.error(FErrno::from_i32(libc::EINVAL));
-        };
-        let lock = LockSpec {
-            typ,
-            start,
-            end,
-            pid,
-            owner: lock_owner.0,
         };
         self.spawn(move |fs, _| async move {
             match fs.getlk(fh.0, lock).await {
@@ -527,15 +531,8 @@ impl Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(typ) = lock_type(typ) else {
+        let Some(lock) = lock_spec(typ, start, end, pid, lock_owner) else {
             return reply.error(FErrno::from_i32(libc::EINVAL));
-        };
-        let lock = LockSpec {
-            typ,
-            start,
-            end,
-            pid,
-            owner: lock_owner.0,
         };
         self.spawn(move |fs, _| async move { reply_empty(reply, fs.setlk(ino.0, fh.0, lock, sleep).await) });
     }
