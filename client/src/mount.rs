@@ -32,6 +32,8 @@ pub struct MountOptions {
     pub timeouts: Timeouts,
     pub call_timeout: Duration,
     pub read_only: bool,
+    /// Serve Prometheus metrics on this address (`metrics=127.0.0.1:9325`).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Kernel readahead window for the mount; FUSE defaults to 128 KiB,
     /// which caps sequential reads at one 128 KiB request in flight.
     pub read_ahead_kb: u32,
@@ -141,6 +143,7 @@ impl MountOptions {
             },
             call_timeout: Duration::from_secs(60),
             read_only: false,
+            metrics: None,
             read_ahead_kb: 4096,
             log_level: None,
             log_file: None,
@@ -151,6 +154,13 @@ impl MountOptions {
             let need = || v.with_context(|| format!("option {k} needs a value"));
             match k {
                 "ro" => o.read_only = true,
+                "metrics" => {
+                    o.metrics = Some(
+                        need()?
+                            .parse()
+                            .with_context(|| format!("option {opt}: expected HOST:PORT"))?,
+                    )
+                }
                 "foreground" => o.foreground = true,
                 "state-dir" => o.state_dir = Some(need()?.into()),
                 "cert" => o.cert = Some(need()?.into()),
@@ -330,7 +340,9 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let mut servers = vec![opts.node.clone()];
     servers.extend(opts.backup_servers.iter().cloned());
     let spec = crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
-    let top = crate::volume::build_graph(&endpoint, &spec, opts.call_timeout)?;
+    let graph = crate::volume::build_graph(&endpoint, &spec, opts.call_timeout)?;
+    let counting = Arc::new(crate::counting::Counting::new(graph));
+    let top: Arc<dyn crate::layer::Subvolume> = counting.clone();
     top.reconfigure(&spec.options);
     tokio::spawn(crate::volume::follow_spec(
         endpoint.clone(),
@@ -340,6 +352,14 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
         opts.call_timeout,
     ));
     let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr));
+    if let Some(addr) = opts.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics listener on {addr}"))?;
+        let (source, fs) = (opts.source.clone(), Arc::downgrade(&fs));
+        let render = move || counting.render(&source, fs.upgrade().map_or(0, |f| f.known_inodes()));
+        tokio::spawn(cairn_common::metrics::serve(listener, Arc::new(render)));
+    }
     fs.getattr(1).await.map_err(|e| {
         anyhow::anyhow!(
             "volume {} is not reachable: {}",

@@ -5,6 +5,7 @@ pub mod addr;
 pub mod gfid;
 pub mod layout;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod options;
 pub mod proto;

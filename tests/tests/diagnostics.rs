@@ -28,7 +28,21 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
     );
     let daemon = Daemon::start_with(&dir.join("state"), &dir.join("cairnd.log"), &["--metrics", &metrics]);
     daemon.create_started_volume("vol", &dir.join("brick"));
-    let mut m = Mount::new(&daemon, "vol", &dir.join("mnt"), &dir.join("mnt.log"), "");
+    let client_metrics = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let mut m = Mount::new(
+        &daemon,
+        "vol",
+        &dir.join("mnt"),
+        &dir.join("mnt.log"),
+        &format!("metrics={client_metrics}"),
+    );
     daemon.cli_ok(&["volume", "profile", "vol", "start"]);
     let again = daemon.cli(&["volume", "profile", "vol", "start"]);
     assert!(!again.ok() && again.stderr.contains("already started"), "{again:?}");
@@ -94,6 +108,22 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
         "no connection counted"
     );
     assert!(scrape(&metrics, "/nope").starts_with("HTTP/1.1 404"));
+
+    // The mount's own view of the same workload.
+    let body = scrape(&client_metrics, "/metrics");
+    let value = |prefix: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
+    };
+    assert_eq!(value("cairn_client_written_bytes_total{"), 786432);
+    assert!(value("cairn_client_read_bytes_total{") >= 262144);
+    assert!(
+        body.contains("op=\"create\"") && body.contains("cairn_client_fop_duration_seconds_bucket{"),
+        "{body}"
+    );
 
     daemon.cli_ok(&["volume", "profile", "vol", "stop"]);
     let after = daemon.cli(&["volume", "profile", "vol", "info"]);
