@@ -431,3 +431,58 @@ fn status_detail_shows_each_bricks_file_system() {
     let bad = c.daemon.cli(&["volume", "status", &c.volume, "details-please"]);
     assert!(!bad.ok() && bad.stderr.lines().count() == 1, "{bad:?}");
 }
+
+#[test]
+fn a_frozen_or_killed_daemon_never_hangs_the_mount() {
+    let mut c = Cluster::unmounted();
+    let m = mount_at(&c, "vol", "m1", "attribute-timeout=0,entry-timeout=0,call-timeout=2");
+    write_file(&m.p("f"), b"data");
+    let pid = c.daemon.pid().expect("cairnd pid") as i32;
+    // Frozen (SIGSTOP): requests time out with EIO after call-timeout.
+    // SAFETY: plain signal to a process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let p = m.p("f");
+    let started = std::time::Instant::now();
+    let frozen =
+        with_timeout(Duration::from_secs(30), move || std::fs::read(p)).expect("a read on a frozen daemon hung");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let err = frozen.expect_err("a frozen daemon answered");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Thawed: the same mount works again.
+    let p = m.p("f");
+    let back = with_timeout(Duration::from_secs(30), move || {
+        poll(Duration::from_secs(20), || std::fs::read(&p).ok())
+    });
+    assert_eq!(
+        back.flatten().as_deref(),
+        Some(&b"data"[..]),
+        "the mount did not recover after SIGCONT"
+    );
+    // Killed (SIGKILL) and restarted: the mount reconnects by itself.
+    let (host, port, state, log) = (
+        c.daemon.host.clone(),
+        c.daemon.port,
+        c.daemon.state_dir.clone(),
+        c.daemon.log.clone(),
+    );
+    c.daemon.kill();
+    let p = m.p("f");
+    let dead = with_timeout(Duration::from_secs(30), move || std::fs::read(p)).expect("a read on a dead daemon hung");
+    assert!(dead.is_err(), "a dead daemon answered");
+    c.daemon = cairn_tests::Daemon::start_at(&state, &log, &host, port);
+    let p = m.p("f");
+    let back = with_timeout(Duration::from_secs(30), move || {
+        poll(Duration::from_secs(20), || std::fs::read(&p).ok())
+    });
+    assert_eq!(
+        back.flatten().as_deref(),
+        Some(&b"data"[..]),
+        "the mount did not recover after the restart"
+    );
+}
