@@ -381,6 +381,18 @@ impl Node {
                             .is_local(&b.node)
                             .then(|| brick_detail(Path::new(&b.path)))
                             .flatten(),
+                        clients: self
+                            .stats
+                            .connections_of(&b.id)
+                            .into_iter()
+                            .map(|c| cairn_common::proto::BrickClient {
+                                address: c.address,
+                                identity: c.identity,
+                                bytes_read: c.bytes_read,
+                                bytes_written: c.bytes_written,
+                            })
+                            .collect(),
+                        memory: online.then(process_memory).flatten(),
                     }
                 })
                 .collect(),
@@ -577,6 +589,23 @@ impl Node {
             message: format!("volume delete: {name}: success"),
         })
     }
+}
+
+/// This process's memory from /proc/self/status.
+fn process_memory() -> Option<cairn_common::proto::ProcessMemory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some(cairn_common::proto::ProcessMemory {
+        rss_kib: field("VmRSS:")?,
+        peak_rss_kib: field("VmHWM:")?,
+        virtual_kib: field("VmSize:")?,
+        threads: field("Threads:")?,
+    })
 }
 
 /// The file system under a brick: statvfs figures and its mount entry.

@@ -110,14 +110,18 @@ impl Server {
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         tracing::debug!(%remote, role = ?state.role, conn = state.id, "connection up");
-        self.node.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let identity = match &state.role {
+            Role::Node(id) => format!("node-{id}"),
+            Role::Client(name) => format!("client-{name}"),
+        };
+        self.node.stats.connection_up(state.id, remote.to_string(), identity);
         while let Ok((send, recv)) = conn.accept_bi().await {
             let server = self.clone();
             let state = state.clone();
             tokio::spawn(async move { server.serve_stream(state, send, recv).await });
         }
         tracing::debug!(%remote, conn = state.id, "connection down");
-        self.node.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.node.stats.connection_down(state.id);
         state.closed.store(true, Ordering::SeqCst);
         self.locks.release_connection(state.id);
         state.files.lock().expect("files poisoned").clear();
@@ -229,6 +233,13 @@ impl Server {
                     subject,
                     first_listing,
                 );
+                let read = match &outcome {
+                    Ok((Reply::Data { len }, _)) => u64::from(*len),
+                    _ => 0,
+                };
+                self.node
+                    .stats
+                    .connection_used(state.id, brick, read, written.unwrap_or(0));
                 match outcome {
                     Ok((reply, payload)) => (Response::Ok(reply), payload),
                     Err(e) => {

@@ -186,12 +186,23 @@ fn apply(w: &mut Window, s: &Sample) {
     }
 }
 
+/// One live connection, for `volume status VOL clients`.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub address: String,
+    pub identity: String,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub bricks: std::collections::BTreeSet<Uuid>,
+}
+
 /// Statistics of every brick this node serves.
 #[derive(Default)]
 pub struct NodeStats {
     bricks: Mutex<HashMap<Uuid, std::sync::Arc<BrickStats>>>,
     /// Client and peer connections open now.
     pub connections: std::sync::atomic::AtomicI64,
+    conns: Mutex<HashMap<u64, ConnInfo>>,
 }
 
 impl NodeStats {
@@ -202,6 +213,39 @@ impl NodeStats {
             .entry(id)
             .or_default()
             .clone()
+    }
+
+    pub fn connection_up(&self, id: u64, address: String, identity: String) {
+        self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let info = ConnInfo {
+            address,
+            identity,
+            bytes_read: 0,
+            bytes_written: 0,
+            bricks: Default::default(),
+        };
+        self.conns.lock().expect("stats poisoned").insert(id, info);
+    }
+
+    pub fn connection_down(&self, id: u64) {
+        self.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.conns.lock().expect("stats poisoned").remove(&id);
+    }
+
+    /// A connection used `brick`, moving these payload bytes.
+    pub fn connection_used(&self, id: u64, brick: Uuid, read: u64, written: u64) {
+        if let Some(c) = self.conns.lock().expect("stats poisoned").get_mut(&id) {
+            c.bytes_read += read;
+            c.bytes_written += written;
+            c.bricks.insert(brick);
+        }
+    }
+
+    pub fn connections_of(&self, brick: &Uuid) -> Vec<ConnInfo> {
+        let conns = self.conns.lock().expect("stats poisoned");
+        let mut v: Vec<ConnInfo> = conns.values().filter(|c| c.bricks.contains(brick)).cloned().collect();
+        v.sort_by(|a, b| a.address.cmp(&b.address));
+        v
     }
 
     pub fn all(&self) -> Vec<(Uuid, std::sync::Arc<BrickStats>)> {

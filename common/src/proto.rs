@@ -443,6 +443,28 @@ pub struct BrickStatus {
     pub pid: Option<u32>,
     /// The brick's file system, for `volume status VOL detail`.
     pub detail: Option<BrickDetail>,
+    /// Connections using the brick, for `volume status VOL clients`.
+    pub clients: Vec<BrickClient>,
+    /// The serving process's memory, for `volume status VOL mem`.
+    pub memory: Option<ProcessMemory>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickClient {
+    /// `host:port` the connection comes from.
+    pub address: String,
+    /// The certificate's identity (`client-NAME` or `node-ID`).
+    pub identity: String,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessMemory {
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    pub virtual_kib: u64,
+    pub threads: u64,
 }
 
 /// Where a brick lives and how full it is.

@@ -433,6 +433,21 @@ fn status_detail_shows_each_bricks_file_system() {
 }
 
 #[test]
+fn status_clients_and_mem_show_the_mount_and_the_process() {
+    let c = Cluster::new();
+    write_file(&c.p("f"), &[1u8; 10000]);
+    let _ = read_file(&c.p("f"));
+    let out = c.daemon.cli_ok(&["volume", "status", &c.volume, "clients"]);
+    assert!(out.contains("Clients connected : 1"), "{out}");
+    assert!(out.contains("client-local-"), "the mount's identity is missing:\n{out}");
+    let json = c.daemon.status_json(&c.volume);
+    let client = &json["status"][0]["bricks"][0]["clients"][0];
+    assert!(client["bytes_written"].as_u64().unwrap_or(0) >= 10000, "{json}");
+    let mem = c.daemon.cli_ok(&["volume", "status", &c.volume, "mem"]);
+    assert!(mem.contains("Resident set size") && mem.contains("Threads"), "{mem}");
+}
+
+#[test]
 fn a_frozen_or_killed_daemon_never_hangs_the_mount() {
     let mut c = Cluster::unmounted();
     let m = mount_at(&c, "vol", "m1", "attribute-timeout=0,entry-timeout=0,call-timeout=2");

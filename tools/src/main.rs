@@ -81,7 +81,8 @@ enum VolumeCommand {
     /// Show brick processes and their state.
     Status {
         name: Option<String>,
-        /// `detail`: each brick's file system, space and inodes.
+        /// `detail` (each brick's file system, space and inodes), `clients`
+        /// (connections per brick) or `mem` (the serving process's memory).
         detail: Option<String>,
     },
     /// Set an option: `volume set VOL KEY VALUE`.
@@ -183,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 (reply, _, _) => Ok(if cli.json {
                     output::json(&reply)?
                 } else {
-                    output::text(&req, &reply, false)
+                    output::text(&req, &reply, output::StatusView::Plain)
                 }),
             }
         }
@@ -200,7 +201,14 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         }
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
-            let detail = matches!(&action, VolumeCommand::Status { detail: Some(_), .. });
+            let view = match &action {
+                VolumeCommand::Status { detail: Some(w), .. } => match w.as_str() {
+                    "detail" => output::StatusView::Detail,
+                    "clients" => output::StatusView::Clients,
+                    _ => output::StatusView::Memory,
+                },
+                _ => output::StatusView::Plain,
+            };
             let req = request_for(action)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -210,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             Ok(if cli.json {
                 output::json(&reply)?
             } else {
-                output::text(&req, &reply, detail)
+                output::text(&req, &reply, view)
             })
         }
     }
@@ -322,8 +330,8 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
         VolumeCommand::Delete { name } => AdminRequest::VolumeDelete { name },
         VolumeCommand::Info { name } => AdminRequest::VolumeInfo { name },
         VolumeCommand::Status { name, detail } => {
-            if let Some(word) = detail.as_deref().filter(|w| *w != "detail") {
-                anyhow::bail!("unexpected argument {word:?} (did you mean 'detail'?)");
+            if let Some(word) = detail.as_deref().filter(|w| !["detail", "clients", "mem"].contains(w)) {
+                anyhow::bail!("unexpected argument {word:?}: use detail, clients or mem");
             }
             AdminRequest::VolumeStatus { name }
         }

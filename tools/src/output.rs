@@ -21,8 +21,17 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
     Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
 }
 
-/// `detail`: `volume status VOL detail` (one block per brick).
-pub fn text(req: &AdminRequest, reply: &AdminReply, detail: bool) -> String {
+/// `view`: which `volume status` report.
+/// Which `volume status` report to print.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StatusView {
+    Plain,
+    Detail,
+    Clients,
+    Memory,
+}
+
+pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String {
     match reply {
         AdminReply::Done { message } => format!("{message}\n"),
         AdminReply::Volumes(v) if v.is_empty() => "No volumes present\n".to_string(),
@@ -31,7 +40,11 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, detail: bool) -> String {
             AdminRequest::VolumeStatus { name: None } => "No volumes present\n".to_string(),
             _ => String::new(),
         },
-        AdminReply::Status(s) if detail => s.iter().map(status_detail).collect::<Vec<_>>().join("\n"),
+        AdminReply::Status(s) if view == StatusView::Detail => {
+            s.iter().map(status_detail).collect::<Vec<_>>().join("\n")
+        }
+        AdminReply::Status(s) if view == StatusView::Clients => s.iter().map(status_clients).collect(),
+        AdminReply::Status(s) if view == StatusView::Memory => s.iter().map(status_memory).collect(),
         AdminReply::Status(s) => s.iter().map(status).collect::<Vec<_>>().join("\n"),
         AdminReply::Spec(s) => info(s),
         AdminReply::Profile(p) => p.iter().map(profile).collect(),
@@ -204,6 +217,55 @@ fn top(t: &cairn_common::proto::BrickTop) -> String {
     let _ = writeln!(s, "Count\t\tfilename\n=======================");
     for (n, path) in &t.entries {
         let _ = writeln!(s, "{n}\t\t{path}");
+    }
+    s
+}
+
+/// gluster's `volume status VOL clients`.
+fn status_clients(v: &VolumeStatus) -> String {
+    let mut s = format!("Client connections for volume {}\n{RULE}\n", v.name);
+    for b in &v.bricks {
+        let _ = writeln!(s, "Brick : {}", b.brick.label());
+        let _ = writeln!(s, "Clients connected : {}", b.clients.len());
+        let _ = writeln!(
+            s,
+            "{:<48}{:>14}{:>16}  Identity",
+            "Hostname", "BytesRead", "BytesWritten"
+        );
+        let _ = writeln!(
+            s,
+            "{:<48}{:>14}{:>16}  --------",
+            "--------", "---------", "------------"
+        );
+        for c in &b.clients {
+            let _ = writeln!(
+                s,
+                "{:<48}{:>14}{:>16}  {}",
+                c.address, c.bytes_read, c.bytes_written, c.identity
+            );
+        }
+        let _ = writeln!(s, "{RULE}");
+    }
+    s
+}
+
+/// `volume status VOL mem`: the serving process's memory per brick.
+fn status_memory(v: &VolumeStatus) -> String {
+    let mut s = format!("Memory status for volume : {}\n{RULE}\n", v.name);
+    for b in &v.bricks {
+        let _ = writeln!(s, "Brick : {}", b.brick.label());
+        match &b.memory {
+            Some(m) => {
+                let _ = writeln!(s, "Resident set size : {} KiB", m.rss_kib);
+                let _ = writeln!(s, "Peak resident set : {} KiB", m.peak_rss_kib);
+                let _ = writeln!(s, "Virtual size      : {} KiB", m.virtual_kib);
+                let _ = writeln!(s, "Threads           : {}", m.threads);
+            }
+            None => {
+                let _ = writeln!(s, "Brick is not online");
+            }
+        }
+        let _ = writeln!(s, "{RULE}");
     }
     s
 }
