@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub const NOBODY: u32 = 65534;
 
 /// How long one test binary may run before the watchdog aborts it.
-const DEFAULT_WATCHDOG_SECS: u64 = 170;
+const DEFAULT_WATCHDOG_SECS: u64 = 600;
 
 /// Path of the helper binary of this crate (`src/bin/cairn-test-helper.rs`);
 /// only usable from integration tests, where Cargo defines the variable.
