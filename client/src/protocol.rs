@@ -117,69 +117,11 @@ impl ProtocolClient {
 
     /// Rewrites our handles in `op` to the brick's.
     async fn translate(&self, op: Fop) -> Result<Fop, Errno> {
-        Ok(match op {
-            Fop::SetAttr {
-                gfid,
-                fh: Some(fh),
-                set,
-            } => Fop::SetAttr {
-                gfid,
-                fh: Some(self.remote_fh(fh).await?),
-                set,
-            },
-            Fop::Read { fh, offset, size } => Fop::Read {
-                fh: self.remote_fh(fh).await?,
-                offset,
-                size,
-            },
-            Fop::Write { fh, offset, len } => Fop::Write {
-                fh: self.remote_fh(fh).await?,
-                offset,
-                len,
-            },
-            Fop::Flush { fh, lock_owner } => Fop::Flush {
-                fh: self.remote_fh(fh).await?,
-                lock_owner,
-            },
-            Fop::Fsync { fh, datasync } => Fop::Fsync {
-                fh: self.remote_fh(fh).await?,
-                datasync,
-            },
-            Fop::Fallocate { fh, mode, offset, len } => Fop::Fallocate {
-                fh: self.remote_fh(fh).await?,
-                mode,
-                offset,
-                len,
-            },
-            Fop::Lseek { fh, offset, whence } => Fop::Lseek {
-                fh: self.remote_fh(fh).await?,
-                offset,
-                whence,
-            },
-            Fop::GetLk { fh, lock } => Fop::GetLk {
-                fh: self.remote_fh(fh).await?,
-                lock,
-            },
-            Fop::SetLk { fh, lock, wait } => Fop::SetLk {
-                fh: self.remote_fh(fh).await?,
-                lock,
-                wait,
-            },
-            Fop::CopyFileRange {
-                fh_in,
-                offset_in,
-                fh_out,
-                offset_out,
-                len,
-            } => Fop::CopyFileRange {
-                fh_in: self.remote_fh(fh_in).await?,
-                offset_in,
-                fh_out: self.remote_fh(fh_out).await?,
-                offset_out,
-                len,
-            },
-            other => other,
-        })
+        let mut remote = Vec::new();
+        for fh in op.handles() {
+            remote.push((fh, self.remote_fh(fh).await?));
+        }
+        Ok(op.map_handles(|fh| remote.iter().find(|(ours, _)| *ours == fh).map_or(fh, |(_, r)| *r)))
     }
 
     async fn perform(&self, op: Fop, payload: Bytes) -> FopResult {

@@ -378,6 +378,47 @@ impl Fop {
         )
     }
 
+    /// The open-file handles this request names (copy_file_range names two),
+    /// for layers that keep their own handles and map them to their children's.
+    pub fn handles(&self) -> Vec<u64> {
+        match self {
+            Fop::SetAttr { fh: Some(fh), .. }
+            | Fop::Read { fh, .. }
+            | Fop::Write { fh, .. }
+            | Fop::Flush { fh, .. }
+            | Fop::Release { fh }
+            | Fop::Fsync { fh, .. }
+            | Fop::Fallocate { fh, .. }
+            | Fop::Lseek { fh, .. }
+            | Fop::GetLk { fh, .. }
+            | Fop::SetLk { fh, .. } => vec![*fh],
+            Fop::CopyFileRange { fh_in, fh_out, .. } => vec![*fh_in, *fh_out],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The same request with every handle replaced by `map(handle)`.
+    pub fn map_handles(mut self, mut map: impl FnMut(u64) -> u64) -> Fop {
+        match &mut self {
+            Fop::SetAttr { fh: Some(fh), .. }
+            | Fop::Read { fh, .. }
+            | Fop::Write { fh, .. }
+            | Fop::Flush { fh, .. }
+            | Fop::Release { fh }
+            | Fop::Fsync { fh, .. }
+            | Fop::Fallocate { fh, .. }
+            | Fop::Lseek { fh, .. }
+            | Fop::GetLk { fh, .. }
+            | Fop::SetLk { fh, .. } => *fh = map(*fh),
+            Fop::CopyFileRange { fh_in, fh_out, .. } => {
+                *fh_in = map(*fh_in);
+                *fh_out = map(*fh_out);
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// Bytes of raw payload that follow this request's header.
     pub fn payload_len(&self) -> u64 {
         match self {

@@ -1038,3 +1038,30 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A tmpfs of `mb` MiB mounted at a directory (a small disk to fill, or two
+/// bricks of chosen sizes); unmounted (lazily) on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, mb: u32) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("creating the tmpfs mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        lazy_unmount(&self.0);
+    }
+}

@@ -444,32 +444,6 @@ fn concurrent_creates_from_two_mounts_make_each_name_once() {
     }
 }
 
-/// A tmpfs of `mb` MiB mounted at `dir` (unmounted when the guard drops).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mb: u32) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        lazy_unmount(&self.0);
-    }
-}
-
 #[test]
 fn a_full_subvolume_sends_new_files_elsewhere_with_a_link() {
     let d = Dist::with_filesystems(|dir| {

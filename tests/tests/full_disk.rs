@@ -3,7 +3,6 @@
 
 use cairn_tests::*;
 use std::io::Write;
-use std::process::Command;
 
 #[test]
 fn enospc_surfaces_and_acknowledged_data_survives() {
@@ -11,24 +10,7 @@ fn enospc_surfaces_and_acknowledged_data_survives() {
     watchdog();
     let tmp = temp_dir("cairn-full-");
     let fs_dir = tmp.path().join("fs");
-    std::fs::create_dir_all(&fs_dir).unwrap();
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&fs_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mount tmpfs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            lazy_unmount(&self.0);
-        }
-    }
-    let _fs = Unmount(fs_dir.clone());
+    let _fs = Tmpfs::mount(&fs_dir, 8);
 
     let daemon = Daemon::start(&tmp.path().join("state"), &tmp.path().join("cairnd.log"));
     daemon.create_started_volume("vol", &fs_dir.join("brick"));

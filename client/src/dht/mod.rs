@@ -227,85 +227,21 @@ impl Distribute {
 
     /// Runs a handle-based op on the subvolume that opened the file.
     async fn by_handle(&self, op: Fop, payload: Bytes) -> FopResult {
-        let rewrite = |op: Fop, f: &dyn Fn(u64) -> Result<(usize, u64), Errno>| -> Result<(usize, Fop), Errno> {
-            Ok(match op {
-                Fop::Read { fh, offset, size } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::Read { fh: c, offset, size })
-                }
-                Fop::Write { fh, offset, len } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::Write { fh: c, offset, len })
-                }
-                Fop::Flush { fh, lock_owner } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::Flush { fh: c, lock_owner })
-                }
-                Fop::Fsync { fh, datasync } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::Fsync { fh: c, datasync })
-                }
-                Fop::Fallocate { fh, mode, offset, len } => {
-                    let (i, c) = f(fh)?;
-                    (
-                        i,
-                        Fop::Fallocate {
-                            fh: c,
-                            mode,
-                            offset,
-                            len,
-                        },
-                    )
-                }
-                Fop::Lseek { fh, offset, whence } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::Lseek { fh: c, offset, whence })
-                }
-                Fop::GetLk { fh, lock } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::GetLk { fh: c, lock })
-                }
-                Fop::SetLk { fh, lock, wait } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::SetLk { fh: c, lock, wait })
-                }
-                Fop::SetAttr {
-                    gfid,
-                    fh: Some(fh),
-                    set,
-                } => {
-                    let (i, c) = f(fh)?;
-                    (i, Fop::SetAttr { gfid, fh: Some(c), set })
-                }
-                Fop::CopyFileRange {
-                    fh_in,
-                    offset_in,
-                    fh_out,
-                    offset_out,
-                    len,
-                } => {
-                    let (i, a) = f(fh_in)?;
-                    let (j, b) = f(fh_out)?;
-                    if i != j {
-                        // Different subvolumes: the kernel falls back to
-                        // copying through read and write.
-                        return Err(Errno(libc::EOPNOTSUPP));
-                    }
-                    (
-                        i,
-                        Fop::CopyFileRange {
-                            fh_in: a,
-                            offset_in,
-                            fh_out: b,
-                            offset_out,
-                            len,
-                        },
-                    )
-                }
-                _ => return Err(Errno(libc::EINVAL)),
-            })
+        let handles = op.handles();
+        let Some(first) = handles.first() else {
+            return Err(Errno(libc::EINVAL));
         };
-        let (idx, op) = rewrite(op, &|fh| self.handle(fh))?;
+        let mut mapped = Vec::with_capacity(handles.len());
+        for fh in &handles {
+            mapped.push((*fh, self.handle(*fh)?));
+        }
+        let idx = self.handle(*first)?.0;
+        if mapped.iter().any(|(_, (i, _))| *i != idx) {
+            // copy_file_range between subvolumes: the kernel falls back to
+            // copying through read and write.
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let op = op.map_handles(|fh| mapped.iter().find(|(ours, _)| *ours == fh).map_or(fh, |(_, (_, c))| *c));
         self.children[idx].layer.call(op, payload).await
     }
 
