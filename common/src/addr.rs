@@ -109,6 +109,18 @@ pub fn normalize_abs_path(p: &str) -> Option<String> {
     Some(out)
 }
 
+/// Do two `host:port` strings name the same node? Equal text, or equal
+/// once resolved (a host name and its address).
+pub fn same_node(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (resolve_node(a), resolve_node(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 /// Is `inner` the same as, or beneath, `outer` (both normalized)?
 pub fn path_within(inner: &str, outer: &str) -> bool {
     inner == outer || outer == "/" || inner.starts_with(&format!("{outer}/"))

@@ -32,6 +32,64 @@ pub enum Request {
     Fop { brick: Uuid, op: Fop },
     /// Pool and volume management.
     Admin(AdminRequest),
+    /// Node-to-node traffic of the trusted pool (consensus, joins, fan-out).
+    Pool(PoolRequest),
+}
+
+/// What pool members ask each other. Only node certificates may send these,
+/// except [`PoolRequest::Join`], which a prober sends before the joining
+/// node shares its CA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum PoolRequest {
+    /// A consensus message (vote, append, snapshot chunk), JSON-encoded by
+    /// the consensus layer; `kind` says which.
+    Raft { kind: RaftKind, body: Vec<u8> },
+    /// A configuration change for the leader to commit (JSON command).
+    Propose { command: Vec<u8> },
+    /// Become a member of the prober's pool: take its CA and identity.
+    Join {
+        pool_id: Uuid,
+        ca_pem: String,
+        ca_key_pem: String,
+    },
+    /// Leader only: add a node that accepted a Join as a voting member.
+    AddMember { id: Uuid, address: String },
+    /// Leader only: remove a member.
+    RemoveMember { id: Uuid },
+    /// You were detached from the pool: become a pool of your own.
+    Leave { pool_id: Uuid },
+    /// Check that these bricks (all on the receiving node) can be created.
+    CheckBricks { paths: Vec<String>, force: bool },
+    /// Answer an admin request for the receiving node's own bricks only
+    /// (status, profile, top): the coordinator merges the answers.
+    Local(AdminRequest),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RaftKind {
+    Vote,
+    Append,
+    Snapshot,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum PoolReply {
+    /// A consensus reply (JSON-encoded by the consensus layer).
+    Raft(Vec<u8>),
+    /// Join accepted: who the new member is.
+    Joined {
+        id: Uuid,
+        address: String,
+    },
+    Done,
+    /// A proposal was committed at log `index`; `result` is the command's
+    /// own verdict (a refused command is committed but changes nothing).
+    Committed {
+        result: Result<(), String>,
+        index: u64,
+    },
+    /// A node's part of a report.
+    Report(AdminReply),
 }
 
 /// Seconds and nanoseconds since the epoch (ordered by time).
@@ -488,6 +546,11 @@ pub struct BrickStatus {
     pub clients: Vec<BrickClient>,
     /// The serving process's memory, for `volume status VOL mem`.
     pub memory: Option<ProcessMemory>,
+    /// Did the brick's node answer? (An unreachable node's bricks show
+    /// offline.)
+    pub reachable: bool,
+    /// Why the brick is not served, as its node says.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -591,6 +654,16 @@ pub enum AdminRequest {
     ClientCertRevoke {
         name: String,
     },
+    PeerProbe {
+        host: String,
+    },
+    PeerDetach {
+        host: String,
+        force: bool,
+    },
+    /// Every pool member and whether this node reaches it (`peer status`,
+    /// `pool list`).
+    PeerList,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -666,6 +739,18 @@ pub enum AdminReply {
         cert_pem: String,
         key_pem: String,
     },
+    Peers(Vec<PeerInfo>),
+}
+
+/// One pool member as `peer status` / `pool list` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub id: Uuid,
+    /// `host:port` it was probed by.
+    pub address: String,
+    pub connected: bool,
+    /// The node answering the request.
+    pub is_self: bool,
 }
 
 /// A failed request: an errno the mount passes to the application, and a
@@ -710,6 +795,7 @@ pub enum Reply {
     Offset(u64),
     Lock(Option<LockSpec>),
     Admin(AdminReply),
+    Pool(PoolReply),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -21,6 +21,8 @@ pub const NODE_SERVER_NAME: &str = "node.cairn";
 pub enum Role {
     Node(String),
     Client(String),
+    /// No certificate: may only ask a node outside any pool to join one.
+    Anonymous,
 }
 
 /// PEM texts of a CA certificate, and of a certificate and key signed by it.
@@ -64,6 +66,7 @@ pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, role: &Role) -> anyhow::Result
                 format!("client-{name}"),
             )
         }
+        Role::Anonymous => anyhow::bail!("an anonymous peer holds no certificate"),
     };
     let mut params = CertificateParams::new(sans)?;
     params.use_authority_key_identifier_extension = true;
@@ -132,10 +135,14 @@ fn parse_parts(
     Ok((roots, chain, key))
 }
 
-/// TLS for a node's server side: clients must present a pool certificate.
+/// TLS for a node's server side: a certificate a peer presents must be
+/// signed by the pool CA. A peer may also present none: such a connection
+/// is anonymous and may only ask a node outside any pool to join one
+/// (`peer probe`); the server enforces that per request.
 pub fn server_crypto(creds: &Credentials) -> anyhow::Result<rustls::ServerConfig> {
     let (roots, chain, key) = parse_parts(creds)?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
         .build()
         .context("building the client verifier")?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
@@ -157,6 +164,60 @@ pub fn client_crypto(creds: &Credentials) -> anyhow::Result<rustls::ClientConfig
         .context("loading the client certificate")?;
     tls.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
     Ok(tls)
+}
+
+/// TLS for a `peer probe`'s join request: the node being probed still has
+/// its own CA, so its certificate cannot be checked against ours, and ours
+/// means nothing to it. The channel is encrypted but the peer unverified,
+/// as gluster's probe trusts the address the administrator typed.
+pub fn join_client_crypto() -> anyhow::Result<rustls::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider())))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![crate::proto::ALPN.to_vec()];
+    Ok(tls)
+}
+
+/// Accepts any server certificate, still checking the handshake signature
+/// (the peer holds the key of the certificate it shows).
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]
