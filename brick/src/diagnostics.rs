@@ -37,20 +37,24 @@ fn window(w: &Window) -> ProfileWindow {
     }
 }
 
+/// Is `volume profile VOL start` in effect?
+pub fn profiling(spec: &VolumeSpec) -> bool {
+    PROFILE_KEYS
+        .iter()
+        .all(|k| spec.options.get(*k).map(String::as_str) == Some("on"))
+}
+
 impl Node {
     pub(crate) fn volume_profile(&self, name: &str, action: ProfileAction) -> anyhow::Result<AdminReply> {
         let spec = self.volume_spec(name)?;
-        let on = PROFILE_KEYS
-            .iter()
-            .all(|k| spec.options.get(*k).map(String::as_str) == Some("on"));
+        let on = profiling(&spec);
         match action {
             ProfileAction::Start => {
                 if on {
                     bail!("Profile on Volume {name} is already started");
                 }
-                for b in self.local_bricks(&spec) {
-                    self.stats.brick(b).reset();
-                }
+                // Each node resets its bricks' counters as the change
+                // applies there (Node::reconcile).
                 self.set_options(name, &PROFILE_KEYS.map(|k| (k, Some("on"))))?;
                 Ok(AdminReply::Done {
                     message: format!("Starting volume profile on {name} has been successful "),
@@ -101,7 +105,7 @@ impl Node {
         let mut out = Vec::new();
         for b in spec.bricks.iter().filter(|b| self.is_local_brick(b)) {
             if let Some(w) = &wanted {
-                if w.node != b.node || w.path != b.path {
+                if !cairn_common::addr::same_node(&w.node, &b.node) || w.path != b.path {
                     continue;
                 }
             }
@@ -159,14 +163,6 @@ impl Node {
             );
         }
         Ok(AdminReply::Top(out))
-    }
-
-    fn local_bricks(&self, spec: &VolumeSpec) -> Vec<uuid::Uuid> {
-        spec.bricks
-            .iter()
-            .filter(|b| self.is_local_brick(b))
-            .map(|b| b.id)
-            .collect()
     }
 }
 

@@ -1,11 +1,14 @@
 //! `cairnd`: the brick daemon. One per server; serves all of the node's
 //! bricks on one UDP port over QUIC and holds the volume configuration.
 
+mod admin;
 mod diagnostics;
 mod locks;
 mod metrics;
 mod node;
 mod notify;
+mod pool;
+mod pool_service;
 mod server;
 mod stats;
 mod store;
@@ -16,6 +19,12 @@ use cairn_common::worker_threads;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Without RUST_LOG: info, but openraft's own lines off (it logs every
+/// failed heartbeat to a down member several times a second); the pool
+/// logs leader and membership changes itself. `RUST_LOG=openraft=info`
+/// brings them back.
+const DEFAULT_LOG: &str = "info,openraft=off";
 
 #[derive(Parser)]
 #[command(name = "cairnd", version, about = "Cairn brick daemon")]
@@ -42,10 +51,10 @@ fn main() {
     let args = Args::parse();
     let log_file = match &args.log_file {
         None => {
-            cairn_common::logging::init("info");
+            cairn_common::logging::init(DEFAULT_LOG);
             None
         }
-        Some(path) => match cairn_common::logging::init_file("info", path) {
+        Some(path) => match cairn_common::logging::init_file(DEFAULT_LOG, path) {
             Ok(log) => Some(log),
             Err(e) => {
                 eprintln!("cairnd: cannot open log file {}: {e}", path.display());
@@ -76,9 +85,14 @@ fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let node = Arc::new(node::Node::load_or_init(&state_dir, &args.listen)?);
-        let endpoint = cairn_common::transport::server_endpoint(node.listen, &node.credentials, &node.reset_secret)
+        let endpoint = cairn_common::transport::server_endpoint(node.listen, &node.credentials(), &node.reset_secret)
             .with_context(|| format!("listening on {}", node.listen))?;
-        node.serve_started_volumes();
+        // Calls to other members go out from a dual-stack endpoint of their
+        // own, so a node listening on IPv4 still reaches IPv6 members.
+        let dial = cairn_common::transport::client_endpoint(&node.credentials()).context("dialling endpoint")?;
+        let pool = pool::Pool::start(&state_dir, node.id, &node.address, dial, &node.credentials()).await?;
+        node.attach(pool.clone(), endpoint.clone());
+        tokio::spawn(follow_configuration(node.clone()));
         tracing::info!(node = %node.id, address = %node.address, state_dir = %state_dir.display(), "cairnd serving");
         notify::notify("READY=1");
         if let Some(addr) = args.metrics {
@@ -96,12 +110,29 @@ fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::
         notify::notify("STOPPING=1");
         let _ = stop_tx.send(true);
         let _ = serving.await;
+        pool.shutdown().await;
         // Let close frames reach peers so they fail over at once.
         tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle())
             .await
             .ok();
         Ok(())
     })
+}
+
+/// Applies every configuration change to the bricks served here, first
+/// the state found at start, then each change as it commits.
+async fn follow_configuration(node: Arc<node::Node>) {
+    let mut changes = node.pool().subscribe();
+    loop {
+        let applied = changes.borrow_and_update().clone();
+        let n = node.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || n.reconcile(&applied)).await {
+            tracing::error!(error = %e, "applying the configuration failed");
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn write_man_page(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -1,16 +1,19 @@
-//! The node: its identity and credentials in the state dir, the volume
-//! configuration it holds, and the bricks it currently serves.
+//! The node: its identity and credentials in the state dir, and the bricks
+//! it serves, kept in step with the pool configuration (see `pool`). The
+//! management requests themselves are in `admin`.
 
+use crate::pool::store::Applied;
+use crate::pool::Pool;
 use crate::store::Brick;
-use anyhow::{bail, Context};
-use cairn_common::addr::{self, BrickAddr};
-use cairn_common::proto::{AdminReply, AdminRequest, BrickSpec, BrickStatus, VolumeSpec, VolumeState, VolumeStatus};
+use anyhow::Context;
+use cairn_common::addr;
+use cairn_common::proto::{BrickSpec, VolumeSpec, VolumeState};
 use cairn_common::state;
 use cairn_common::tls::{self, Credentials, Role};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use uuid::Uuid;
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -24,36 +27,57 @@ pub struct Node {
     /// Canonical `host:port` this node answers to.
     pub address: String,
     pub listen: SocketAddr,
-    pub credentials: Credentials,
+    credentials: RwLock<Credentials>,
     /// Keys QUIC stateless resets; kept in the state dir across restarts.
     pub reset_secret: Vec<u8>,
-    volumes: Mutex<BTreeMap<String, VolumeSpec>>,
+    pool: OnceLock<Arc<Pool>>,
+    /// The endpoint serving this node, to swap its TLS on join and leave.
+    server: OnceLock<quinn::Endpoint>,
     served: RwLock<HashMap<Uuid, Arc<Brick>>>,
-    /// Client certificate names refused from now on (`client-cert revoke`).
-    revoked: RwLock<std::collections::BTreeSet<String>>,
+    /// Bricks this node has initialized (once: a brick that later lacks its
+    /// marks is a disk that is not mounted, never a brick to make again).
+    prepared: Mutex<BTreeSet<Uuid>>,
     /// I/O statistics of the bricks served here.
     pub stats: crate::stats::NodeStats,
     brick_errors: Mutex<HashMap<Uuid, String>>,
+    /// Volumes profiled at the last reconcile, to reset counters when
+    /// profiling starts.
+    profiled: Mutex<BTreeSet<String>>,
 }
 
-fn volumes_file(dir: &Path) -> PathBuf {
-    dir.join("volumes.json")
+fn prepared_file(dir: &Path) -> PathBuf {
+    dir.join("prepared.json")
 }
 
-fn clients_file(dir: &Path) -> PathBuf {
-    dir.join("clients.json")
-}
-
-/// Client certificates this node issued, and those revoked.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct ClientRegistry {
-    issued: std::collections::BTreeSet<String>,
-    revoked: std::collections::BTreeSet<String>,
+/// Makes (if missing) the node and client certificates signed by the CA in
+/// the state dir.
+fn issue_own_certificates(state_dir: &Path, id: Uuid, replace: bool) -> anyhow::Result<()> {
+    let ca = std::fs::read_to_string(state::ca_cert(state_dir))?;
+    for (cert, key, role) in [
+        (
+            state::node_cert(state_dir),
+            state::node_key(state_dir),
+            Role::Node(id.to_string()),
+        ),
+        (
+            state::client_cert(state_dir),
+            state::client_key(state_dir),
+            Role::Client(format!("local-{}", &id.to_string()[..8])),
+        ),
+    ] {
+        if replace || !cert.exists() || !key.exists() {
+            let ca_key = std::fs::read_to_string(state::ca_key(state_dir)).context("reading the pool CA key")?;
+            let (c, k) = tls::issue(&ca, &ca_key, &role)?;
+            state::write_private(&key, k.as_bytes())?;
+            state::write_private(&cert, c.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 impl Node {
     /// Loads (or on first start creates) the node's state: id, pool CA,
-    /// node and client certificates, volume configuration.
+    /// node and client certificates.
     pub fn load_or_init(state_dir: &Path, listen: &str) -> anyhow::Result<Node> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -81,26 +105,7 @@ impl Node {
             state::write_private(&state::ca_cert(state_dir), ca.as_bytes())?;
             tracing::info!("created a new pool CA");
         }
-        let ca = std::fs::read_to_string(state::ca_cert(state_dir))?;
-        for (cert, key, role) in [
-            (
-                state::node_cert(state_dir),
-                state::node_key(state_dir),
-                Role::Node(id.to_string()),
-            ),
-            (
-                state::client_cert(state_dir),
-                state::client_key(state_dir),
-                Role::Client(format!("local-{}", &id.to_string()[..8])),
-            ),
-        ] {
-            if !cert.exists() || !key.exists() {
-                let ca_key = std::fs::read_to_string(state::ca_key(state_dir)).context("reading the pool CA key")?;
-                let (c, k) = tls::issue(&ca, &ca_key, &role)?;
-                state::write_private(&key, k.as_bytes())?;
-                state::write_private(&cert, c.as_bytes())?;
-            }
-        }
+        issue_own_certificates(state_dir, id, false)?;
         let credentials = state::node_credentials(state_dir)?;
         let reset_path = state_dir.join("reset.key");
         let reset_secret = match std::fs::read(&reset_path) {
@@ -116,10 +121,16 @@ impl Node {
                 k
             }
         };
-        let volumes = match std::fs::read(volumes_file(state_dir)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).context("parsing volumes.json")?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e).context("reading volumes.json"),
+        if state_dir.join("volumes.json").exists() {
+            tracing::warn!(
+                "volumes.json (the single-node configuration of cairn 0.1 before pools) is ignored; \
+                 volumes now live in the pool configuration"
+            );
+        }
+        let prepared = match std::fs::read(prepared_file(state_dir)) {
+            Ok(b) => serde_json::from_slice(&b).context("parsing prepared.json")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(e).context("reading prepared.json"),
         };
         let address = addr::canonical_node(listen)?;
         let listen = addr::resolve_node(listen)?;
@@ -129,30 +140,69 @@ impl Node {
             state_dir: state_dir.to_path_buf(),
             address,
             listen,
-            credentials,
+            credentials: RwLock::new(credentials),
             reset_secret,
-            volumes: Mutex::new(volumes),
+            pool: OnceLock::new(),
+            server: OnceLock::new(),
             served: RwLock::new(HashMap::new()),
+            prepared: Mutex::new(prepared),
             stats: crate::stats::NodeStats::default(),
-            revoked: RwLock::new(
-                std::fs::read(clients_file(state_dir))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<ClientRegistry>(&b).ok())
-                    .map(|r| r.revoked)
-                    .unwrap_or_default(),
-            ),
             brick_errors: Mutex::new(HashMap::new()),
+            profiled: Mutex::new(BTreeSet::new()),
         })
     }
 
-    fn save(&self, volumes: &BTreeMap<String, VolumeSpec>) -> anyhow::Result<()> {
-        state::write_private(&volumes_file(&self.state_dir), &serde_json::to_vec_pretty(volumes)?)
+    pub fn credentials(&self) -> Credentials {
+        self.credentials.read().expect("credentials poisoned").clone()
     }
 
-    /// Is this brick address served by this node?
-    fn is_local(&self, node: &str) -> bool {
+    /// Connects the node to its pool and its serving endpoint (once, at
+    /// start, before serving).
+    pub fn attach(&self, pool: Arc<Pool>, server: quinn::Endpoint) {
+        if self.pool.set(pool).is_err() || self.server.set(server).is_err() {
+            panic!("the pool is attached once");
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.pool.get().expect("pool attached before serving")
+    }
+
+    /// The pool configuration as applied here.
+    pub fn applied(&self) -> Arc<Applied> {
+        self.pool().applied()
+    }
+
+    pub(crate) fn volume_spec(&self, name: &str) -> anyhow::Result<VolumeSpec> {
+        self.applied()
+            .state
+            .volumes
+            .get(name)
+            .cloned()
+            .with_context(|| format!("Volume {name} does not exist"))
+    }
+
+    /// Takes a new pool CA (joining a pool, or leaving one): new node and
+    /// client certificates, and the endpoint's TLS swapped in place.
+    pub(crate) fn adopt_ca(&self, ca_pem: &str, ca_key_pem: &str) -> anyhow::Result<()> {
+        state::write_private(&state::ca_key(&self.state_dir), ca_key_pem.as_bytes())?;
+        state::write_private(&state::ca_cert(&self.state_dir), ca_pem.as_bytes())?;
+        issue_own_certificates(&self.state_dir, self.id, true)?;
+        let creds = state::node_credentials(&self.state_dir)?;
+        let endpoint = self.server.get().expect("attached before serving");
+        endpoint.set_server_config(Some(cairn_common::transport::server_config(&creds)?));
+        self.pool().peers.reset(cairn_common::transport::client_config(&creds)?);
+        *self.credentials.write().expect("credentials poisoned") = creds;
+        Ok(())
+    }
+
+    /// Is this `host:port` this node?
+    pub(crate) fn is_local(&self, node: &str) -> bool {
         if node == self.address {
             return true;
+        }
+        if let Some((id, _)) = self.pool.get().and_then(|p| p.member_at(node)) {
+            return id == self.id;
         }
         match addr::resolve_node(node) {
             Ok(a) if a == self.listen => true,
@@ -164,48 +214,113 @@ impl Node {
         }
     }
 
-    /// Opens and serves the bricks of every started volume (at start-up).
-    pub fn serve_started_volumes(&self) {
-        let volumes = self.volumes.lock().expect("volumes poisoned").clone();
-        for spec in volumes.values().filter(|v| v.state == VolumeState::Started) {
-            self.open_bricks(spec);
-        }
+    pub(crate) fn is_local_brick(&self, b: &BrickSpec) -> bool {
+        self.is_local(&b.node)
     }
 
-    fn open_bricks(&self, spec: &VolumeSpec) {
-        for b in spec.bricks.iter().filter(|b| self.is_local(&b.node)) {
-            match Brick::open_existing(Path::new(&b.path), b.id, spec.id) {
-                Ok(brick) => {
-                    tracing::info!(volume = %spec.name, brick = %b.path, "serving brick");
-                    self.served
-                        .write()
-                        .expect("served poisoned")
-                        .insert(b.id, Arc::new(brick));
-                    self.brick_errors.lock().expect("poisoned").remove(&b.id);
+    /// Brings the bricks served here in line with the configuration: makes
+    /// new local bricks, serves those of started volumes, drops the rest.
+    /// Runs after every applied change, on a blocking thread.
+    pub fn reconcile(&self, applied: &Applied) {
+        let volumes = &applied.state.volumes;
+        let mut wanted = BTreeSet::new();
+        for v in volumes.values() {
+            for b in v.bricks.iter().filter(|b| self.is_local_brick(b)) {
+                if !self.prepare(v, b, applied.state.forced.contains(&v.name)) {
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(volume = %spec.name, brick = %b.path, error = %format!("{e:#}"), "brick not served");
-                    self.brick_errors
-                        .lock()
-                        .expect("poisoned")
-                        .insert(b.id, format!("{e:#}"));
+                if v.state == VolumeState::Started {
+                    wanted.insert(b.id);
+                    if self.brick(&b.id).is_none() {
+                        self.open_brick(v, b);
+                    }
                 }
+            }
+        }
+        self.served
+            .write()
+            .expect("served poisoned")
+            .retain(|id, _| wanted.contains(id));
+        self.note_profiling(volumes);
+    }
+
+    /// Initializes a local brick the first time this node sees it.
+    fn prepare(&self, v: &VolumeSpec, b: &BrickSpec, force: bool) -> bool {
+        let mut prepared = self.prepared.lock().expect("prepared poisoned");
+        if prepared.contains(&b.id) {
+            return true;
+        }
+        match Brick::initialize(Path::new(&b.path), b.id, v.id, &v.name, force) {
+            Ok(()) => {
+                prepared.insert(b.id);
+                if let Err(e) = serde_json::to_vec(&*prepared)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| state::write_private(&prepared_file(&self.state_dir), &bytes))
+                {
+                    tracing::error!(error = %format!("{e:#}"), "could not record a prepared brick");
+                }
+                tracing::info!(volume = %v.name, brick = %b.path, "brick prepared");
+                true
+            }
+            Err(e) => {
+                tracing::error!(volume = %v.name, brick = %b.path, error = %format!("{e:#}"), "brick not prepared");
+                self.brick_errors
+                    .lock()
+                    .expect("poisoned")
+                    .insert(b.id, format!("preparing brick {}: {e:#}", b.label()));
+                false
             }
         }
     }
 
-    fn close_bricks(&self, spec: &VolumeSpec) {
-        let mut served = self.served.write().expect("served poisoned");
-        for b in &spec.bricks {
-            served.remove(&b.id);
+    fn open_brick(&self, v: &VolumeSpec, b: &BrickSpec) {
+        match Brick::open_existing(Path::new(&b.path), b.id, v.id) {
+            Ok(brick) => {
+                tracing::info!(volume = %v.name, brick = %b.path, "serving brick");
+                self.served
+                    .write()
+                    .expect("served poisoned")
+                    .insert(b.id, Arc::new(brick));
+                self.brick_errors.lock().expect("poisoned").remove(&b.id);
+            }
+            Err(e) => {
+                tracing::error!(volume = %v.name, brick = %b.path, error = %format!("{e:#}"), "brick not served");
+                self.brick_errors
+                    .lock()
+                    .expect("poisoned")
+                    .insert(b.id, format!("{e:#}"));
+            }
         }
+    }
+
+    /// Profiling counters restart when `volume profile start` commits, on
+    /// every node with bricks of the volume.
+    fn note_profiling(&self, volumes: &BTreeMap<String, VolumeSpec>) {
+        let now: BTreeSet<String> = volumes
+            .values()
+            .filter(|v| crate::diagnostics::profiling(v))
+            .map(|v| v.name.clone())
+            .collect();
+        let mut before = self.profiled.lock().expect("profiled poisoned");
+        for name in now.difference(&before) {
+            for b in volumes[name].bricks.iter().filter(|b| self.is_local_brick(b)) {
+                self.stats.brick(b.id).reset();
+            }
+        }
+        *before = now;
+    }
+
+    pub(crate) fn brick_error(&self, id: &Uuid) -> Option<String> {
+        self.brick_errors.lock().expect("poisoned").get(id).cloned()
     }
 
     /// `host:/path` of every brick served now, by id.
     pub fn brick_labels(&self) -> HashMap<Uuid, String> {
         let served = self.served.read().expect("served poisoned");
-        let vols = self.volumes.lock().expect("volumes poisoned");
-        vols.values()
+        self.applied()
+            .state
+            .volumes
+            .values()
             .flat_map(|v| v.bricks.iter())
             .filter(|b| served.contains_key(&b.id))
             .map(|b| (b.id, b.label()))
@@ -213,7 +328,7 @@ impl Node {
     }
 
     pub fn is_revoked(&self, client: &str) -> bool {
-        self.revoked.read().expect("revoked poisoned").contains(client)
+        self.applied().state.clients_revoked.contains(client)
     }
 
     fn admits(options: &BTreeMap<String, String>, ip: std::net::IpAddr) -> bool {
@@ -225,374 +340,33 @@ impl Node {
 
     /// May a client at `ip` use the volume holding this brick?
     pub fn brick_admits(&self, brick: &Uuid, ip: std::net::IpAddr) -> bool {
-        let vols = self.volumes.lock().expect("volumes poisoned");
-        vols.values()
+        self.applied()
+            .state
+            .volumes
+            .values()
             .find(|v| v.bricks.iter().any(|b| b.id == *brick))
             .is_none_or(|v| Self::admits(&v.options, ip))
     }
 
     pub fn volume_admits(&self, name: &str, ip: std::net::IpAddr) -> bool {
-        let vols = self.volumes.lock().expect("volumes poisoned");
-        vols.get(name).is_none_or(|v| Self::admits(&v.options, ip))
-    }
-
-    /// Issues a client certificate signed by the pool CA.
-    fn client_cert_issue(&self, name: &str) -> anyhow::Result<AdminReply> {
-        let mut registry = self.clients()?;
-        if registry.revoked.contains(name) {
-            bail!("client name {name} was revoked; issue a certificate under another name");
-        }
-        let ca = std::fs::read_to_string(state::ca_cert(&self.state_dir))?;
-        let ca_key = std::fs::read_to_string(state::ca_key(&self.state_dir))
-            .context("this node does not hold the pool CA key")?;
-        let (cert_pem, key_pem) = tls::issue(&ca, &ca_key, &Role::Client(name.to_string()))?;
-        registry.issued.insert(name.to_string());
-        state::write_private(&clients_file(&self.state_dir), &serde_json::to_vec_pretty(&registry)?)?;
-        Ok(AdminReply::ClientCert {
-            ca_pem: ca,
-            cert_pem,
-            key_pem,
-        })
-    }
-
-    fn client_cert_revoke(&self, name: &str) -> anyhow::Result<AdminReply> {
-        let mut registry = self.clients()?;
-        if !registry.issued.contains(name) {
-            bail!("no client certificate {name} was issued here");
-        }
-        registry.revoked.insert(name.to_string());
-        state::write_private(&clients_file(&self.state_dir), &serde_json::to_vec_pretty(&registry)?)?;
-        self.revoked.write().expect("revoked poisoned").insert(name.to_string());
-        Ok(AdminReply::Done {
-            message: format!("client-cert revoke: {name}: success"),
-        })
-    }
-
-    fn clients(&self) -> anyhow::Result<ClientRegistry> {
-        match std::fs::read(clients_file(&self.state_dir)) {
-            Ok(b) => serde_json::from_slice(&b).context("parsing clients.json"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientRegistry::default()),
-            Err(e) => Err(e).context("reading clients.json"),
-        }
+        self.applied()
+            .state
+            .volumes
+            .get(name)
+            .is_none_or(|v| Self::admits(&v.options, ip))
     }
 
     pub fn brick(&self, id: &Uuid) -> Option<Arc<Brick>> {
         self.served.read().expect("served poisoned").get(id).cloned()
     }
 
-    /// Handles a management request; errors become one-line CLI messages.
-    pub fn admin(&self, req: AdminRequest) -> anyhow::Result<AdminReply> {
-        match req {
-            AdminRequest::VolumeCreate { name, bricks, force } => self.volume_create(&name, &bricks, force),
-            AdminRequest::VolumeStart { name, force } => self.volume_start(&name, force),
-            AdminRequest::VolumeStop { name, force: _ } => self.volume_stop(&name),
-            AdminRequest::VolumeDelete { name } => self.volume_delete(&name),
-            AdminRequest::VolumeInfo { name } => Ok(AdminReply::Volumes(self.selected(name.as_deref())?)),
-            AdminRequest::VolumeStatus { name } => {
-                let vols = self.selected(name.as_deref())?;
-                if let Some(v) = vols
-                    .iter()
-                    .find(|v| v.state != VolumeState::Started)
-                    .filter(|_| name.is_some())
-                {
-                    bail!("Volume {} is not started", v.name);
-                }
-                Ok(AdminReply::Status(
-                    vols.iter()
-                        .filter(|v| v.state == VolumeState::Started)
-                        .map(|v| self.status_of(v))
-                        .collect(),
-                ))
-            }
-            AdminRequest::VolumeSet { name, key, value } => self.volume_set(&name, &key, &value),
-            AdminRequest::VolumeGet { name, key } => {
-                let vols = self.volumes.lock().expect("volumes poisoned");
-                let spec = vols
-                    .get(&name)
-                    .with_context(|| format!("Volume {name} does not exist"))?;
-                let keys: Vec<&str> = match &key {
-                    Some(k) => {
-                        cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
-                        vec![k.as_str()]
-                    }
-                    None => cairn_common::options::OPTIONS.iter().map(|o| o.key).collect(),
-                };
-                Ok(AdminReply::Options(
-                    keys.into_iter()
-                        .map(|k| {
-                            let v = cairn_common::options::effective(&spec.options, k).to_string();
-                            (k.to_string(), v, !spec.options.contains_key(k))
-                        })
-                        .collect(),
-                ))
-            }
-            AdminRequest::VolumeReset { name, key } => self.volume_reset(&name, key.as_deref()),
-            AdminRequest::VolumeProfile { name, action } => self.volume_profile(&name, action),
-            AdminRequest::ClientCertIssue { name } => self.client_cert_issue(&name),
-            AdminRequest::ClientCertRevoke { name } => self.client_cert_revoke(&name),
-            AdminRequest::VolumeTop {
-                name,
-                metric,
-                brick,
-                count,
-                block_size,
-                blocks,
-            } => self.volume_top(&name, &metric, brick.as_deref(), count, block_size, blocks),
-            AdminRequest::GetVolume { name } => {
-                let vols = self.volumes.lock().expect("volumes poisoned");
-                let spec = vols
-                    .get(&name)
-                    .with_context(|| format!("Volume {name} does not exist"))?;
-                if spec.state != VolumeState::Started {
-                    bail!("Volume {name} is not started");
-                }
-                Ok(AdminReply::Spec(spec.clone()))
-            }
-        }
-    }
-
-    fn selected(&self, name: Option<&str>) -> anyhow::Result<Vec<VolumeSpec>> {
-        let vols = self.volumes.lock().expect("volumes poisoned");
-        match name {
-            Some(n) => Ok(vec![vols
-                .get(n)
-                .with_context(|| format!("Volume {n} does not exist"))?
-                .clone()]),
-            None => Ok(vols.values().cloned().collect()),
-        }
-    }
-
-    fn status_of(&self, spec: &VolumeSpec) -> VolumeStatus {
-        let served = self.served.read().expect("served poisoned");
-        VolumeStatus {
-            name: spec.name.clone(),
-            state: spec.state,
-            bricks: spec
-                .bricks
-                .iter()
-                .map(|b| {
-                    let online = served.contains_key(&b.id);
-                    BrickStatus {
-                        brick: b.clone(),
-                        port: online.then_some(self.listen.port()),
-                        online,
-                        pid: online.then(std::process::id),
-                        detail: self
-                            .is_local(&b.node)
-                            .then(|| brick_detail(Path::new(&b.path)))
-                            .flatten(),
-                        clients: self
-                            .stats
-                            .connections_of(&b.id)
-                            .into_iter()
-                            .map(|c| cairn_common::proto::BrickClient {
-                                address: c.address,
-                                identity: c.identity,
-                                bytes_read: c.bytes_read,
-                                bytes_written: c.bytes_written,
-                            })
-                            .collect(),
-                        memory: online.then(process_memory).flatten(),
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    fn volume_create(&self, name: &str, bricks: &[String], force: bool) -> anyhow::Result<AdminReply> {
-        cairn_common::names::check_volume_name(name)?;
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        if vols.contains_key(name) {
-            bail!("Volume {name} already exists");
-        }
-        if bricks.is_empty() {
-            bail!("volume create needs at least one brick (NODE:/path)");
-        }
-        if bricks.len() > 127 {
-            bail!("a volume holds at most 127 bricks");
-        }
-        let mut specs = Vec::new();
-        for text in bricks {
-            let b = BrickAddr::parse(text)?;
-            if !self.is_local(&b.node) {
-                bail!(
-                    "Host {} is not in 'Peer in Cluster' state (only this node, {}, is in the pool)",
-                    b.node,
-                    self.address
-                );
-            }
-            self.check_brick_path(&b, &vols, force)?;
-            if let Some(other) = specs.iter().find(|o: &&BrickSpec| {
-                o.node == b.node && (addr::path_within(&b.path, &o.path) || addr::path_within(&o.path, &b.path))
-            }) {
-                bail!("Brick: {b} overlaps brick {} of the same command", other.label());
-            }
-            specs.push(BrickSpec {
-                id: Uuid::new_v4(),
-                node: b.node,
-                path: b.path,
-            });
-        }
-        let volume_id = Uuid::new_v4();
-        for b in &specs {
-            Brick::initialize(Path::new(&b.path), b.id, volume_id, name, force)
-                .with_context(|| format!("preparing brick {}", b.label()))?;
-        }
-        let spec = VolumeSpec {
-            name: name.to_string(),
-            id: volume_id,
-            state: VolumeState::Created,
-            bricks: specs,
-            options: BTreeMap::new(),
-            version: 1,
-        };
-        vols.insert(name.to_string(), spec);
-        self.save(&vols)?;
-        Ok(AdminReply::Done {
-            message: format!("volume create: {name}: success: please start the volume to access data"),
-        })
-    }
-
-    fn check_brick_path(&self, b: &BrickAddr, vols: &BTreeMap<String, VolumeSpec>, force: bool) -> anyhow::Result<()> {
-        if b.path == "/" {
-            bail!("{b}: the root directory cannot be a brick");
-        }
-        for v in vols.values() {
-            for other in &v.bricks {
-                if addr::canonical_node(&other.node).ok().as_deref() == Some(b.node.as_str())
-                    && (addr::path_within(&b.path, &other.path) || addr::path_within(&other.path, &b.path))
-                {
-                    bail!("Brick: {b} overlaps brick {} of volume {}", other.label(), v.name);
-                }
-            }
-        }
-        if !force && on_root_filesystem(Path::new(&b.path))? {
-            bail!(
-                "The brick {b} is being created in the root partition. It is recommended that you don't use the system's root partition for storage backend. Or use 'force' at the end of the command if you want to override this behavior."
-            );
-        }
-        Ok(())
-    }
-
-    fn volume_start(&self, name: &str, force: bool) -> anyhow::Result<AdminReply> {
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        let spec = vols
-            .get_mut(name)
-            .with_context(|| format!("Volume {name} does not exist"))?;
-        if spec.state == VolumeState::Started && !force {
-            bail!("Volume {name} already started");
-        }
-        spec.state = VolumeState::Started;
-        spec.version += 1;
-        let spec = spec.clone();
-        self.open_bricks(&spec);
-        self.save(&vols)?;
-        let errors = self.brick_errors.lock().expect("poisoned");
-        if let Some(err) = spec.bricks.iter().find_map(|b| errors.get(&b.id)) {
-            bail!("volume start: {name}: failed: {err}");
-        }
-        Ok(AdminReply::Done {
-            message: format!("volume start: {name}: success"),
-        })
-    }
-
-    fn volume_set(&self, name: &str, key: &str, value: &str) -> anyhow::Result<AdminReply> {
-        let value = cairn_common::options::validate(key, value).map_err(|e| anyhow::anyhow!(e))?;
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        let spec = vols
-            .get_mut(name)
-            .with_context(|| format!("Volume {name} does not exist"))?;
-        spec.options.insert(key.to_string(), value);
-        spec.version += 1;
-        self.save(&vols)?;
-        Ok(AdminReply::Done {
-            message: "volume set: success".to_string(),
-        })
-    }
-
-    pub(crate) fn volume_spec(&self, name: &str) -> anyhow::Result<VolumeSpec> {
-        let vols = self.volumes.lock().expect("volumes poisoned");
-        Ok(vols
-            .get(name)
-            .with_context(|| format!("Volume {name} does not exist"))?
-            .clone())
-    }
-
-    pub(crate) fn is_local_brick(&self, b: &BrickSpec) -> bool {
-        self.is_local(&b.node)
-    }
-
-    /// Sets (Some) or resets (None) several options in one change.
-    pub(crate) fn set_options(&self, name: &str, changes: &[(&str, Option<&str>)]) -> anyhow::Result<()> {
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        let spec = vols
-            .get_mut(name)
-            .with_context(|| format!("Volume {name} does not exist"))?;
-        for (k, v) in changes {
-            match v {
-                Some(v) => spec.options.insert(k.to_string(), v.to_string()),
-                None => spec.options.remove(*k),
-            };
-        }
-        spec.version += 1;
-        self.save(&vols)
-    }
-
-    fn volume_reset(&self, name: &str, key: Option<&str>) -> anyhow::Result<AdminReply> {
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        let spec = vols
-            .get_mut(name)
-            .with_context(|| format!("Volume {name} does not exist"))?;
-        match key {
-            Some(k) => {
-                cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
-                spec.options.remove(k);
-            }
-            None => spec.options.clear(),
-        }
-        spec.version += 1;
-        self.save(&vols)?;
-        Ok(AdminReply::Done {
-            message: "volume reset: success: reset volume successful".to_string(),
-        })
-    }
-
-    fn volume_stop(&self, name: &str) -> anyhow::Result<AdminReply> {
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        let spec = vols
-            .get_mut(name)
-            .with_context(|| format!("Volume {name} does not exist"))?;
-        if spec.state != VolumeState::Started {
-            bail!("Volume {name} is not in the started state");
-        }
-        spec.state = VolumeState::Stopped;
-        spec.version += 1;
-        let spec = spec.clone();
-        self.close_bricks(&spec);
-        self.save(&vols)?;
-        Ok(AdminReply::Done {
-            message: format!("volume stop: {name}: success"),
-        })
-    }
-
-    fn volume_delete(&self, name: &str) -> anyhow::Result<AdminReply> {
-        let mut vols = self.volumes.lock().expect("volumes poisoned");
-        let spec = vols
-            .get(name)
-            .with_context(|| format!("Volume {name} does not exist"))?;
-        if spec.state == VolumeState::Started {
-            bail!("Volume {name} has been started.Volume needs to be stopped before deletion.");
-        }
-        vols.remove(name);
-        self.save(&vols)?;
-        Ok(AdminReply::Done {
-            message: format!("volume delete: {name}: success"),
-        })
+    pub(crate) fn is_served(&self, id: &Uuid) -> bool {
+        self.served.read().expect("served poisoned").contains_key(id)
     }
 }
 
 /// This process's memory from /proc/self/status.
-fn process_memory() -> Option<cairn_common::proto::ProcessMemory> {
+pub(crate) fn process_memory() -> Option<cairn_common::proto::ProcessMemory> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |key: &str| -> Option<u64> {
         status
@@ -609,7 +383,7 @@ fn process_memory() -> Option<cairn_common::proto::ProcessMemory> {
 }
 
 /// The file system under a brick: statvfs figures and its mount entry.
-fn brick_detail(path: &Path) -> Option<cairn_common::proto::BrickDetail> {
+pub(crate) fn brick_detail(path: &Path) -> Option<cairn_common::proto::BrickDetail> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: valid C string and out-pointer.
@@ -653,7 +427,7 @@ fn brick_detail(path: &Path) -> Option<cairn_common::proto::BrickDetail> {
 
 /// Is `path` (or, if it does not exist yet, its nearest existing ancestor)
 /// on the same file system as `/`?
-fn on_root_filesystem(path: &Path) -> anyhow::Result<bool> {
+pub(crate) fn on_root_filesystem(path: &Path) -> anyhow::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let root = std::fs::metadata("/")?.dev();
     for p in path.ancestors() {

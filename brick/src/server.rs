@@ -84,10 +84,15 @@ impl Server {
                 return;
             }
         };
-        let role = conn
+        let chain = conn
             .peer_identity()
-            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-            .and_then(|chain| cairn_common::tls::peer_role(&chain));
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
+        let role = match chain {
+            // No certificate at all: a prober asking this node to join.
+            None => Some(Role::Anonymous),
+            Some(chain) if chain.is_empty() => Some(Role::Anonymous),
+            Some(chain) => cairn_common::tls::peer_role(&chain),
+        };
         let Some(role) = role else {
             tracing::warn!(%remote, "refusing a certificate without a cairn role");
             conn.close(1u32.into(), b"certificate carries no cairn role");
@@ -113,6 +118,7 @@ impl Server {
         let identity = match &state.role {
             Role::Node(id) => format!("node-{id}"),
             Role::Client(name) => format!("client-{name}"),
+            Role::Anonymous => "anonymous".to_string(),
         };
         self.node.stats.connection_up(state.id, remote.to_string(), identity);
         while let Ok((send, recv)) = conn.accept_bi().await {
@@ -163,7 +169,30 @@ impl Server {
                 );
             }
         }
+        if state.role == Role::Anonymous
+            && !matches!(
+                req,
+                Request::Hello { .. } | Request::Pool(cairn_common::proto::PoolRequest::Join { .. })
+            )
+        {
+            return (
+                Response::error(libc::EACCES, "this request needs a pool certificate"),
+                Bytes::new(),
+            );
+        }
         match req {
+            Request::Pool(req) => {
+                if matches!(state.role, Role::Client(_)) {
+                    return (
+                        Response::error(libc::EACCES, "pool requests need node credentials"),
+                        Bytes::new(),
+                    );
+                }
+                match crate::pool_service::handle(&self.node, req).await {
+                    Ok(reply) => (Response::Ok(Reply::Pool(reply)), Bytes::new()),
+                    Err(e) => (Response::error(libc::EINVAL, format!("{e:#}")), Bytes::new()),
+                }
+            }
             Request::Hello { version } => {
                 if version != PROTOCOL_VERSION {
                     return (
@@ -183,7 +212,7 @@ impl Server {
                 )
             }
             Request::Admin(admin) => {
-                if matches!(state.role, Role::Client(_)) && !admin.allowed_for_clients() {
+                if matches!(state.role, Role::Client(_) | Role::Anonymous) && !admin.allowed_for_clients() {
                     return (
                         Response::error(libc::EACCES, "management requests need node credentials"),
                         Bytes::new(),

@@ -83,7 +83,16 @@ pub async fn follow_spec(
 ) {
     loop {
         tokio::time::sleep(SPEC_POLL).await;
-        let spec = match fetch_spec(&endpoint, &servers, &current.name, timeout).await {
+        // The volfile servers first, then any node holding a brick: every
+        // pool member can serve the spec, so the mount keeps following it
+        // when the server it was mounted from is gone.
+        let mut candidates = servers.clone();
+        for b in &current.bricks {
+            if !candidates.contains(&b.node) {
+                candidates.push(b.node.clone());
+            }
+        }
+        let spec = match fetch_spec(&endpoint, &candidates, &current.name, timeout).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %format!("{e:#}"), "could not refresh the volume spec");

@@ -167,23 +167,8 @@ impl Brick {
     /// (or is inside) a brick of another volume unless `force`.
     pub fn initialize(path: &Path, brick_id: Uuid, volume_id: Uuid, volume: &str, force: bool) -> anyhow::Result<()> {
         use anyhow::Context;
+        Self::check_unclaimed(path, Some(volume_id), force)?;
         std::fs::create_dir_all(path).with_context(|| format!("creating brick directory {}", path.display()))?;
-        for ancestor in path.ancestors() {
-            let cpath = sys::cstr(ancestor.as_os_str().as_encoded_bytes())?;
-            if let Ok(v) = sys::lgetxattr(&cpath, &c(VOLUME_ID_XATTR)) {
-                if v != volume_id.as_bytes() && !force {
-                    anyhow::bail!(
-                        "{} is already part of a volume{}; use 'force' to reuse it",
-                        path.display(),
-                        if ancestor == path {
-                            String::new()
-                        } else {
-                            format!(" (its ancestor {} is a brick)", ancestor.display())
-                        }
-                    );
-                }
-            }
-        }
         let root = open_dir_path(path).with_context(|| format!("opening {}", path.display()))?;
         sys::fsetxattr(root.as_fd(), &c(VOLUME_ID_XATTR), volume_id.as_bytes(), 0).with_context(|| {
             format!(
@@ -207,6 +192,55 @@ impl Brick {
         };
         cairn_common::state::write_private(&private.join("brick.json"), &serde_json::to_vec_pretty(&info)?)?;
         Ok(())
+    }
+
+    /// Can `path` become a brick (of `volume_id`, if known)? Checked on
+    /// every node before a volume is created, without changing anything:
+    /// no other volume's mark on it or an ancestor (unless `force`), and a
+    /// directory there or a place to make one.
+    pub fn check_unclaimed(path: &Path, volume_id: Option<Uuid>, force: bool) -> anyhow::Result<()> {
+        for ancestor in path.ancestors() {
+            let cpath = sys::cstr(ancestor.as_os_str().as_encoded_bytes())?;
+            if let Ok(v) = sys::lgetxattr(&cpath, &c(VOLUME_ID_XATTR)) {
+                if volume_id.is_none_or(|id| v != id.as_bytes()) && !force {
+                    anyhow::bail!(
+                        "{} is already part of a volume{}; use 'force' to reuse it",
+                        path.display(),
+                        if ancestor == path {
+                            String::new()
+                        } else {
+                            format!(" (its ancestor {} is a brick)", ancestor.display())
+                        }
+                    );
+                }
+            }
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => anyhow::bail!("{} exists and is not a directory", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let parent = path
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| a.exists())
+                    .ok_or_else(|| anyhow::anyhow!("{}: no existing parent directory", path.display()))?;
+                if !parent.is_dir() {
+                    anyhow::bail!("{}: {} is not a directory", path.display(), parent.display());
+                }
+                let cparent = sys::cstr(parent.as_os_str().as_encoded_bytes())?;
+                // SAFETY: a valid C string.
+                if unsafe { libc::access(cparent.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                    anyhow::bail!(
+                        "{}: cannot create it under {}: {}",
+                        path.display(),
+                        parent.display(),
+                        std::io::Error::last_os_error()
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        }
     }
 
     /// Opens a prepared brick, checking that it is the one expected.

@@ -1,0 +1,611 @@
+//! Management requests (the CLI's verbs) as the node that receives them
+//! carries them out: validate on every node concerned, commit the change
+//! through the pool, then report, asking the other members for their part
+//! where a report spans the pool (status, profile, top).
+//!
+//! Runs on a blocking thread; pool calls are awaited with `block_on`.
+
+use crate::node::{brick_detail, on_root_filesystem, process_memory, Node};
+use crate::pool::state::Command;
+use anyhow::{bail, Context};
+use cairn_common::addr::{self, BrickAddr};
+use cairn_common::proto::{
+    AdminReply, AdminRequest, BrickSpec, BrickStatus, PeerInfo, PoolReply, PoolRequest, VolumeSpec, VolumeState,
+    VolumeStatus,
+};
+use cairn_common::tls;
+use cairn_common::transport::RpcError;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long a report waits for another member's part.
+const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `volume start` waits for every reachable brick to come online.
+const START_WAIT: Duration = Duration::from_secs(15);
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(f)
+}
+
+fn done(message: impl Into<String>) -> anyhow::Result<AdminReply> {
+    Ok(AdminReply::Done {
+        message: message.into(),
+    })
+}
+
+impl Node {
+    /// Handles a management request; errors become one-line CLI messages.
+    pub fn admin(&self, req: AdminRequest) -> anyhow::Result<AdminReply> {
+        match req {
+            AdminRequest::VolumeCreate { name, bricks, force } => self.volume_create(&name, &bricks, force),
+            AdminRequest::VolumeStart { name, force } => self.volume_start(&name, force),
+            AdminRequest::VolumeStop { name, force: _ } => self.volume_stop(&name),
+            AdminRequest::VolumeDelete { name } => {
+                self.volume_spec(&name)?;
+                self.commit(Command::DeleteVolume { name: name.clone() })?;
+                done(format!("volume delete: {name}: success"))
+            }
+            AdminRequest::VolumeInfo { name } => Ok(AdminReply::Volumes(self.selected(name.as_deref())?)),
+            AdminRequest::VolumeStatus { name } => self.volume_status(name.as_deref()),
+            AdminRequest::VolumeSet { name, key, value } => {
+                let value = cairn_common::options::validate(&key, &value).map_err(|e| anyhow::anyhow!(e))?;
+                self.set_options(&name, &[(&key, Some(&value))])?;
+                done("volume set: success")
+            }
+            AdminRequest::VolumeGet { name, key } => self.volume_get(&name, key.as_deref()),
+            AdminRequest::VolumeReset { name, key } => {
+                match key {
+                    Some(k) => {
+                        cairn_common::options::find(&k).with_context(|| format!("option {k} does not exist"))?;
+                        self.set_options(&name, &[(&k, None)])?;
+                    }
+                    None => {
+                        self.volume_spec(&name)?;
+                        self.commit(Command::ClearOptions { name })?;
+                    }
+                }
+                done("volume reset: success: reset volume successful")
+            }
+            AdminRequest::VolumeProfile { name, action } => {
+                if action == cairn_common::proto::ProfileAction::Info {
+                    let spec = self.volume_spec(&name)?;
+                    if !crate::diagnostics::profiling(&spec) {
+                        bail!("Profile on Volume {name} is not started");
+                    }
+                    return self.gather(&spec, None, AdminRequest::VolumeProfile { name, action });
+                }
+                self.volume_profile(&name, action)
+            }
+            AdminRequest::VolumeTop {
+                ref name, ref brick, ..
+            } => {
+                let spec = self.volume_spec(name)?;
+                let only = match brick {
+                    Some(b) => {
+                        let b = BrickAddr::parse(b)?;
+                        let owner = spec
+                            .bricks
+                            .iter()
+                            .find(|x| x.path == b.path && addr::same_node(&x.node, &b.node))
+                            .with_context(|| format!("brick {b} is not a brick of volume {name}"))?;
+                        Some(owner.node.clone())
+                    }
+                    None => None,
+                };
+                self.gather(&spec, only, req.clone())
+            }
+            AdminRequest::ClientCertIssue { name } => self.client_cert_issue(&name),
+            AdminRequest::ClientCertRevoke { name } => {
+                self.commit(Command::RevokeClient { name: name.clone() })?;
+                done(format!("client-cert revoke: {name}: success"))
+            }
+            AdminRequest::GetVolume { name } => {
+                let spec = self.volume_spec(&name)?;
+                if spec.state != VolumeState::Started {
+                    bail!("Volume {name} is not started");
+                }
+                Ok(AdminReply::Spec(spec))
+            }
+            AdminRequest::PeerProbe { host } => self.peer_probe(&host),
+            AdminRequest::PeerDetach { host, force } => self.peer_detach(&host, force),
+            AdminRequest::PeerList => Ok(AdminReply::Peers(self.peer_list())),
+        }
+    }
+
+    /// This node's part of a pool-wide report.
+    pub fn admin_local(&self, req: AdminRequest) -> anyhow::Result<AdminReply> {
+        match req {
+            AdminRequest::VolumeStatus { name: Some(name) } => {
+                let spec = self.volume_spec(&name)?;
+                Ok(AdminReply::Status(vec![self.local_status(&spec)]))
+            }
+            AdminRequest::VolumeProfile { name, action } => self.volume_profile(&name, action),
+            AdminRequest::VolumeTop {
+                name,
+                metric,
+                brick,
+                count,
+                block_size,
+                blocks,
+            } => self.volume_top(&name, &metric, brick.as_deref(), count, block_size, blocks),
+            other => bail!("{other:?} is not a per-node report"),
+        }
+    }
+
+    /// Commits a change through the pool and waits until it applies here.
+    fn commit(&self, cmd: Command) -> anyhow::Result<()> {
+        block_on(self.pool().propose(cmd))
+    }
+
+    /// Sets (Some) or resets (None) several options in one change.
+    pub(crate) fn set_options(&self, name: &str, changes: &[(&str, Option<&str>)]) -> anyhow::Result<()> {
+        self.volume_spec(name)?;
+        self.commit(Command::SetOptions {
+            name: name.to_string(),
+            changes: changes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+        })
+    }
+
+    fn selected(&self, name: Option<&str>) -> anyhow::Result<Vec<VolumeSpec>> {
+        match name {
+            Some(n) => Ok(vec![self.volume_spec(n)?]),
+            None => Ok(self.applied().state.volumes.values().cloned().collect()),
+        }
+    }
+
+    fn volume_get(&self, name: &str, key: Option<&str>) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        let keys: Vec<&str> = match key {
+            Some(k) => {
+                cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
+                vec![k]
+            }
+            None => cairn_common::options::OPTIONS.iter().map(|o| o.key).collect(),
+        };
+        Ok(AdminReply::Options(
+            keys.into_iter()
+                .map(|k| {
+                    let v = cairn_common::options::effective(&spec.options, k).to_string();
+                    (k.to_string(), v, !spec.options.contains_key(k))
+                })
+                .collect(),
+        ))
+    }
+
+    fn volume_create(&self, name: &str, bricks: &[String], force: bool) -> anyhow::Result<AdminReply> {
+        cairn_common::names::check_volume_name(name)?;
+        let applied = self.applied();
+        if applied.state.volumes.contains_key(name) {
+            bail!("Volume {name} already exists");
+        }
+        if bricks.is_empty() {
+            bail!("volume create needs at least one brick (NODE:/path)");
+        }
+        if bricks.len() > 127 {
+            bail!("a volume holds at most 127 bricks");
+        }
+        let pool = self.pool();
+        let mut specs: Vec<BrickSpec> = Vec::new();
+        for text in bricks {
+            let b = BrickAddr::parse(text)?;
+            if b.path == "/" {
+                bail!("{b}: the root directory cannot be a brick");
+            }
+            let Some((_, member)) = pool.member_at(&b.node) else {
+                bail!("Host {} is not in 'Peer in Cluster' state", b.node);
+            };
+            if let Some(other) = specs.iter().find(|o| {
+                o.node == member.address && (addr::path_within(&b.path, &o.path) || addr::path_within(&o.path, &b.path))
+            }) {
+                bail!("Brick: {b} overlaps brick {} of the same command", other.label());
+            }
+            specs.push(BrickSpec {
+                id: Uuid::new_v4(),
+                node: member.address,
+                path: b.path,
+            });
+        }
+        let spec = VolumeSpec {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            state: VolumeState::Created,
+            bricks: specs,
+            options: BTreeMap::new(),
+            version: 1,
+        };
+        if let Some(msg) = applied.state.overlap(&spec) {
+            bail!(msg);
+        }
+        // Every node checks its own bricks before anything is committed.
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for b in &spec.bricks {
+            by_node.entry(b.node.clone()).or_default().push(b.path.clone());
+        }
+        for (node, paths) in by_node {
+            if self.is_local(&node) {
+                self.check_bricks(&paths, force)?;
+            } else {
+                self.ask(&node, PoolRequest::CheckBricks { paths, force })
+                    .with_context(|| format!("checking bricks on {node}"))?;
+            }
+        }
+        self.commit(Command::CreateVolume { spec, force })?;
+        done(format!(
+            "volume create: {name}: success: please start the volume to access data"
+        ))
+    }
+
+    /// The brick checks of `volume create` for bricks on this node.
+    pub fn check_bricks(&self, paths: &[String], force: bool) -> anyhow::Result<()> {
+        for path in paths {
+            let p = Path::new(path);
+            if !force && on_root_filesystem(p)? {
+                bail!(
+                    "The brick {}:{path} is being created in the root partition. It is recommended that you don't use the system's root partition for storage backend. Or use 'force' at the end of the command if you want to override this behavior.",
+                    addr::split_host_port(&self.address).map(|(h, _)| h).unwrap_or_default()
+                );
+            }
+            crate::store::Brick::check_unclaimed(p, None, force)?;
+        }
+        Ok(())
+    }
+
+    /// One pool request to another member, its error as the member said it.
+    fn ask(&self, node: &str, req: PoolRequest) -> anyhow::Result<PoolReply> {
+        block_on(self.pool().peers.call(node, req, FAN_OUT_TIMEOUT)).map_err(|e| match e {
+            RpcError::Remote { message, .. } => anyhow::anyhow!(message),
+            other => anyhow::anyhow!("{node} is not reachable: {other}"),
+        })
+    }
+
+    fn volume_start(&self, name: &str, force: bool) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        if spec.state == VolumeState::Started && !force {
+            bail!("Volume {name} already started");
+        }
+        self.commit(Command::SetVolumeState {
+            name: name.to_string(),
+            state: VolumeState::Started,
+        })?;
+        // As gluster's start waits for its brick processes: wait until every
+        // brick on a reachable node is served, or one reports why not.
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let status = self.pool_status(&self.volume_spec(name)?);
+            if let Some(err) = status.bricks.iter().find_map(|b| b.error.clone()) {
+                bail!("volume start: {name}: failed: {err}");
+            }
+            let waiting: Vec<String> = status
+                .bricks
+                .iter()
+                .filter(|b| !b.online && b.reachable)
+                .map(|b| b.brick.label())
+                .collect();
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "volume start: {name}: failed: bricks not online in time: {}",
+                    waiting.join(", ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done(format!("volume start: {name}: success"))
+    }
+
+    fn volume_stop(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        if spec.state != VolumeState::Started {
+            bail!("Volume {name} is not in the started state");
+        }
+        self.commit(Command::SetVolumeState {
+            name: name.to_string(),
+            state: VolumeState::Stopped,
+        })?;
+        // Local bricks stop before the answer; other nodes' as they apply.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while spec.bricks.iter().any(|b| self.is_served(&b.id)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done(format!("volume stop: {name}: success"))
+    }
+
+    fn volume_status(&self, name: Option<&str>) -> anyhow::Result<AdminReply> {
+        let vols = self.selected(name)?;
+        if let Some(v) = vols
+            .iter()
+            .find(|v| v.state != VolumeState::Started)
+            .filter(|_| name.is_some())
+        {
+            bail!("Volume {} is not started", v.name);
+        }
+        Ok(AdminReply::Status(
+            vols.iter()
+                .filter(|v| v.state == VolumeState::Started)
+                .map(|v| self.pool_status(v))
+                .collect(),
+        ))
+    }
+
+    /// The status of this node's bricks of `spec` (others left offline).
+    fn local_status(&self, spec: &VolumeSpec) -> VolumeStatus {
+        VolumeStatus {
+            name: spec.name.clone(),
+            state: spec.state,
+            bricks: spec
+                .bricks
+                .iter()
+                .filter(|b| self.is_local_brick(b))
+                .map(|b| {
+                    let online = self.is_served(&b.id);
+                    BrickStatus {
+                        brick: b.clone(),
+                        port: online.then_some(self.listen.port()),
+                        online,
+                        pid: online.then(std::process::id),
+                        detail: brick_detail(Path::new(&b.path)),
+                        clients: self
+                            .stats
+                            .connections_of(&b.id)
+                            .into_iter()
+                            .map(|c| cairn_common::proto::BrickClient {
+                                address: c.address,
+                                identity: c.identity,
+                                bytes_read: c.bytes_read,
+                                bytes_written: c.bytes_written,
+                            })
+                            .collect(),
+                        memory: online.then(process_memory).flatten(),
+                        reachable: true,
+                        error: (!online).then(|| self.brick_error(&b.id)).flatten(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Every brick's status, asking each node for its own.
+    fn pool_status(&self, spec: &VolumeSpec) -> VolumeStatus {
+        let mut found: HashMap<Uuid, BrickStatus> = HashMap::new();
+        for part in self.per_node(
+            spec,
+            None,
+            AdminRequest::VolumeStatus {
+                name: Some(spec.name.clone()),
+            },
+        ) {
+            if let Ok(AdminReply::Status(list)) = part {
+                for b in list.into_iter().flat_map(|v| v.bricks) {
+                    found.insert(b.brick.id, b);
+                }
+            }
+        }
+        VolumeStatus {
+            name: spec.name.clone(),
+            state: spec.state,
+            bricks: spec
+                .bricks
+                .iter()
+                .map(|b| {
+                    found.remove(&b.id).unwrap_or_else(|| BrickStatus {
+                        brick: b.clone(),
+                        port: None,
+                        online: false,
+                        pid: None,
+                        detail: None,
+                        clients: Vec::new(),
+                        memory: None,
+                        reachable: false,
+                        error: None,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Asks every node holding bricks of `spec` (or only `only`) for its
+    /// part of `req`, in parallel; this node answers its own part directly.
+    fn per_node(&self, spec: &VolumeSpec, only: Option<String>, req: AdminRequest) -> Vec<anyhow::Result<AdminReply>> {
+        let mut nodes: Vec<String> = spec.bricks.iter().map(|b| b.node.clone()).collect();
+        nodes.sort();
+        nodes.dedup();
+        if let Some(o) = &only {
+            nodes.retain(|n| n == o);
+        }
+        let (local, remote): (Vec<String>, Vec<String>) = nodes.into_iter().partition(|n| self.is_local(n));
+        let peers = self.pool().peers.clone();
+        let remote_parts = block_on(async {
+            let calls = remote.into_iter().map(|node| {
+                let peers = peers.clone();
+                let req = PoolRequest::Local(req.clone());
+                async move {
+                    match peers.call(&node, req, FAN_OUT_TIMEOUT).await {
+                        Ok(PoolReply::Report(r)) => Ok(r),
+                        Ok(other) => Err(anyhow::anyhow!("unexpected reply from {node}: {other:?}")),
+                        Err(RpcError::Remote { message, .. }) => Err(anyhow::anyhow!(message)),
+                        Err(e) => Err(anyhow::anyhow!("{node} is not reachable: {e}")),
+                    }
+                }
+            });
+            futures::future::join_all(calls).await
+        });
+        let mut parts = remote_parts;
+        if !local.is_empty() {
+            parts.push(self.admin_local(req));
+        }
+        parts
+    }
+
+    /// A profile or top report over the whole volume.
+    fn gather(&self, spec: &VolumeSpec, only: Option<String>, req: AdminRequest) -> anyhow::Result<AdminReply> {
+        let is_profile = matches!(req, AdminRequest::VolumeProfile { .. });
+        let mut profiles = Vec::new();
+        let mut tops = Vec::new();
+        for part in self.per_node(spec, only, req) {
+            match part? {
+                AdminReply::Profile(p) => profiles.extend(p),
+                AdminReply::Top(t) => tops.extend(t),
+                other => bail!("unexpected report {other:?}"),
+            }
+        }
+        Ok(if is_profile {
+            AdminReply::Profile(profiles)
+        } else {
+            AdminReply::Top(tops)
+        })
+    }
+
+    /// Issues a client certificate signed by the pool CA.
+    fn client_cert_issue(&self, name: &str) -> anyhow::Result<AdminReply> {
+        use cairn_common::state;
+        if self.applied().state.clients_revoked.contains(name) {
+            bail!("client name {name} was revoked; issue a certificate under another name");
+        }
+        let ca = std::fs::read_to_string(state::ca_cert(&self.state_dir))?;
+        let ca_key = std::fs::read_to_string(state::ca_key(&self.state_dir))
+            .context("this node does not hold the pool CA key")?;
+        let (cert_pem, key_pem) = tls::issue(&ca, &ca_key, &tls::Role::Client(name.to_string()))?;
+        self.commit(Command::IssueClient { name: name.to_string() })?;
+        Ok(AdminReply::ClientCert {
+            ca_pem: ca,
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    fn peer_probe(&self, host: &str) -> anyhow::Result<AdminReply> {
+        let target = addr::canonical_node(host)?;
+        let pool = self.pool();
+        if self.is_local(&target) {
+            return done("peer probe: success. Probe on localhost not needed");
+        }
+        if pool.member_at(&target).is_some() {
+            return done(format!("peer probe: success. Host {host} is already in peer list"));
+        }
+        let ca_pem = std::fs::read_to_string(cairn_common::state::ca_cert(&self.state_dir))?;
+        let ca_key_pem = std::fs::read_to_string(cairn_common::state::ca_key(&self.state_dir))
+            .context("this node does not hold the pool CA key")?;
+        let join = cairn_common::proto::Request::Pool(PoolRequest::Join {
+            pool_id: pool.pool_id(),
+            ca_pem,
+            ca_key_pem,
+        });
+        let reply = block_on(cairn_common::transport::call_unverified(
+            pool.peers.endpoint(),
+            &target,
+            &join,
+            Duration::from_secs(20),
+        ))
+        .map_err(|e| match e {
+            RpcError::Remote { message, .. } => anyhow::anyhow!("peer probe: failed: {message}"),
+            other => anyhow::anyhow!("peer probe: failed: Probe returned with {other}"),
+        })?;
+        let cairn_common::proto::Reply::Pool(PoolReply::Joined { id, .. }) = reply else {
+            bail!("peer probe: failed: unexpected reply {reply:?}");
+        };
+        block_on(pool.add_member(id, &target)).map_err(|e| anyhow::anyhow!("peer probe: failed: {e:#}"))?;
+        done("peer probe: success")
+    }
+
+    fn peer_detach(&self, host: &str, force: bool) -> anyhow::Result<AdminReply> {
+        let target = addr::canonical_node(host)?;
+        let pool = self.pool();
+        let Some((id, member)) = pool.member_at(&target) else {
+            bail!("peer detach: failed: {host} is not part of cluster");
+        };
+        if id == self.id {
+            bail!("peer detach: failed: {host} is localhost");
+        }
+        let reachable = block_on(self.reachable(&member.address));
+        let volumes = self.applied().state.volumes_on(&member.address);
+        // force detaches only a dead node: a live one could still serve.
+        if !volumes.is_empty() && (!force || reachable) {
+            bail!(
+                "peer detach: failed: Brick(s) with the peer {host} exist in cluster (volumes {}){}",
+                volumes.join(", "),
+                if force {
+                    "; force detaches only a peer that is down"
+                } else {
+                    ""
+                }
+            );
+        }
+        block_on(pool.remove_member(id)).map_err(|e| anyhow::anyhow!("peer detach: failed: {e:#}"))?;
+        if reachable {
+            // Best effort: the detached node starts a pool of its own.
+            if let Err(e) = self.ask(
+                &member.address,
+                PoolRequest::Leave {
+                    pool_id: Uuid::new_v4(),
+                },
+            ) {
+                tracing::warn!(peer = %member.address, error = %format!("{e:#}"), "the detached node did not reset");
+            }
+        }
+        done("peer detach: success")
+    }
+
+    async fn reachable(&self, address: &str) -> bool {
+        let client = self.pool().peers.get(address);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), client.ensure_connected()).await,
+            Ok(Ok(_))
+        )
+    }
+
+    fn peer_list(&self) -> Vec<PeerInfo> {
+        let members = self.pool().members();
+        block_on(futures::future::join_all(members.into_iter().map(
+            |(id, m)| async move {
+                let is_self = id == self.id;
+                PeerInfo {
+                    id,
+                    connected: is_self || self.reachable(&m.address).await,
+                    address: m.address,
+                    is_self,
+                }
+            },
+        )))
+    }
+
+    /// A probe reached this node: join the prober's pool if this node is
+    /// free to (alone, no volumes), taking the pool's CA.
+    pub async fn accept_join(&self, pool_id: Uuid, ca_pem: &str, ca_key_pem: &str) -> anyhow::Result<(Uuid, String)> {
+        let pool = self.pool();
+        let waiting_for_same_pool =
+            pool.pool_id() == pool_id && pool.applied().membership.membership().nodes().count() == 0;
+        if !pool.is_unjoined() && !waiting_for_same_pool {
+            if pool.applied().state.volumes.is_empty() {
+                bail!("{} is already part of another pool", self.address);
+            }
+            bail!("{} has volumes configured; it cannot join another pool", self.address);
+        }
+        tls::issue(ca_pem, ca_key_pem, &tls::Role::Client("probe-check".into()))
+            .context("the prober's pool CA is not usable")?;
+        self.adopt_ca(ca_pem, ca_key_pem)?;
+        pool.reset(pool_id, false).await?;
+        tracing::info!(%pool_id, "joined a pool");
+        Ok((self.id, self.address.clone()))
+    }
+
+    /// This node was detached: it becomes a pool of one with a new CA.
+    pub async fn leave_pool(&self, pool_id: Uuid) -> anyhow::Result<()> {
+        let pool = self.pool();
+        if !pool.applied().state.volumes_on(&self.address).is_empty() {
+            bail!("{} still hosts bricks; refusing to leave the pool", self.address);
+        }
+        let (ca, key) = tls::create_ca(&pool_id.to_string())?;
+        self.adopt_ca(&ca, &key)?;
+        pool.reset(pool_id, true).await?;
+        tracing::info!(%pool_id, "detached from the pool; now a pool of one");
+        Ok(())
+    }
+}
