@@ -34,6 +34,16 @@ enum Command {
         #[command(subcommand)]
         action: VolumeCommand,
     },
+    /// The trusted pool: `peer probe|detach NODE`, `peer status`.
+    Peer {
+        #[command(subcommand)]
+        action: PeerCommand,
+    },
+    /// The trusted pool: `pool list`.
+    Pool {
+        #[command(subcommand)]
+        action: PoolCommand,
+    },
     /// Benchmark a mounted directory (Cairn, GlusterFS or local): small files,
     /// fio sequential and random I/O, iozone. Needs no cairnd.
     Bench(bench::BenchArgs),
@@ -46,6 +56,30 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Write man pages for cairn and each subcommand into DIR.
     Man { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Add NODE (HOST[:PORT], a node in no other pool) to this pool.
+    Probe {
+        #[arg(value_name = "NODE")]
+        host: String,
+    },
+    /// Remove NODE from the pool: `peer detach NODE [force]` (force only
+    /// for a node that is down and still named by bricks).
+    Detach {
+        #[arg(value_name = "NODE")]
+        host: String,
+        force: Option<String>,
+    },
+    /// The other members and whether this node reaches them.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Every member, this node included.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +233,36 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 .with_context(|| format!("writing man pages to {}", dir.display()))?;
             Ok(format!("man pages written to {}\n", dir.display()))
         }
+        Command::Peer { action } => {
+            let (req, view) = match action {
+                PeerCommand::Probe { host } => (
+                    AdminRequest::PeerProbe {
+                        host: cairn_common::addr::canonical_node(&host)?,
+                    },
+                    output::PeerView::Status,
+                ),
+                PeerCommand::Detach { host, force } => (
+                    AdminRequest::PeerDetach {
+                        host: cairn_common::addr::canonical_node(&host)?,
+                        force: force_word(force)?,
+                    },
+                    output::PeerView::Status,
+                ),
+                PeerCommand::Status => (AdminRequest::PeerList, output::PeerView::Status),
+            };
+            admin_command(cli.node, cli.state_dir, cli.json, req, |req, reply| {
+                output::peers_text(req, reply, view)
+            })
+        }
+        Command::Pool {
+            action: PoolCommand::List,
+        } => admin_command(
+            cli.node,
+            cli.state_dir,
+            cli.json,
+            AdminRequest::PeerList,
+            |req, reply| output::peers_text(req, reply, output::PeerView::List),
+        ),
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
             let view = match &action {
@@ -222,6 +286,26 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             })
         }
     }
+}
+
+/// Sends one management request and renders the reply (text or JSON).
+fn admin_command(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    json: bool,
+    req: AdminRequest,
+    render: impl Fn(&AdminRequest, &AdminReply) -> String,
+) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start")?;
+    let reply = rt.block_on(volume(node, state_dir, req.clone()))?;
+    Ok(if json {
+        output::json(&reply)?
+    } else {
+        render(&req, &reply)
+    })
 }
 
 /// Help and version print as clap renders them; a usage mistake becomes one

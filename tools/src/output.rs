@@ -13,6 +13,7 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         AdminReply::Top(t) => serde_json::json!({ "ok": true, "top": t }),
         // Never print a private key; the CLI writes it to a file instead.
         AdminReply::ClientCert { .. } => serde_json::json!({ "ok": true }),
+        AdminReply::Peers(p) => serde_json::json!({ "ok": true, "peers": p }),
         AdminReply::Options(o) => serde_json::json!({
             "ok": true,
             "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
@@ -50,6 +51,7 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
         AdminReply::Profile(p) => p.iter().map(profile).collect(),
         AdminReply::Top(t) => t.iter().map(top).collect(),
         AdminReply::ClientCert { .. } => String::new(),
+        AdminReply::Peers(p) => peers_text(req, &AdminReply::Peers(p.clone()), PeerView::Status),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
@@ -58,6 +60,60 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
             s
         }
     }
+}
+
+/// `peer status` (the other members) or `pool list` (all, as a table).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PeerView {
+    Status,
+    List,
+}
+
+pub fn peers_text(_req: &AdminRequest, reply: &AdminReply, view: PeerView) -> String {
+    let peers = match reply {
+        AdminReply::Peers(p) => p,
+        AdminReply::Done { message } => return format!("{message}\n"),
+        other => return format!("{other:?}\n"),
+    };
+    let host = |p: &cairn_common::proto::PeerInfo| {
+        cairn_common::addr::split_host_port(&p.address)
+            .map(|(h, port)| {
+                if port == cairn_common::addr::DEFAULT_PORT {
+                    h
+                } else {
+                    p.address.clone()
+                }
+            })
+            .unwrap_or_else(|_| p.address.clone())
+    };
+    let mut s = String::new();
+    match view {
+        PeerView::Status => {
+            let others: Vec<_> = peers.iter().filter(|p| !p.is_self).collect();
+            let _ = writeln!(s, "Number of Peers: {}", others.len());
+            for p in others {
+                let _ = writeln!(s, "\nHostname: {}", host(p));
+                let _ = writeln!(s, "Uuid: {}", p.id);
+                let _ = writeln!(
+                    s,
+                    "State: Peer in Cluster ({})",
+                    if p.connected { "Connected" } else { "Disconnected" }
+                );
+            }
+        }
+        PeerView::List => {
+            let _ = writeln!(s, "UUID\t\t\t\t\tHostname \tState");
+            // gluster lists the others first and this node last, as localhost.
+            let mut ordered: Vec<_> = peers.iter().filter(|p| !p.is_self).collect();
+            ordered.extend(peers.iter().filter(|p| p.is_self));
+            for p in ordered {
+                let name = if p.is_self { "localhost".to_string() } else { host(p) };
+                let state = if p.connected { "Connected" } else { "Disconnected" };
+                let _ = writeln!(s, "{}\t{name}\t{state} ", p.id);
+            }
+        }
+    }
+    s
 }
 
 fn info(v: &VolumeSpec) -> String {
