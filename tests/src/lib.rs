@@ -932,6 +932,153 @@ impl Drop for Cluster {
 }
 
 // ---------------------------------------------------------------------------
+// A trusted pool of several daemons
+// ---------------------------------------------------------------------------
+
+/// Several `cairnd` on distinct loopback addresses, probed into one pool
+/// from node 0. Each node keeps its address across restarts. Dropping it
+/// unmounts `mounts`, stops every node and removes the temp dir (printing
+/// the logs if the test panicked).
+pub struct Pool {
+    pub nodes: Vec<Option<Daemon>>,
+    pub mounts: Vec<Mount>,
+    pub dir: PathBuf,
+    addrs: Vec<(String, u16)>,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl Pool {
+    /// `n` nodes in one pool.
+    pub fn new(n: usize) -> Pool {
+        let pool = Pool::unjoined(n);
+        for i in 1..n {
+            let out = pool.node(0).cli_ok(&["peer", "probe", &pool.node(i).addr]);
+            assert!(out.contains("peer probe: success"), "{out}");
+        }
+        pool
+    }
+
+    /// `n` nodes, each a pool of its own.
+    pub fn unjoined(n: usize) -> Pool {
+        preflight();
+        watchdog();
+        let tmp = temp_dir("cairn-pool-");
+        let dir = tmp.path().to_path_buf();
+        register_dir(&dir);
+        let mut pool = Pool {
+            nodes: Vec::new(),
+            mounts: Vec::new(),
+            dir,
+            addrs: Vec::new(),
+            tmp: Some(tmp),
+        };
+        for i in 0..n {
+            let d = Daemon::start(&pool.state_dir(i), &pool.log(i));
+            pool.addrs.push((d.host.clone(), d.port));
+            pool.nodes.push(Some(d));
+        }
+        pool
+    }
+
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("state{i}"))
+    }
+
+    pub fn log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("cairnd{i}.log"))
+    }
+
+    /// A running node.
+    #[track_caller]
+    pub fn node(&self, i: usize) -> &Daemon {
+        self.nodes[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {i} is not running"))
+    }
+
+    /// `host:port` of node `i` (running or not).
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}:{}", self.addrs[i].0, self.addrs[i].1)
+    }
+
+    pub fn port(&self, i: usize) -> u16 {
+        self.addrs[i].1
+    }
+
+    /// A brick argument `NODE:/path` on node `i`, under the pool's dir.
+    pub fn brick(&self, i: usize, name: &str) -> String {
+        format!("{}:{}", self.addr(i), self.brick_dir(name).display())
+    }
+
+    pub fn brick_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut d) = self.nodes[i].take() {
+            d.kill();
+        }
+    }
+
+    /// SIGTERM node `i`.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut d) = self.nodes[i].take() {
+            d.stop();
+        }
+    }
+
+    /// Starts node `i` again on its address with its state dir.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is running");
+        let (host, port) = self.addrs[i].clone();
+        self.nodes[i] = Some(Daemon::start_at(&self.state_dir(i), &self.log(i), &host, port));
+    }
+
+    /// Mounts `vol` from node `i` on `<dir>/<name>`; kept until the pool
+    /// is dropped.
+    pub fn mount(&mut self, i: usize, vol: &str, name: &str, extra: &str) -> PathBuf {
+        let m = Mount::new(
+            self.node(i),
+            vol,
+            &self.dir.join(name),
+            &self.dir.join(format!("{name}.log")),
+            extra,
+        );
+        let path = m.path.clone();
+        self.mounts.push(m);
+        path
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.addrs.len() {
+                eprintln!("---- node {i} log ----\n{}", tail(&self.log(i), 40));
+            }
+            for m in &self.mounts {
+                eprintln!("---- mount {} log ----\n{}", m.path.display(), tail(&m.log, 30));
+            }
+        }
+        for mut m in self.mounts.drain(..) {
+            m.unmount();
+        }
+        for d in self.nodes.iter_mut() {
+            if let Some(mut d) = d.take() {
+                d.stop();
+            }
+        }
+        if let Some(tmp) = self.tmp.take() {
+            unregister_dir(tmp.path());
+            if mounts_below(tmp.path()) {
+                let _ = tmp.keep();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The helper process (src/bin/cairn-test-helper.rs)
 // ---------------------------------------------------------------------------
 
