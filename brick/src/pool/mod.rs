@@ -303,14 +303,19 @@ impl Pool {
             .map_err(|_| anyhow::anyhow!("{address} did not catch up with the pool in time"))?
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("adding the node as a learner")?;
-        tokio::time::timeout(
-            COMMIT_TIMEOUT,
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([MemberId(id)])), false),
+        self.change_voters(
+            ChangeMembers::AddVoterIds(BTreeSet::from([MemberId(id)])),
+            "making the node a voting member",
         )
         .await
-        .map_err(|_| no_quorum(self.voters().len()))?
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("making the node a voting member")?;
+    }
+
+    async fn change_voters(&self, change: ChangeMembers<MemberId, Member>, what: &'static str) -> anyhow::Result<()> {
+        tokio::time::timeout(COMMIT_TIMEOUT, self.raft().change_membership(change, false))
+            .await
+            .map_err(|_| no_quorum(self.voters().len()))?
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context(what)?;
         Ok(())
     }
 
@@ -321,16 +326,11 @@ impl Pool {
                 .await;
         }
         self.check_quorum_fresh().await?;
-        let raft = self.raft();
-        tokio::time::timeout(
-            COMMIT_TIMEOUT,
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([MemberId(id)])), false),
+        self.change_voters(
+            ChangeMembers::RemoveVoters(BTreeSet::from([MemberId(id)])),
+            "removing the member",
         )
         .await
-        .map_err(|_| no_quorum(self.voters().len()))?
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("removing the member")?;
-        Ok(())
     }
 
     async fn forward(&self, leader: &str, req: cairn_common::proto::PoolRequest) -> anyhow::Result<()> {
