@@ -3,6 +3,7 @@
 
 mod admin;
 mod diagnostics;
+mod domain_locks;
 mod locks;
 mod metrics;
 mod node;

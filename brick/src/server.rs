@@ -24,6 +24,8 @@ const MAX_OPEN_FILES: usize = 65536;
 pub struct Server {
     pub node: Arc<Node>,
     locks: Arc<LockManager>,
+    /// Replicate's inode and entry locks.
+    domain_locks: Arc<crate::domain_locks::DomainLocks>,
     next_conn: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl Server {
         Arc::new(Server {
             node,
             locks: Arc::new(LockManager::new()),
+            domain_locks: Arc::new(crate::domain_locks::DomainLocks::default()),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -130,6 +133,7 @@ impl Server {
         self.node.stats.connection_down(state.id);
         state.closed.store(true, Ordering::SeqCst);
         self.locks.release_connection(state.id);
+        self.domain_locks.release_connection(state.id);
         state.files.lock().expect("files poisoned").clear();
     }
 
@@ -362,6 +366,36 @@ impl Server {
                 state.files.lock().expect("files poisoned").remove(&fh);
                 Ok((Reply::Empty, Bytes::new()))
             }
+            Fop::InodeLk {
+                gfid,
+                domain,
+                owner,
+                lock,
+                wait,
+            } => {
+                let target = crate::domain_locks::LockTarget::Inode {
+                    brick: brick_id,
+                    domain,
+                    gfid: gfid.0,
+                };
+                self.domain_lock(state, target, owner, lock, wait).await
+            }
+            Fop::EntryLk {
+                parent,
+                name,
+                domain,
+                owner,
+                lock,
+                wait,
+            } => {
+                let target = crate::domain_locks::LockTarget::Entry {
+                    brick: brick_id,
+                    domain,
+                    parent: parent.0,
+                    name,
+                };
+                self.domain_lock(state, target, owner, lock, wait).await
+            }
             op if runs_inline(&op) => blocking_fop(&brick, state, op, payload),
             op => {
                 let state = state.clone();
@@ -370,6 +404,33 @@ impl Server {
                     .map_err(|e| FsError::new(libc::EIO, format!("fop task failed: {e}")))?
             }
         }
+    }
+
+    async fn domain_lock(
+        &self,
+        state: &Arc<ConnState>,
+        target: crate::domain_locks::LockTarget,
+        owner: u64,
+        lock: bool,
+        wait: bool,
+    ) -> Outcome {
+        let holder = crate::domain_locks::Holder { conn: state.id, owner };
+        if !lock {
+            self.domain_locks
+                .unlock(&target, holder)
+                .map_err(|e| FsError::new(e, "unlocking a lock not held"))?;
+            return Ok((Reply::Empty, Bytes::new()));
+        }
+        self.domain_locks
+            .lock(target.clone(), holder, wait)
+            .await
+            .map_err(|e| FsError::new(e, "lock held by another client"))?;
+        // The connection died while we waited: give the lock back.
+        if state.closed.load(Ordering::SeqCst) {
+            let _ = self.domain_locks.unlock(&target, holder);
+            return Err(FsError::new(libc::ENOTCONN, "connection closed while locking"));
+        }
+        Ok((Reply::Empty, Bytes::new()))
     }
 
     /// The file a fop is about, for `volume top`'s per-file counters.
@@ -671,8 +732,12 @@ fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) 
             gfid,
             target,
         } => (Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?), none),
-        Fop::GetLk { .. } | Fop::SetLk { .. } | Fop::Flush { .. } | Fop::Release { .. } => {
-            return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path"))
-        }
+        Fop::Xattrop { gfid, deltas } => (Reply::Counters(brick.xattrop(&gfid, &deltas)?), none),
+        Fop::GetLk { .. }
+        | Fop::SetLk { .. }
+        | Fop::Flush { .. }
+        | Fop::Release { .. }
+        | Fop::InodeLk { .. }
+        | Fop::EntryLk { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),
     })
 }

@@ -368,6 +368,32 @@ pub enum Fop {
         gfid: Gfid,
         target: Uuid,
     },
+    /// Adds `deltas` to replication counters (`trusted.cairn.afr.*`: data,
+    /// metadata, entry) atomically and returns every counter on the inode
+    /// afterwards; all-zero deltas only read. Replicate's changelog.
+    Xattrop {
+        gfid: Gfid,
+        deltas: Vec<(String, [i32; 3])>,
+    },
+    /// Takes (`lock`) or releases a whole-inode lock in `domain`, held by
+    /// (this connection, `owner`) and dropped if the connection dies.
+    /// Replicate serialises writers with it; unrelated to POSIX locks.
+    InodeLk {
+        gfid: Gfid,
+        domain: String,
+        owner: u64,
+        lock: bool,
+        wait: bool,
+    },
+    /// The same for one name in a directory (creates, unlinks, renames).
+    EntryLk {
+        parent: Gfid,
+        name: Vec<u8>,
+        domain: String,
+        owner: u64,
+        lock: bool,
+        wait: bool,
+    },
 }
 
 impl Fop {
@@ -407,6 +433,9 @@ impl Fop {
             Fop::LayoutGet { .. } => "layout_get",
             Fop::LayoutSet { .. } => "layout_set",
             Fop::MakeLink { .. } => "make_link",
+            Fop::Xattrop { .. } => "xattrop",
+            Fop::InodeLk { .. } => "inodelk",
+            Fop::EntryLk { .. } => "entrylk",
         }
     }
 
@@ -796,6 +825,8 @@ pub enum Reply {
     Lock(Option<LockSpec>),
     Admin(AdminReply),
     Pool(PoolReply),
+    /// Replication counters after an `Xattrop`, by xattr name.
+    Counters(Vec<(String, [i32; 3])>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

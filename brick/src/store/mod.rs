@@ -116,6 +116,8 @@ pub struct Brick {
     names: Mutex<HashMap<Gfid, (Gfid, Vec<u8>)>>,
     /// How many open handles each file has, across all connections.
     open_files: Mutex<HashMap<Gfid, u32>>,
+    /// Serializes replication-counter updates (`xattrop`).
+    xattrop_lock: Mutex<()>,
 }
 
 /// Keeps a file's gfid handle alive while it is open; dropped at close.
@@ -272,6 +274,7 @@ impl Brick {
             link_lock: Mutex::new(()),
             entry_locks: (0..64).map(|_| Mutex::new(())).collect(),
             open_files: Mutex::new(HashMap::new()),
+            xattrop_lock: Mutex::new(()),
             names: Mutex::new(HashMap::new()),
         })
     }

@@ -200,3 +200,44 @@ fn private_xattrs_are_hidden() {
     b.setxattr(&f.gfid, b"user.k", b"v", 0).unwrap();
     assert_eq!(b.listxattr(&f.gfid).unwrap(), vec![b"user.k".to_vec()]);
 }
+
+#[test]
+fn replication_counters_add_atomically_and_stay_private() {
+    let (_d, b) = brick();
+    let f = mkfile(&b, &Gfid::ROOT, b"f");
+    let dirty = "trusted.cairn.afr.dirty".to_string();
+    let other = "trusted.cairn.afr.0f0e".to_string();
+    assert_eq!(b.xattrop(&f.gfid, &[]).unwrap(), vec![]);
+    b.xattrop(&f.gfid, &[(dirty.clone(), [1, 0, 0])]).unwrap();
+    let after = b
+        .xattrop(&f.gfid, &[(dirty.clone(), [-1, 0, 0]), (other.clone(), [1, 2, 0])])
+        .unwrap();
+    assert_eq!(after, vec![(other.clone(), [1, 2, 0]), (dirty.clone(), [0, 0, 0])]);
+    // Many concurrent adds lose none.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    b.xattrop(&f.gfid, &[(other.clone(), [0, 0, 1])]).unwrap();
+                }
+            });
+        }
+    });
+    let now = b.xattrop(&f.gfid, &[]).unwrap();
+    assert!(now.contains(&(other.clone(), [1, 2, 200])), "{now:?}");
+    // Only replication counters, and clients never see them as xattrs.
+    for bad in [
+        "user.x",
+        "trusted.cairn.gfid",
+        "trusted.cairn.afr.",
+        "trusted.cairn.afr.a b",
+    ] {
+        assert_eq!(
+            b.xattrop(&f.gfid, &[(bad.to_string(), [1, 0, 0])]).unwrap_err().errno,
+            libc::EINVAL,
+            "{bad}"
+        );
+    }
+    assert!(b.listxattr(&f.gfid).unwrap().is_empty());
+    assert_eq!(b.getxattr(&f.gfid, dirty.as_bytes()).unwrap_err().errno, libc::ENODATA);
+}
