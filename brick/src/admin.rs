@@ -40,7 +40,13 @@ impl Node {
     /// Handles a management request; errors become one-line CLI messages.
     pub fn admin(&self, req: AdminRequest) -> anyhow::Result<AdminReply> {
         match req {
-            AdminRequest::VolumeCreate { name, bricks, force } => self.volume_create(&name, &bricks, force),
+            AdminRequest::VolumeCreate {
+                name,
+                bricks,
+                force,
+                replica,
+                arbiter,
+            } => self.volume_create(&name, &bricks, force, replica, arbiter),
             AdminRequest::VolumeStart { name, force } => self.volume_start(&name, force),
             AdminRequest::VolumeStop { name, force: _ } => self.volume_stop(&name),
             AdminRequest::VolumeDelete { name } => {
@@ -171,14 +177,30 @@ impl Node {
         Ok(AdminReply::Options(
             keys.into_iter()
                 .map(|k| {
-                    let v = cairn_common::options::effective(&spec.options, k).to_string();
+                    let mut v = cairn_common::options::effective(&spec.options, k).to_string();
+                    if k == "cluster.quorum-type" && v.is_empty() {
+                        // gluster's default depends on the replica count.
+                        v = if spec.replica >= 3 || spec.arbiter {
+                            "auto"
+                        } else {
+                            "none"
+                        }
+                        .to_string();
+                    }
                     (k.to_string(), v, !spec.options.contains_key(k))
                 })
                 .collect(),
         ))
     }
 
-    fn volume_create(&self, name: &str, bricks: &[String], force: bool) -> anyhow::Result<AdminReply> {
+    fn volume_create(
+        &self,
+        name: &str,
+        bricks: &[String],
+        force: bool,
+        replica: u32,
+        arbiter: bool,
+    ) -> anyhow::Result<AdminReply> {
         cairn_common::names::check_volume_name(name)?;
         let applied = self.applied();
         if applied.state.volumes.contains_key(name) {
@@ -211,6 +233,7 @@ impl Node {
                 path: b.path,
             });
         }
+        check_replica_sets(&specs, replica, arbiter, force)?;
         let spec = VolumeSpec {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -218,6 +241,8 @@ impl Node {
             bricks: specs,
             options: BTreeMap::new(),
             version: 1,
+            replica,
+            arbiter,
         };
         if let Some(msg) = applied.state.overlap(&spec) {
             bail!(msg);
@@ -608,4 +633,38 @@ impl Node {
         tracing::info!(%pool_id, "detached from the pool; now a pool of one");
         Ok(())
     }
+}
+
+/// gluster's rules for replica sets: a whole number of sets of `replica`
+/// consecutive bricks, an arbiter only in replica 3, and (unless `force`)
+/// the members of a set on distinct nodes, so one node's loss costs one
+/// copy.
+fn check_replica_sets(bricks: &[BrickSpec], replica: u32, arbiter: bool, force: bool) -> anyhow::Result<()> {
+    if replica == 0 || replica > 8 {
+        bail!("replica count must be 2 to 8");
+    }
+    if arbiter && replica != 3 {
+        bail!("an arbiter is supported only with replica 3 (replica 3 arbiter 1)");
+    }
+    let n = replica as usize;
+    if bricks.len() % n != 0 {
+        bail!(
+            "Number of bricks is not a multiple of replica count ({} bricks, replica {replica})",
+            bricks.len()
+        );
+    }
+    if n > 1 && !force {
+        for set in bricks.chunks(n) {
+            for (i, a) in set.iter().enumerate() {
+                if let Some(b) = set[i + 1..].iter().find(|b| addr::same_node(&a.node, &b.node)) {
+                    bail!(
+                        "Multiple bricks of a replicate volume are present on the same server ({} and {}). This setup is not optimal. Bricks should be on different nodes to have best fault tolerant configuration. Use 'force' at the end of the command if you want to override this behavior.",
+                        a.label(),
+                        b.label()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! FUSE adapter (`fuse`) → filesystem semantics (`fs`) → volume graph
 //! (`volume`) → protocol client (`protocol`) → QUIC (`cairn_common`).
 
+pub mod afr;
 pub mod counting;
 pub mod dht;
 pub mod fs;

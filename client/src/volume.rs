@@ -50,23 +50,39 @@ pub fn build_graph(
             .clone();
         bricks.push(Arc::new(ProtocolClient::new(node, b.id, b.label())));
     }
-    match bricks.len() {
-        0 => bail!("volume {} has no bricks", spec.name),
-        1 => Ok(bricks.pop().expect("one brick")),
-        _ => {
-            // Each brick is a subvolume until replication groups them.
-            let children = spec
-                .bricks
-                .iter()
-                .zip(bricks)
-                .map(|(b, layer)| Child { id: b.id, layer })
-                .collect();
-            Ok(Arc::new(Distribute::new(
-                children,
-                cairn_common::layout::INITIAL_COMMIT,
-            )?))
-        }
+    let r = spec.replica.max(1) as usize;
+    if bricks.is_empty() || bricks.len() % r != 0 {
+        bail!(
+            "volume {} has {} bricks, not a multiple of replica {r}",
+            spec.name,
+            bricks.len()
+        );
     }
+    // Consecutive bricks form a replica set; each set (or each brick,
+    // without replication) is one subvolume of distribute.
+    let mut children = Vec::new();
+    for (k, (set, layers)) in spec.bricks.chunks(r).zip(bricks.chunks(r)).enumerate() {
+        let layer: Arc<dyn Subvolume> = if r == 1 {
+            layers[0].clone()
+        } else {
+            let ids: Vec<uuid::Uuid> = set.iter().map(|b| b.id).collect();
+            crate::afr::Replicate::new(
+                format!("{}-replicate-{k}", spec.name),
+                layers.to_vec(),
+                &ids,
+                spec.arbiter,
+            )?
+        };
+        // A set is named by its first brick's id (link files name it).
+        children.push(Child { id: set[0].id, layer });
+    }
+    if children.len() == 1 {
+        return Ok(children.pop().expect("one subvolume").layer);
+    }
+    Ok(Arc::new(Distribute::new(
+        children,
+        cairn_common::layout::INITIAL_COMMIT,
+    )?))
 }
 
 /// How often a mount asks for its volume's spec.

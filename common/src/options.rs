@@ -12,6 +12,10 @@ pub enum Kind {
     /// Comma-separated client address patterns (`*` matches any run of
     /// characters, as in gluster's auth.allow): `192.0.2.*,10.1.*.7`.
     AddressList,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A whole number in a range.
+    Count { min: u64, max: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +27,44 @@ pub struct OptionDef {
 }
 
 pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        key: "cluster.quorum-type",
+        kind: Kind::Choice(&["auto", "fixed", "none"]),
+        // Empty: by replica count, as gluster (none for replica 2, auto
+        // from replica 3 and with an arbiter).
+        default: "",
+        description: "Client quorum of a replica set: auto (more than half up, or exactly half with the first brick), fixed (cluster.quorum-count up) or none. Without it, changes fail with EROFS.",
+    },
+    OptionDef {
+        key: "cluster.quorum-count",
+        kind: Kind::Count { min: 1, max: 8 },
+        default: "1",
+        description: "Bricks of a replica set that must be up for changes when cluster.quorum-type is fixed.",
+    },
+    OptionDef {
+        key: "cluster.eager-lock",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Keep a replicated file's lock and changelog mark across one client's writes, releasing them when the file goes quiet (100 ms), at flush/fsync/close, or after 1 s for other writers.",
+    },
+    OptionDef {
+        key: "cluster.data-self-heal",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Heal a file's data on access when a replica is behind a clear source.",
+    },
+    OptionDef {
+        key: "cluster.metadata-self-heal",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Heal mode, owner, times and xattrs on access when a replica is behind.",
+    },
+    OptionDef {
+        key: "cluster.entry-self-heal",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Heal a directory's entries on access when a replica is behind.",
+    },
     OptionDef {
         key: "cluster.weighted-rebalance",
         kind: Kind::Bool,
@@ -98,6 +140,18 @@ pub fn validate(key: &str, value: &str) -> Result<String, String> {
                 ))
             }
         }
+        Kind::Choice(words) => words
+            .iter()
+            .find(|w| w.eq_ignore_ascii_case(value.trim()))
+            .map(|w| w.to_string())
+            .ok_or_else(|| format!("option {key}: {value:?} is not one of {}", words.join(", "))),
+        Kind::Count { min, max } => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .map(|n| n.to_string())
+            .ok_or_else(|| format!("option {key}: {value:?} is not a number from {min} to {max}")),
     }
 }
 

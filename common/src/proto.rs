@@ -561,6 +561,29 @@ pub struct VolumeSpec {
     pub options: BTreeMap<String, String>,
     /// Bumped on every change so mounts can tell a newer spec.
     pub version: u64,
+    /// Bricks per replica set (1: no replication); consecutive bricks in
+    /// `bricks` form a set, as in gluster.
+    #[serde(default = "one")]
+    pub replica: u32,
+    /// The last brick of each replica set is an arbiter (names and
+    /// metadata, no data).
+    #[serde(default)]
+    pub arbiter: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl VolumeSpec {
+    /// gluster's volume type name.
+    pub fn type_name(&self) -> &'static str {
+        match (self.replica > 1, self.bricks.len() > self.replica as usize) {
+            (false, _) => "Distribute",
+            (true, false) => "Replicate",
+            (true, true) => "Distributed-Replicate",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -625,6 +648,9 @@ pub enum AdminRequest {
         name: String,
         bricks: Vec<String>,
         force: bool,
+        /// Bricks per replica set (1: plain distribute).
+        replica: u32,
+        arbiter: bool,
     },
     VolumeStart {
         name: String,

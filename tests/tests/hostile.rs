@@ -319,6 +319,8 @@ fn client_certificates_cannot_manage_the_pool() {
                 name: "evil".into(),
                 bricks: vec![brick],
                 force: true,
+                replica: 1,
+                arbiter: false,
             },
         ];
         for req in forbidden {

@@ -97,7 +97,8 @@ enum ClientCertCommand {
 
 #[derive(Subcommand)]
 enum VolumeCommand {
-    /// Create a volume: `volume create VOL NODE:/path ... [force]`.
+    /// Create a volume: `volume create VOL [replica N [arbiter 1]] NODE:/path
+    /// ... [force]`; consecutive bricks form replica sets.
     Create {
         name: String,
         /// Bricks as NODE:/absolute/path, optionally followed by `force`.
@@ -375,6 +376,38 @@ fn top_request(name: String, metric: String, rest: &[String]) -> anyhow::Result<
     })
 }
 
+/// gluster's `replica N [arbiter 1]` ahead of the bricks, removed from
+/// `words`; (1, false) without it.
+fn replica_words(words: &mut Vec<String>) -> anyhow::Result<(u32, bool)> {
+    if words.first().map(String::as_str) != Some("replica") {
+        return Ok((1, false));
+    }
+    let n: u32 = words
+        .get(1)
+        .and_then(|w| w.parse().ok())
+        .filter(|n| (2..=8).contains(n))
+        .context("replica needs a count from 2 to 8: volume create VOL replica N [arbiter 1] NODE:/path ...")?;
+    let mut used = 2;
+    let arbiter = words.get(2).map(String::as_str) == Some("arbiter");
+    if arbiter {
+        if words.get(3).map(String::as_str) != Some("1") {
+            anyhow::bail!("arbiter takes the count 1: replica 3 arbiter 1");
+        }
+        if n != 3 {
+            anyhow::bail!("an arbiter is supported only with replica 3 (replica 3 arbiter 1)");
+        }
+        used = 4;
+    }
+    words.drain(..used);
+    if words.len() % n as usize != 0 {
+        anyhow::bail!(
+            "Number of bricks is not a multiple of replica count ({} bricks, replica {n})",
+            words.len()
+        );
+    }
+    Ok((n, arbiter))
+}
+
 /// `force` as an optional trailing word, exactly as gluster spells it.
 fn force_word(w: Option<String>) -> anyhow::Result<bool> {
     match w.as_deref() {
@@ -391,9 +424,7 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
             if force {
                 bricks.pop();
             }
-            if bricks.first().map(String::as_str) == Some("replica") {
-                anyhow::bail!("replicated volumes are not available yet; list the bricks to distribute over");
-            }
+            let (replica, arbiter) = replica_words(&mut bricks)?;
             if bricks.is_empty() {
                 anyhow::bail!("volume create needs at least one brick (NODE:/path)");
             }
@@ -401,7 +432,13 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
                 cairn_common::addr::BrickAddr::parse(b)?;
             }
             cairn_common::names::check_volume_name(&name)?;
-            AdminRequest::VolumeCreate { name, bricks, force }
+            AdminRequest::VolumeCreate {
+                name,
+                bricks,
+                force,
+                replica,
+                arbiter,
+            }
         }
         VolumeCommand::Start { name, force } => AdminRequest::VolumeStart {
             name,

@@ -119,15 +119,23 @@ pub fn peers_text(_req: &AdminRequest, reply: &AdminReply, view: PeerView) -> St
 fn info(v: &VolumeSpec) -> String {
     let mut s = String::new();
     let _ = writeln!(s, " \nVolume Name: {}", v.name);
-    let _ = writeln!(s, "Type: Distribute");
+    let _ = writeln!(s, "Type: {}", v.type_name());
     let _ = writeln!(s, "Volume ID: {}", v.id);
     let _ = writeln!(s, "Status: {}", v.state);
     let _ = writeln!(s, "Snapshot Count: 0");
-    let _ = writeln!(s, "Number of Bricks: {}", v.bricks.len());
+    let r = v.replica.max(1) as usize;
+    let sets = v.bricks.len() / r;
+    let count = match (r, v.arbiter) {
+        (1, _) => v.bricks.len().to_string(),
+        (_, true) => format!("{sets} x ({} + 1) = {}", r - 1, v.bricks.len()),
+        (_, false) => format!("{sets} x {r} = {}", v.bricks.len()),
+    };
+    let _ = writeln!(s, "Number of Bricks: {count}");
     let _ = writeln!(s, "Transport-type: quic");
     let _ = writeln!(s, "Bricks:");
     for (i, b) in v.bricks.iter().enumerate() {
-        let _ = writeln!(s, "Brick{}: {}", i + 1, b.label());
+        let arbiter = if v.arbiter && i % r == r - 1 { " (arbiter)" } else { "" };
+        let _ = writeln!(s, "Brick{}: {}{arbiter}", i + 1, b.label());
     }
     if !v.options.is_empty() {
         let _ = writeln!(s, "Options Reconfigured:");

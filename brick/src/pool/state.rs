@@ -220,6 +220,8 @@ mod tests {
                 .collect(),
             options: BTreeMap::new(),
             version: 1,
+            replica: 1,
+            arbiter: false,
         }
     }
 

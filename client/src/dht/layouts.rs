@@ -103,7 +103,7 @@ impl Distribute {
                 bytes::Bytes::new(),
             )
         });
-        for (i, r) in super::futures_join(writes).await.into_iter().enumerate() {
+        for (i, r) in crate::layer::join_all(writes).await.into_iter().enumerate() {
             if let Err(e) = r {
                 tracing::warn!(dir = %gfid, subvolume = i, errno = e.0, "could not write a layout entry");
             }

@@ -99,7 +99,7 @@ impl Distribute {
     /// Sends `op` to every subvolume at once; results in subvolume order.
     async fn everywhere(&self, op: &Fop) -> Vec<FopResult> {
         let futures = self.children.iter().map(|c| c.layer.call(op.clone(), Bytes::new()));
-        futures_join(futures).await
+        crate::layer::join_all(futures).await
     }
 
     fn remember(&self, gfid: Gfid, place: Place) {
@@ -179,7 +179,7 @@ impl Distribute {
     /// answer decides), then returns the merged attributes.
     async fn dir_change(&self, op: Fop) -> FopResult {
         let first = self.on(0, op.clone()).await?;
-        let rest = futures_join(
+        let rest = crate::layer::join_all(
             self.children[1..]
                 .iter()
                 .map(|c| c.layer.call(op.clone(), Bytes::new())),
@@ -372,35 +372,6 @@ impl Subvolume for Distribute {
             c.layer.reconfigure(options);
         }
     }
-}
-
-/// Runs futures concurrently, keeping their order.
-async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T>,
-{
-    let pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut results: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = pinned.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                results[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("every future completed"))
-        .collect()
 }
 
 /// Names a subvolume in cookies.

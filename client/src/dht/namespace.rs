@@ -330,9 +330,10 @@ impl Distribute {
         };
         let others = self.children.iter().enumerate().filter(|(i, _)| *i != h);
         let op = &op;
-        let rest =
-            super::futures_join(others.map(|(i, c)| async move { (i, c.layer.call(op.clone(), Bytes::new()).await) }))
-                .await;
+        let rest = crate::layer::join_all(
+            others.map(|(i, c)| async move { (i, c.layer.call(op.clone(), Bytes::new()).await) }),
+        )
+        .await;
         for (i, r) in rest {
             if let Err(e) = r {
                 tracing::warn!(dir = %gfid, subvolume = i, errno = e.0, "mkdir missed a subvolume; lookup will repair it");

@@ -1,0 +1,472 @@
+//! Heal on access: a lookup that finds a replica behind a clear source
+//! starts a background heal of that inode (data and metadata) or directory
+//! (its entries), under the same locks writers take. Blames are cleared by
+//! subtracting exactly what was seen, so a change that lands during the
+//! heal keeps its own blame.
+
+use super::changelog::{Counters, Kind};
+use super::Replicate;
+use crate::layer::{Errno, FopResult};
+use bytes::Bytes;
+use cairn_common::proto::{Attr, Creds, DirEntry, Fop, Reply, SetAttr, TimeSet};
+use cairn_common::Gfid;
+use std::sync::atomic::Ordering;
+
+/// Copy unit for data heal.
+const CHUNK: u32 = 1 << 20;
+
+impl Replicate {
+    pub(super) fn maybe_heal_inode(&self, gfid: Gfid, is_dir: bool) {
+        let wanted = self.metadata_heal.load(Ordering::Relaxed) || (!is_dir && self.data_heal.load(Ordering::Relaxed));
+        self.spawn_heal((gfid, false), wanted, move |me| async move {
+            me.heal_inode(gfid, is_dir).await
+        });
+    }
+
+    pub(super) fn maybe_heal_entry(&self, dir: Gfid) {
+        let wanted = self.entry_heal.load(Ordering::Relaxed);
+        self.spawn_heal((dir, true), wanted, move |me| async move { me.heal_entries(dir).await });
+    }
+
+    /// Runs one heal per (inode, entries?) at a time, in the background.
+    fn spawn_heal<F, Fut>(&self, key: (Gfid, bool), wanted: bool, work: F)
+    where
+        F: FnOnce(std::sync::Arc<Replicate>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), Errno>> + Send,
+    {
+        if !wanted || !self.healing.lock().expect("healing poisoned").insert(key) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let name = me.name.clone();
+            if let Err(e) = work(me.clone()).await {
+                tracing::warn!(subvolume = %name, gfid = %key.0, errno = e.0, "heal did not finish; a later access retries");
+            }
+            me.healing.lock().expect("healing poisoned").remove(&key);
+            me.readable.lock().expect("readable poisoned").remove(&key.0);
+        });
+    }
+
+    async fn lock_inode(&self, gfid: Gfid, take: bool, idx: &[usize]) -> Vec<usize> {
+        // An owner of its own: a heal must wait for this client's eager
+        // hold on the file like any other writer's.
+        let op = Fop::InodeLk {
+            gfid,
+            domain: self.domain.clone(),
+            owner: self.owner ^ 1,
+            lock: take,
+            wait: true,
+        };
+        let mut ok = Vec::new();
+        // In child order, as transactions lock.
+        for &i in idx {
+            if self.on(i, op.clone(), Bytes::new()).await.is_ok() {
+                ok.push(i);
+            }
+        }
+        ok
+    }
+
+    async fn heal_inode(&self, gfid: Gfid, is_dir: bool) -> Result<(), Errno> {
+        let locked = self.lock_inode(gfid, true, &self.all()).await;
+        let result = self.heal_inode_locked(gfid, is_dir, &locked).await;
+        self.lock_inode(gfid, false, &locked).await;
+        result
+    }
+
+    async fn heal_inode_locked(&self, gfid: Gfid, is_dir: bool, locked: &[usize]) -> Result<(), Errno> {
+        let counters = self.counters(gfid, locked).await;
+        let mut kinds = Vec::new();
+        if !is_dir && self.data_heal.load(Ordering::Relaxed) {
+            kinds.push(Kind::Data);
+        }
+        if self.metadata_heal.load(Ordering::Relaxed) {
+            kinds.push(Kind::Metadata);
+        }
+        for kind in kinds {
+            let v = self.judge(&counters, kind);
+            if v.split_brain || v.sources.is_empty() || v.sinks.is_empty() {
+                continue;
+            }
+            let source = v.sources[0];
+            for &sink in &v.sinks {
+                match kind {
+                    Kind::Data if !self.is_arbiter(sink) => self.copy_data(gfid, source, sink).await?,
+                    Kind::Data => {}
+                    _ => self.copy_metadata(gfid, source, sink).await?,
+                }
+                tracing::info!(subvolume = %self.name, %gfid, ?kind, from = source, to = sink, "healed");
+            }
+            self.clear_blame(gfid, kind, &v.sources, &v.sinks, &counters).await;
+        }
+        Ok(())
+    }
+
+    /// Subtracts from each source the blame it held on the healed sinks.
+    async fn clear_blame(&self, gfid: Gfid, kind: Kind, sources: &[usize], sinks: &[usize], seen: &[Option<Counters>]) {
+        for &s in sources {
+            let Some(c) = &seen[s] else { continue };
+            let deltas: Vec<(String, [i32; 3])> = sinks
+                .iter()
+                .filter_map(|&j| {
+                    let name = &self.blame_names[j];
+                    let held = c.iter().find(|(n, _)| n == name)?.1[kind as usize];
+                    (held > 0).then(|| (name.clone(), kind.delta(-held)))
+                })
+                .collect();
+            if !deltas.is_empty() {
+                let _ = self.on(s, Fop::Xattrop { gfid, deltas }, Bytes::new()).await;
+            }
+        }
+    }
+
+    async fn attr_on(&self, i: usize, gfid: Gfid) -> Result<Attr, Errno> {
+        match self.on(i, Fop::GetAttr { gfid }, Bytes::new()).await? {
+            (Reply::Attr(a), _) | (Reply::Entry(a), _) => Ok(a),
+            _ => Err(Errno(libc::EIO)),
+        }
+    }
+
+    async fn open_on(&self, i: usize, gfid: Gfid, flags: i32) -> Result<u64, Errno> {
+        match self.on(i, Fop::Open { gfid, flags }, Bytes::new()).await? {
+            (Reply::Opened { fh }, _) => Ok(fh),
+            _ => Err(Errno(libc::EIO)),
+        }
+    }
+
+    /// Makes the sink's data the source's: same size, same bytes.
+    async fn copy_data(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
+        let size = self.attr_on(source, gfid).await?.size;
+        let from = self.open_on(source, gfid, libc::O_RDONLY).await?;
+        let to = match self.open_on(sink, gfid, libc::O_WRONLY).await {
+            Ok(fh) => fh,
+            Err(e) => {
+                let _ = self.on(source, Fop::Release { fh: from }, Bytes::new()).await;
+                return Err(e);
+            }
+        };
+        let result = async {
+            self.on(
+                sink,
+                Fop::SetAttr {
+                    gfid,
+                    fh: Some(to),
+                    set: SetAttr {
+                        size: Some(size),
+                        ..SetAttr::default()
+                    },
+                },
+                Bytes::new(),
+            )
+            .await?;
+            let mut offset = 0;
+            while offset < size {
+                let want = CHUNK.min((size - offset) as u32);
+                let (_, data) = self
+                    .on(
+                        source,
+                        Fop::Read {
+                            fh: from,
+                            offset,
+                            size: want,
+                        },
+                        Bytes::new(),
+                    )
+                    .await?;
+                if data.is_empty() {
+                    break;
+                }
+                let len = data.len() as u32;
+                self.on(sink, Fop::Write { fh: to, offset, len }, data).await?;
+                offset += u64::from(len);
+            }
+            self.on(
+                sink,
+                Fop::Fsync {
+                    fh: to,
+                    datasync: false,
+                },
+                Bytes::new(),
+            )
+            .await
+            .map(|_| ())
+        }
+        .await;
+        let _ = self.on(source, Fop::Release { fh: from }, Bytes::new()).await;
+        let _ = self.on(sink, Fop::Release { fh: to }, Bytes::new()).await;
+        result?;
+        // Data heal moved the sink's times; metadata heal (or this) puts
+        // the source's back.
+        self.copy_times(gfid, source, sink).await
+    }
+
+    async fn copy_times(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
+        let a = self.attr_on(source, gfid).await?;
+        self.on(
+            sink,
+            Fop::SetAttr {
+                gfid,
+                fh: None,
+                set: SetAttr {
+                    atime: Some(TimeSet::At(a.atime)),
+                    mtime: Some(TimeSet::At(a.mtime)),
+                    ..SetAttr::default()
+                },
+            },
+            Bytes::new(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Mode, owner, times and user-visible xattrs from source to sink.
+    async fn copy_metadata(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
+        let a = self.attr_on(source, gfid).await?;
+        self.on(
+            sink,
+            Fop::SetAttr {
+                gfid,
+                fh: None,
+                set: SetAttr {
+                    mode: Some(a.mode & 0o7777),
+                    uid: Some(a.uid),
+                    gid: Some(a.gid),
+                    size: None,
+                    atime: Some(TimeSet::At(a.atime)),
+                    mtime: Some(TimeSet::At(a.mtime)),
+                },
+            },
+            Bytes::new(),
+        )
+        .await?;
+        let names = |r: FopResult| match r {
+            Ok((Reply::XattrNames(n), _)) => Ok(n),
+            Ok(_) => Err(Errno(libc::EIO)),
+            Err(e) => Err(e),
+        };
+        let want = names(self.on(source, Fop::ListXattr { gfid }, Bytes::new()).await)?;
+        let have = names(self.on(sink, Fop::ListXattr { gfid }, Bytes::new()).await)?;
+        for name in &have {
+            if !want.contains(name) {
+                let _ = self
+                    .on(
+                        sink,
+                        Fop::RemoveXattr {
+                            gfid,
+                            name: name.clone(),
+                        },
+                        Bytes::new(),
+                    )
+                    .await;
+            }
+        }
+        for name in want {
+            if let Ok((Reply::Xattr(value), _)) = self
+                .on(
+                    source,
+                    Fop::GetXattr {
+                        gfid,
+                        name: name.clone(),
+                    },
+                    Bytes::new(),
+                )
+                .await
+            {
+                self.on(
+                    sink,
+                    Fop::SetXattr {
+                        gfid,
+                        name,
+                        value,
+                        flags: 0,
+                    },
+                    Bytes::new(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_all(&self, i: usize, dir: Gfid) -> Result<Vec<DirEntry>, Errno> {
+        let mut out = Vec::new();
+        let mut cookie = 0;
+        loop {
+            match self
+                .on(
+                    i,
+                    Fop::Readdir {
+                        gfid: dir,
+                        cookie,
+                        plus: false,
+                        max_entries: 1024,
+                    },
+                    Bytes::new(),
+                )
+                .await?
+            {
+                (Reply::Dir { entries, eof }, _) => {
+                    if let Some(last) = entries.last() {
+                        cookie = last.cookie;
+                    }
+                    let empty = entries.is_empty();
+                    out.extend(entries.into_iter().filter(|e| e.name != b"." && e.name != b".."));
+                    if eof || empty {
+                        return Ok(out);
+                    }
+                }
+                _ => return Err(Errno(libc::EIO)),
+            }
+        }
+    }
+
+    /// Makes each sink's entries in `dir` the source's: creates what it
+    /// lacks (same gfid; files empty and blamed, so data heal follows) and
+    /// removes what the source no longer has.
+    async fn heal_entries(&self, dir: Gfid) -> Result<(), Errno> {
+        let counters = self.counters(dir, &self.all()).await;
+        let v = self.judge(&counters, Kind::Entry);
+        if v.split_brain || v.sources.is_empty() || v.sinks.is_empty() {
+            return Ok(());
+        }
+        let source = v.sources[0];
+        let wanted = self.list_all(source, dir).await?;
+        for &sink in &v.sinks {
+            let have = self.list_all(sink, dir).await?;
+            for e in wanted.iter().filter(|e| !have.iter().any(|h| h.name == e.name)) {
+                self.recreate(dir, e, source, sink).await?;
+            }
+            for h in have.iter().filter(|h| !wanted.iter().any(|e| e.name == h.name)) {
+                let op = if h.kind == libc::S_IFDIR {
+                    Fop::Rmdir {
+                        parent: dir,
+                        name: h.name.clone(),
+                    }
+                } else {
+                    Fop::Unlink {
+                        parent: dir,
+                        name: h.name.clone(),
+                    }
+                };
+                if let Err(e) = self.on(sink, op, Bytes::new()).await {
+                    tracing::warn!(subvolume = %self.name, name = %String::from_utf8_lossy(&h.name), errno = e.0, "could not remove a stale entry from a replica");
+                    return Err(e);
+                }
+            }
+            tracing::info!(subvolume = %self.name, %dir, from = source, to = sink, "healed directory entries");
+        }
+        self.clear_blame(dir, Kind::Entry, &v.sources, &v.sinks, &counters)
+            .await;
+        Ok(())
+    }
+
+    async fn recreate(&self, dir: Gfid, e: &DirEntry, source: usize, sink: usize) -> Result<(), Errno> {
+        let a = match self
+            .on(
+                source,
+                Fop::Lookup {
+                    parent: dir,
+                    name: e.name.clone(),
+                },
+                Bytes::new(),
+            )
+            .await?
+        {
+            (Reply::Entry(a), _) => a,
+            _ => return Err(Errno(libc::EIO)),
+        };
+        let creds = Creds { uid: a.uid, gid: a.gid };
+        let op = if let Some(target) = e.linkto {
+            Fop::MakeLink {
+                parent: dir,
+                name: e.name.clone(),
+                gfid: a.gfid,
+                target,
+            }
+        } else {
+            match a.mode & libc::S_IFMT {
+                libc::S_IFDIR => Fop::Mkdir {
+                    parent: dir,
+                    name: e.name.clone(),
+                    gfid: a.gfid,
+                    mode: a.mode & 0o7777,
+                    umask: 0,
+                    creds,
+                },
+                libc::S_IFLNK => {
+                    let target = match self.on(source, Fop::Readlink { gfid: a.gfid }, Bytes::new()).await? {
+                        (Reply::Link(t), _) => t,
+                        _ => return Err(Errno(libc::EIO)),
+                    };
+                    Fop::Symlink {
+                        parent: dir,
+                        name: e.name.clone(),
+                        gfid: a.gfid,
+                        target,
+                        creds,
+                    }
+                }
+                _ => Fop::Mknod {
+                    parent: dir,
+                    name: e.name.clone(),
+                    gfid: a.gfid,
+                    mode: a.mode,
+                    umask: 0,
+                    rdev: a.rdev,
+                    creds,
+                },
+            }
+        };
+        match self.on(sink, op, Bytes::new()).await {
+            Ok(_) => {}
+            // Another name of the same file (a hard link) made it already.
+            Err(Errno(libc::EEXIST)) => {
+                self.on(
+                    sink,
+                    Fop::Link {
+                        gfid: a.gfid,
+                        new_parent: dir,
+                        new_name: e.name.clone(),
+                    },
+                    Bytes::new(),
+                )
+                .await?;
+            }
+            Err(err) => return Err(err),
+        }
+        // The new copy is empty: blame it for data and metadata on the
+        // source so the inode heal fills it in.
+        if a.mode & libc::S_IFMT == libc::S_IFREG || a.mode & libc::S_IFMT == libc::S_IFDIR {
+            let mut delta = [0, 1, 0];
+            if a.mode & libc::S_IFMT == libc::S_IFREG && a.size > 0 {
+                delta[0] = 1;
+            }
+            self.on(
+                source,
+                Fop::Xattrop {
+                    gfid: a.gfid,
+                    deltas: vec![(self.blame_names[sink].clone(), delta)],
+                },
+                Bytes::new(),
+            )
+            .await?;
+            let is_dir = a.mode & libc::S_IFMT == libc::S_IFDIR;
+            self.maybe_heal_inode(a.gfid, is_dir);
+            if is_dir {
+                // Its contents next (the source blames nothing yet: mark it).
+                self.on(
+                    source,
+                    Fop::Xattrop {
+                        gfid: a.gfid,
+                        deltas: vec![(self.blame_names[sink].clone(), Kind::Entry.delta(1))],
+                    },
+                    Bytes::new(),
+                )
+                .await?;
+                self.maybe_heal_entry(a.gfid);
+            }
+        }
+        Ok(())
+    }
+}

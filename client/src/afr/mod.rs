@@ -1,0 +1,699 @@
+//! Replicate (AFR): one subvolume over a replica set. Every change goes to
+//! all live replicas under a lock, wrapped in a changelog transaction
+//! (mark dirty, change, then blame whoever failed), so a replica that
+//! missed a change is known and never read from; replicas that blame each
+//! other are a split-brain and the file answers EIO rather than one side's
+//! guess. Client quorum refuses changes (EROFS) when too few replicas are
+//! up. A lookup that finds a replica behind a clear source heals it in the
+//! background.
+//!
+//! An arbiter (the last brick of a `replica 3 arbiter 1` set) takes part in
+//! locks, names, metadata and the changelog but never holds or serves data.
+
+pub mod changelog;
+mod heal;
+mod txn;
+
+use crate::layer::{join_all, Errno, FopFuture, FopResult, Subvolume};
+use bytes::Bytes;
+use cairn_common::proto::{Attr, Fop, Reply};
+use cairn_common::Gfid;
+use changelog::{Counters, Kind, Verdict};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+/// Bound on remembered per-inode verdicts; forgetting costs a re-read.
+const STATE_LIMIT: usize = 1 << 18;
+/// Eager locking: a hold ends after the file is quiet this long…
+const HOLD_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// …or after this long in all, so another client's writer gets its turn
+/// (it waits on the brick lock meanwhile).
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+const HOLD_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// One file's eager hold: its lock and dirty mark, kept across writes.
+struct Hold {
+    /// Replicas taking part (locked, marked dirty, not failed since).
+    members: Vec<usize>,
+    /// Replicas holding the lock.
+    locked: Vec<usize>,
+    /// Writes in flight under it.
+    users: usize,
+    since: std::time::Instant,
+    last: std::time::Instant,
+    /// No new writes join; released when the last one ends.
+    closing: bool,
+}
+
+/// `cluster.quorum-type` and `cluster.quorum-count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    None,
+    /// More than half up, or exactly half including the first brick.
+    Auto,
+    Fixed(usize),
+}
+
+impl Quorum {
+    fn met(self, up: &[usize], n: usize) -> bool {
+        match self {
+            Quorum::None => !up.is_empty(),
+            Quorum::Auto => up.len() * 2 > n || (up.len() * 2 == n && up.contains(&0)),
+            Quorum::Fixed(k) => up.len() >= k.max(1),
+        }
+    }
+
+    /// gluster's defaults: none for replica 2, auto from 3 (and arbiter).
+    pub fn default_for(n: usize, arbiter: bool) -> Quorum {
+        if n >= 3 || arbiter {
+            Quorum::Auto
+        } else {
+            Quorum::None
+        }
+    }
+}
+
+/// An open file: the children's handles (`None` where it is not open).
+#[derive(Clone)]
+struct Handle {
+    gfid: Gfid,
+    children: Vec<Option<u64>>,
+}
+
+/// What is known of an inode's replicas: who may be read for data,
+/// metadata and entries.
+#[derive(Clone, Debug, Default)]
+struct Readable {
+    data: Vec<usize>,
+    metadata: Vec<usize>,
+    entry: Vec<usize>,
+}
+
+pub struct Replicate {
+    name: String,
+    children: Vec<Arc<dyn Subvolume>>,
+    /// Counter names blaming each child (by brick id).
+    blame_names: Vec<String>,
+    arbiter: bool,
+    /// Lock domain, shared by every client of this replica set.
+    domain: String,
+    /// This client's lock owner.
+    owner: u64,
+    quorum: Mutex<Quorum>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    readable: Mutex<HashMap<Gfid, Readable>>,
+    /// Inodes in split-brain already logged (logged once each).
+    split_logged: Mutex<HashSet<Gfid>>,
+    /// Heals running now: (inode, entries?), one of each at a time.
+    healing: Arc<Mutex<HashSet<(Gfid, bool)>>>,
+    /// This layer, for heals that outlive the request that found the need.
+    me: std::sync::Weak<Replicate>,
+    /// Eager holds by file, and the per-file serialization of taking and
+    /// releasing them.
+    holds: Mutex<HashMap<Gfid, Hold>>,
+    hold_shards: Vec<tokio::sync::Mutex<()>>,
+    /// `cluster.eager-lock`
+    eager_lock: AtomicBool,
+    data_heal: AtomicBool,
+    metadata_heal: AtomicBool,
+    entry_heal: AtomicBool,
+}
+
+impl Replicate {
+    /// `brick_ids` name the children in order; with `arbiter` the last one
+    /// is the arbiter.
+    pub fn new(
+        name: String,
+        children: Vec<Arc<dyn Subvolume>>,
+        brick_ids: &[Uuid],
+        arbiter: bool,
+    ) -> anyhow::Result<Arc<Replicate>> {
+        if children.len() < 2 || children.len() != brick_ids.len() || children.len() > 8 {
+            anyhow::bail!("a replica set has 2 to 8 bricks, got {}", children.len());
+        }
+        if arbiter && children.len() != 3 {
+            anyhow::bail!("an arbiter needs replica 3");
+        }
+        let n = children.len();
+        Ok(Arc::new_cyclic(|me| Replicate {
+            me: me.clone(),
+            domain: format!("{name}:txn"),
+            name,
+            children,
+            blame_names: brick_ids.iter().map(changelog::pending_name).collect(),
+            arbiter,
+            owner: rand_owner(),
+            quorum: Mutex::new(Quorum::default_for(n, arbiter)),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            readable: Mutex::new(HashMap::new()),
+            split_logged: Mutex::new(HashSet::new()),
+            healing: Arc::new(Mutex::new(HashSet::new())),
+            holds: Mutex::new(HashMap::new()),
+            hold_shards: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            eager_lock: AtomicBool::new(true),
+            data_heal: AtomicBool::new(true),
+            metadata_heal: AtomicBool::new(true),
+            entry_heal: AtomicBool::new(true),
+        }))
+    }
+
+    fn hold_shard(&self, gfid: &Gfid) -> &tokio::sync::Mutex<()> {
+        &self.hold_shards[gfid.0[0] as usize % self.hold_shards.len()]
+    }
+
+    fn n(&self) -> usize {
+        self.children.len()
+    }
+
+    fn is_arbiter(&self, i: usize) -> bool {
+        self.arbiter && i == self.n() - 1
+    }
+
+    /// May child `i` be a source for `kind`?
+    fn may_source(&self, kind: Kind) -> Vec<bool> {
+        (0..self.n())
+            .map(|i| kind != Kind::Data || !self.is_arbiter(i))
+            .collect()
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.n()).collect()
+    }
+
+    async fn on(&self, i: usize, op: Fop, payload: Bytes) -> FopResult {
+        self.children[i].call(op, payload).await
+    }
+
+    /// Sends a request to the children `idx` at once; results in order.
+    async fn on_each(
+        &self,
+        idx: &[usize],
+        mut make: impl FnMut(usize) -> Option<(Fop, Bytes)>,
+    ) -> Vec<(usize, FopResult)> {
+        let calls: Vec<_> = idx.iter().filter_map(|&i| make(i).map(|(op, p)| (i, op, p))).collect();
+        join_all(
+            calls
+                .into_iter()
+                .map(|(i, op, p)| async move { (i, self.on(i, op, p).await) }),
+        )
+        .await
+    }
+
+    /// Every child's counters on `gfid` (None where it did not answer).
+    async fn counters(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<Counters>> {
+        let mut out = vec![None; self.n()];
+        for (i, r) in self
+            .on_each(idx, |_| {
+                Some((
+                    Fop::Xattrop {
+                        gfid,
+                        deltas: Vec::new(),
+                    },
+                    Bytes::new(),
+                ))
+            })
+            .await
+        {
+            if let Ok((Reply::Counters(c), _)) = r {
+                out[i] = Some(c);
+            }
+        }
+        out
+    }
+
+    fn judge(&self, counters: &[Option<Counters>], kind: Kind) -> Verdict {
+        changelog::judge(&self.blame_names, counters, kind, &self.may_source(kind))
+    }
+
+    fn remember(&self, gfid: Gfid, r: Readable) {
+        let mut m = self.readable.lock().expect("readable poisoned");
+        if m.len() >= STATE_LIMIT {
+            m.clear();
+        }
+        m.insert(gfid, r);
+    }
+
+    fn known(&self, gfid: &Gfid) -> Option<Readable> {
+        self.readable.lock().expect("readable poisoned").get(gfid).cloned()
+    }
+
+    /// After a transaction: children that failed it are no longer readable.
+    fn demote(&self, gfid: &Gfid, kind: Kind, failed: &[usize]) {
+        if failed.is_empty() {
+            return;
+        }
+        let mut m = self.readable.lock().expect("readable poisoned");
+        if let Some(r) = m.get_mut(gfid) {
+            let list = match kind {
+                Kind::Data => &mut r.data,
+                Kind::Metadata => &mut r.metadata,
+                Kind::Entry => &mut r.entry,
+            };
+            list.retain(|i| !failed.contains(i));
+        }
+    }
+
+    fn split_brain(&self, gfid: Gfid, what: &str) -> Errno {
+        if self.split_logged.lock().expect("split log poisoned").insert(gfid) {
+            tracing::error!(subvolume = %self.name, %gfid, kind = what, "split-brain: replicas blame each other; refusing to serve it (EIO)");
+        }
+        Errno(libc::EIO)
+    }
+
+    /// Reads counters and decides who is readable; EIO on split-brain.
+    async fn inspect(&self, gfid: Gfid, present: &[usize], is_dir: bool) -> Result<(Readable, [Verdict; 3]), Errno> {
+        let counters = self.counters(gfid, present).await;
+        let data = self.judge(&counters, Kind::Data);
+        let metadata = self.judge(&counters, Kind::Metadata);
+        let entry = self.judge(&counters, Kind::Entry);
+        if metadata.split_brain {
+            return Err(self.split_brain(gfid, "metadata"));
+        }
+        if !is_dir && data.split_brain {
+            return Err(self.split_brain(gfid, "data"));
+        }
+        if is_dir && entry.split_brain {
+            return Err(self.split_brain(gfid, "entry"));
+        }
+        let r = Readable {
+            data: if is_dir { Vec::new() } else { data.sources.clone() },
+            metadata: metadata.sources.clone(),
+            entry: if is_dir { entry.sources.clone() } else { Vec::new() },
+        };
+        self.remember(gfid, r.clone());
+        Ok((r, [data, metadata, entry]))
+    }
+
+    /// The children to read `gfid` from for `kind`, best first: those
+    /// nobody blames, spread over files by gfid.
+    async fn read_order(&self, gfid: Gfid, kind: Kind, is_dir: bool) -> Result<Vec<usize>, Errno> {
+        let r = match self.known(&gfid) {
+            Some(r) => r,
+            None => self.inspect(gfid, &self.all(), is_dir).await?.0,
+        };
+        let mut list = match kind {
+            Kind::Data => r.data,
+            Kind::Metadata => r.metadata,
+            Kind::Entry => r.entry,
+        };
+        if list.is_empty() {
+            // Nothing known readable (e.g. every source down): re-read.
+            self.readable.lock().expect("readable poisoned").remove(&gfid);
+            let r = self.inspect(gfid, &self.all(), is_dir).await?.0;
+            list = match kind {
+                Kind::Data => r.data,
+                Kind::Metadata => r.metadata,
+                Kind::Entry => r.entry,
+            };
+        }
+        if list.is_empty() {
+            return Err(Errno(libc::ENOTCONN));
+        }
+        let start = (u32::from_le_bytes(gfid.0[..4].try_into().expect("4 bytes")) as usize) % list.len();
+        list.rotate_left(start);
+        Ok(list)
+    }
+
+    /// Tries `op` on the readable children in turn.
+    async fn read(&self, gfid: Gfid, kind: Kind, is_dir: bool, op: impl Fn(usize) -> Option<Fop>) -> FopResult {
+        let order = self.read_order(gfid, kind, is_dir).await?;
+        let mut last = Errno(libc::ENOTCONN);
+        for i in order {
+            let Some(op) = op(i) else { continue };
+            match self.on(i, op, Bytes::new()).await {
+                Err(e) if is_transport(&e) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    fn handle(&self, fh: u64) -> Result<Handle, Errno> {
+        self.handles
+            .lock()
+            .expect("handles poisoned")
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno(libc::EBADF))
+    }
+
+    fn new_handle(&self, gfid: Gfid, children: Vec<Option<u64>>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .expect("handles poisoned")
+            .insert(fh, Handle { gfid, children });
+        fh
+    }
+
+    /// Lookup on every child: the entry from a readable copy, EIO for a
+    /// split-brain, and a background heal when a replica is behind.
+    async fn lookup(&self, parent: Gfid, name: Vec<u8>) -> FopResult {
+        let results = self
+            .on_each(&self.all(), |_| {
+                Some((
+                    Fop::Lookup {
+                        parent,
+                        name: name.clone(),
+                    },
+                    Bytes::new(),
+                ))
+            })
+            .await;
+        let mut found: Vec<(usize, Attr)> = Vec::new();
+        let mut missing = Vec::new();
+        let mut first_err = None;
+        for (i, r) in results {
+            match r {
+                Ok((Reply::Entry(a), _)) => found.push((i, a)),
+                Err(Errno(libc::ENOENT)) => missing.push(i),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+                Ok(_) => {
+                    first_err.get_or_insert(Errno(libc::EIO));
+                }
+            }
+        }
+        if found.is_empty() {
+            return Err(if missing.is_empty() {
+                first_err.unwrap_or(Errno(libc::ENOTCONN))
+            } else {
+                Errno(libc::ENOENT)
+            });
+        }
+        // Copies under one name with different gfids: trust the parent's
+        // entry sources, or refuse.
+        let gfids: HashSet<Gfid> = found.iter().map(|(_, a)| a.gfid).collect();
+        let mut entry_sinks = Vec::new();
+        if gfids.len() > 1 || !missing.is_empty() {
+            let (_, verdicts) = self.inspect(parent, &self.all(), true).await?;
+            let entry = &verdicts[Kind::Entry as usize];
+            entry_sinks = entry.sinks.clone();
+            if gfids.len() > 1 {
+                let trusted: HashSet<Gfid> = found
+                    .iter()
+                    .filter(|(i, _)| entry.sources.contains(i))
+                    .map(|(_, a)| a.gfid)
+                    .collect();
+                if trusted.len() != 1 {
+                    return Err(self.split_brain(parent, "gfid"));
+                }
+                let gfid = *trusted.iter().next().expect("one gfid");
+                found.retain(|(_, a)| a.gfid == gfid);
+            }
+            // The name is gone on the entry sources: it was removed while
+            // the copies holding it were down.
+            if !entry.sources.is_empty() && found.iter().all(|(i, _)| !entry.sources.contains(i)) {
+                self.maybe_heal_entry(parent);
+                return Err(Errno(libc::ENOENT));
+            }
+        }
+        let present: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
+        let is_dir = found[0].1.is_dir();
+        let gfid = found[0].1.gfid;
+        let (readable, verdicts) = self.inspect(gfid, &present, is_dir).await?;
+        let pick = if is_dir { &readable.metadata } else { &readable.data };
+        let attr = found
+            .iter()
+            .find(|(i, _)| pick.contains(i))
+            .or_else(|| found.iter().find(|(i, _)| readable.metadata.contains(i)))
+            .map(|(_, a)| *a)
+            .ok_or(Errno(libc::EIO))?;
+        let healable = |v: &Verdict| !v.sinks.is_empty() && !v.sources.is_empty();
+        let [data, metadata, entries] = &verdicts;
+        if !missing.is_empty() || !entry_sinks.is_empty() {
+            self.maybe_heal_entry(parent);
+        }
+        if (!is_dir && healable(data)) || healable(metadata) {
+            self.maybe_heal_inode(gfid, is_dir);
+        }
+        if is_dir && healable(entries) {
+            self.maybe_heal_entry(gfid);
+        }
+        Ok((Reply::Entry(attr), Bytes::new()))
+    }
+
+    async fn open(&self, gfid: Gfid, flags: i32) -> FopResult {
+        let targets: Vec<usize> = (0..self.n()).filter(|i| !self.is_arbiter(*i)).collect();
+        let results = self
+            .on_each(&targets, |_| Some((Fop::Open { gfid, flags }, Bytes::new())))
+            .await;
+        let mut fhs = vec![None; self.n()];
+        let mut first_err = None;
+        for (i, r) in results {
+            match r {
+                Ok((Reply::Opened { fh }, _)) => fhs[i] = Some(fh),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+                Ok(_) => {
+                    first_err.get_or_insert(Errno(libc::EIO));
+                }
+            }
+        }
+        if fhs.iter().all(Option::is_none) {
+            return Err(first_err.unwrap_or(Errno(libc::ENOTCONN)));
+        }
+        Ok((
+            Reply::Opened {
+                fh: self.new_handle(gfid, fhs),
+            },
+            Bytes::new(),
+        ))
+    }
+
+    /// Sends a handle-based request to every child holding the handle
+    /// (release, flush, fsync, locks); the first success answers.
+    async fn on_handle_holders(&self, h: &Handle, op: &Fop) -> FopResult {
+        let idx: Vec<usize> = (0..self.n()).filter(|i| h.children[*i].is_some()).collect();
+        let results = self
+            .on_each(&idx, |i| {
+                let child_fh = h.children[i]?;
+                Some((op.clone().map_handles(|_| child_fh), Bytes::new()))
+            })
+            .await;
+        let mut first_err = None;
+        let mut ok = None;
+        for (_, r) in results {
+            match r {
+                Ok(v) => {
+                    ok.get_or_insert(v);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        ok.ok_or_else(|| first_err.unwrap_or(Errno(libc::ENOTCONN)))
+    }
+
+    async fn dispatch_release(&self, fh: u64) -> FopResult {
+        let h = self.handle(fh)?;
+        self.settle(h.gfid).await;
+        self.handles.lock().expect("handles poisoned").remove(&fh);
+        self.on_handle_holders(&h, &Fop::Release { fh }).await
+    }
+
+    async fn dispatch(&self, op: Fop, payload: Bytes) -> FopResult {
+        match op {
+            Fop::Lookup { parent, name } => self.lookup(parent, name).await,
+            Fop::GetAttr { gfid } => {
+                let is_dir = gfid.is_root()
+                    || self
+                        .known(&gfid)
+                        .is_some_and(|r| r.data.is_empty() && !r.entry.is_empty());
+                self.read(gfid, if is_dir { Kind::Metadata } else { Kind::Data }, is_dir, |_| {
+                    Some(Fop::GetAttr { gfid })
+                })
+                .await
+            }
+            Fop::Readlink { gfid } => {
+                self.read(gfid, Kind::Metadata, false, |_| Some(Fop::Readlink { gfid }))
+                    .await
+            }
+            Fop::GetXattr { gfid, name } => {
+                self.read(gfid, Kind::Metadata, false, |_| {
+                    Some(Fop::GetXattr {
+                        gfid,
+                        name: name.clone(),
+                    })
+                })
+                .await
+            }
+            Fop::ListXattr { gfid } => {
+                self.read(gfid, Kind::Metadata, false, |_| Some(Fop::ListXattr { gfid }))
+                    .await
+            }
+            Fop::LayoutGet { gfid } => {
+                self.read(gfid, Kind::Metadata, true, |_| Some(Fop::LayoutGet { gfid }))
+                    .await
+            }
+            Fop::Readdir {
+                gfid,
+                cookie,
+                plus,
+                max_entries,
+            } => {
+                // One listing must come from one child (cookies are its
+                // own): always the first entry-readable one.
+                let order = self.read_order(gfid, Kind::Entry, true).await?;
+                let mut sorted = order.clone();
+                sorted.sort_unstable();
+                let mut last = Errno(libc::ENOTCONN);
+                for i in sorted {
+                    match self
+                        .on(
+                            i,
+                            Fop::Readdir {
+                                gfid,
+                                cookie,
+                                plus,
+                                max_entries,
+                            },
+                            Bytes::new(),
+                        )
+                        .await
+                    {
+                        Err(e) if is_transport(&e) => last = e,
+                        other => return other,
+                    }
+                }
+                Err(last)
+            }
+            Fop::Statfs => {
+                let mut last = Errno(libc::ENOTCONN);
+                for i in (0..self.n()).filter(|i| !self.is_arbiter(*i)) {
+                    match self.on(i, Fop::Statfs, Bytes::new()).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            Fop::Open { gfid, flags } => {
+                // A truncating open is a data change: open, then truncate
+                // as a transaction (the kernel normally sends it so).
+                let opened = self.open(gfid, flags & !libc::O_TRUNC).await?;
+                if flags & libc::O_TRUNC != 0 {
+                    if let (Reply::Opened { fh }, _) = &opened {
+                        let set = cairn_common::proto::SetAttr {
+                            size: Some(0),
+                            ..Default::default()
+                        };
+                        if let Err(e) = self
+                            .transact(
+                                Fop::SetAttr {
+                                    gfid,
+                                    fh: Some(*fh),
+                                    set,
+                                },
+                                Bytes::new(),
+                            )
+                            .await
+                        {
+                            let _ = self.dispatch_release(*fh).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(opened)
+            }
+            Fop::Read { fh, offset, size } => {
+                let h = self.handle(fh)?;
+                self.read(h.gfid, Kind::Data, false, |i| {
+                    h.children[i].map(|c| Fop::Read { fh: c, offset, size })
+                })
+                .await
+            }
+            Fop::Lseek { fh, offset, whence } => {
+                let h = self.handle(fh)?;
+                self.read(h.gfid, Kind::Data, false, |i| {
+                    h.children[i].map(|c| Fop::Lseek { fh: c, offset, whence })
+                })
+                .await
+            }
+            Fop::Release { fh } => self.dispatch_release(fh).await,
+            op @ (Fop::Flush { .. } | Fop::Fsync { .. } | Fop::SetLk { .. }) => {
+                let h = self.handle(op.handles()[0])?;
+                if !matches!(op, Fop::SetLk { .. }) {
+                    self.settle(h.gfid).await;
+                }
+                self.on_handle_holders(&h, &op).await
+            }
+            Fop::GetLk { fh, lock } => {
+                let h = self.handle(fh)?;
+                self.read(h.gfid, Kind::Data, false, |i| {
+                    h.children[i].map(|c| Fop::GetLk { fh: c, lock })
+                })
+                .await
+            }
+            Fop::Fsyncdir { gfid, datasync } => {
+                let results = self
+                    .on_each(&self.all(), |_| Some((Fop::Fsyncdir { gfid, datasync }, Bytes::new())))
+                    .await;
+                first_success(results)
+            }
+            Fop::Xattrop { .. } | Fop::InodeLk { .. } | Fop::EntryLk { .. } => Err(Errno(libc::EINVAL)),
+            op => self.transact(op, payload).await,
+        }
+    }
+}
+
+fn rand_owner() -> u64 {
+    let u = Uuid::new_v4();
+    u64::from_le_bytes(u.as_bytes()[..8].try_into().expect("8 bytes")) | 1
+}
+
+/// A failure that says the child is unreachable rather than the request
+/// being wrong.
+fn is_transport(e: &Errno) -> bool {
+    matches!(e.0, libc::ENOTCONN | libc::ECONNRESET | libc::ETIMEDOUT | libc::EPROTO) || e.0 == libc::EIO
+}
+
+fn first_success(results: Vec<(usize, FopResult)>) -> FopResult {
+    let mut first_err = None;
+    for (_, r) in results {
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or(Errno(libc::ENOTCONN)))
+}
+
+impl Subvolume for Replicate {
+    fn call(&self, op: Fop, payload: Bytes) -> FopFuture<'_> {
+        Box::pin(self.dispatch(op, payload))
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn reconfigure(&self, options: &BTreeMap<String, String>) {
+        use cairn_common::options::effective;
+        let quorum = match effective(options, "cluster.quorum-type") {
+            "none" => Quorum::None,
+            "fixed" => Quorum::Fixed(effective(options, "cluster.quorum-count").parse().unwrap_or(1)),
+            "auto" => Quorum::Auto,
+            _ => Quorum::default_for(self.n(), self.arbiter),
+        };
+        *self.quorum.lock().expect("quorum poisoned") = quorum;
+        let on = |k: &str| effective(options, k) == "on";
+        self.data_heal.store(on("cluster.data-self-heal"), Ordering::Relaxed);
+        self.metadata_heal
+            .store(on("cluster.metadata-self-heal"), Ordering::Relaxed);
+        self.entry_heal.store(on("cluster.entry-self-heal"), Ordering::Relaxed);
+        self.eager_lock.store(on("cluster.eager-lock"), Ordering::Relaxed);
+        for c in &self.children {
+            c.reconfigure(options);
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Changes as transactions over the replica set:
+//! lock (in child order, so two clients never deadlock) → quorum check →
+//! pre-op (`dirty += 1` where the change lands) → the change on every
+//! locked replica → post-op (on each replica that made the change:
+//! `dirty -= 1` and blame every replica that did not) → unlock.
+//! A crash between pre-op and post-op leaves `dirty` set, which heal reads
+//! as "look at this one".
+
+use super::changelog::{Kind, DIRTY};
+use super::{is_transport, Handle, Replicate};
+use crate::layer::{Errno, FopResult};
+use bytes::Bytes;
+use cairn_common::proto::{Fop, Reply, SetAttr};
+use cairn_common::Gfid;
+
+/// What a lock covers.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Lock {
+    Inode(Gfid),
+    Entry(Gfid, Vec<u8>),
+}
+
+/// Who made a change and who did not.
+#[derive(Default)]
+struct Outcome {
+    done: Vec<(usize, (Reply, Bytes))>,
+    /// The arbiter in a data change.
+    bystanders: Vec<usize>,
+    failed: Vec<(usize, Errno)>,
+}
+
+impl Outcome {
+    fn succeeded(&self) -> Vec<usize> {
+        self.done
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(self.bystanders.iter().copied())
+            .collect()
+    }
+
+    /// The caller's error when every replica failed: the request's own
+    /// refusal if one said so, else EIO.
+    fn first_error(&self) -> Errno {
+        self.failed
+            .iter()
+            .map(|(_, e)| e.clone())
+            .find(|e| !is_transport(e))
+            .unwrap_or(Errno(libc::EIO))
+    }
+}
+
+/// A child's part in a change.
+enum Part {
+    Send(Fop),
+    /// The arbiter in a data change: it keeps only the changelog.
+    Bystander,
+    /// The file is not open there (it was down at open): it misses this.
+    NotOpen,
+}
+
+/// How a change is carried out.
+struct Plan {
+    kind: Kind,
+    locks: Vec<Lock>,
+    /// Inodes whose counters record the change.
+    marks: Vec<Gfid>,
+    /// The handle a data change goes through, if any.
+    handle: Option<Handle>,
+    /// A second handle (copy_file_range's source).
+    source: Option<Handle>,
+}
+
+impl Replicate {
+    fn plan(&self, op: &Fop) -> Result<Plan, Errno> {
+        let inode = |kind, gfid: Gfid, handle: Option<Handle>| Plan {
+            kind,
+            locks: vec![Lock::Inode(gfid)],
+            marks: vec![gfid],
+            handle,
+            source: None,
+        };
+        let entry = |parent: Gfid, name: &[u8]| Plan {
+            kind: Kind::Entry,
+            locks: vec![Lock::Entry(parent, name.to_vec())],
+            marks: vec![parent],
+            handle: None,
+            source: None,
+        };
+        Ok(match op {
+            Fop::Write { fh, .. } | Fop::Fallocate { fh, .. } => {
+                let h = self.handle(*fh)?;
+                inode(Kind::Data, h.gfid, Some(h))
+            }
+            Fop::CopyFileRange { fh_in, fh_out, .. } => {
+                let out = self.handle(*fh_out)?;
+                let mut p = inode(Kind::Data, out.gfid, Some(out));
+                p.source = Some(self.handle(*fh_in)?);
+                p
+            }
+            Fop::SetAttr { gfid, fh, set } => {
+                let h = match fh {
+                    Some(fh) => Some(self.handle(*fh)?),
+                    None => None,
+                };
+                inode(if set.size.is_some() { Kind::Data } else { Kind::Metadata }, *gfid, h)
+            }
+            Fop::SetXattr { gfid, .. } | Fop::RemoveXattr { gfid, .. } | Fop::LayoutSet { gfid, .. } => {
+                inode(Kind::Metadata, *gfid, None)
+            }
+            Fop::Mknod { parent, name, .. }
+            | Fop::Mkdir { parent, name, .. }
+            | Fop::Symlink { parent, name, .. }
+            | Fop::Unlink { parent, name }
+            | Fop::Rmdir { parent, name }
+            | Fop::Create { parent, name, .. }
+            | Fop::MakeLink { parent, name, .. } => entry(*parent, name),
+            Fop::Link {
+                new_parent, new_name, ..
+            } => entry(*new_parent, new_name),
+            Fop::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                ..
+            } => {
+                let mut locks = vec![
+                    Lock::Entry(*parent, name.clone()),
+                    Lock::Entry(*new_parent, new_name.clone()),
+                ];
+                locks.sort();
+                locks.dedup();
+                let mut marks = vec![*parent, *new_parent];
+                marks.dedup();
+                Plan {
+                    kind: Kind::Entry,
+                    locks,
+                    marks,
+                    handle: None,
+                    source: None,
+                }
+            }
+            _ => return Err(Errno(libc::EINVAL)),
+        })
+    }
+
+    fn lock_op(&self, lock: &Lock, take: bool) -> Fop {
+        match lock {
+            Lock::Inode(gfid) => Fop::InodeLk {
+                gfid: *gfid,
+                domain: self.domain.clone(),
+                owner: self.owner,
+                lock: take,
+                wait: true,
+            },
+            Lock::Entry(parent, name) => Fop::EntryLk {
+                parent: *parent,
+                name: name.clone(),
+                domain: self.domain.clone(),
+                owner: self.owner,
+                lock: take,
+                wait: true,
+            },
+        }
+    }
+
+    /// Takes every lock of the plan on each child, child by child in order;
+    /// returns the children that hold them all.
+    async fn lock_all(&self, plan: &Plan) -> Result<Vec<usize>, Errno> {
+        let mut locked = Vec::new();
+        let mut first_err = None;
+        for i in 0..self.n() {
+            let mut held = 0;
+            for l in &plan.locks {
+                match self.on(i, self.lock_op(l, true), Bytes::new()).await {
+                    Ok(_) => held += 1,
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        break;
+                    }
+                }
+            }
+            if held == plan.locks.len() {
+                locked.push(i);
+            } else {
+                for l in &plan.locks[..held] {
+                    let _ = self.on(i, self.lock_op(l, false), Bytes::new()).await;
+                }
+            }
+        }
+        if locked.is_empty() {
+            return Err(first_err.unwrap_or(Errno(libc::ENOTCONN)));
+        }
+        Ok(locked)
+    }
+
+    async fn unlock_all(&self, plan: &Plan, locked: &[usize]) {
+        for l in plan.locks.iter().rev() {
+            let _ = self
+                .on_each(locked, |_| Some((self.lock_op(l, false), Bytes::new())))
+                .await;
+        }
+    }
+
+    /// Adds `deltas` to the counters of every marked inode on `idx`;
+    /// returns the children where every add succeeded.
+    async fn mark(&self, plan: &Plan, idx: &[usize], deltas: &[(String, [i32; 3])]) -> Vec<usize> {
+        let mut ok: Vec<usize> = idx.to_vec();
+        for gfid in &plan.marks {
+            let results = self
+                .on_each(&ok, |_| {
+                    Some((
+                        Fop::Xattrop {
+                            gfid: *gfid,
+                            deltas: deltas.to_vec(),
+                        },
+                        Bytes::new(),
+                    ))
+                })
+                .await;
+            ok = results.into_iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+        }
+        ok
+    }
+
+    /// The request as child `i` receives it.
+    fn child_op(&self, i: usize, op: &Fop, plan: &Plan) -> Part {
+        if self.is_arbiter(i) && plan.kind == Kind::Data {
+            // The arbiter keeps no data, but a truncate may carry other
+            // attributes it must apply.
+            if let Fop::SetAttr { gfid, set, .. } = op {
+                let rest = SetAttr { size: None, ..*set };
+                if rest != SetAttr::default() {
+                    return Part::Send(Fop::SetAttr {
+                        gfid: *gfid,
+                        fh: None,
+                        set: rest,
+                    });
+                }
+            }
+            return Part::Bystander;
+        }
+        let source_fh = match op {
+            Fop::CopyFileRange { fh_in, .. } => Some(*fh_in),
+            _ => None,
+        };
+        let mut missing = false;
+        let mapped = op.clone().map_handles(|fh| {
+            let h = if Some(fh) == source_fh {
+                plan.source.as_ref()
+            } else {
+                plan.handle.as_ref()
+            };
+            h.and_then(|h| h.children[i]).unwrap_or_else(|| {
+                missing = true;
+                fh
+            })
+        });
+        if missing {
+            Part::NotOpen
+        } else {
+            Part::Send(mapped)
+        }
+    }
+
+    /// Pre-op counters: `dirty` for the change in flight, and — at once,
+    /// so a client crash cannot hide it — a blame on every child that is
+    /// not taking part.
+    fn pre_op(&self, kind: Kind, absent: &[usize], sign: i32) -> Vec<(String, [i32; 3])> {
+        let mut d = vec![(DIRTY.to_string(), kind.delta(sign))];
+        d.extend(absent.iter().map(|j| (self.blame_names[*j].clone(), kind.delta(sign))));
+        d
+    }
+
+    /// Sends the change to the `prepared` children; sorts out who made it.
+    async fn apply_change(&self, op: &Fop, payload: &Bytes, plan: &Plan, prepared: &[usize]) -> Outcome {
+        let mut out = Outcome::default();
+        let mut parts = std::collections::HashMap::new();
+        for &i in prepared {
+            match self.child_op(i, op, plan) {
+                Part::Send(child_op) => {
+                    parts.insert(i, child_op);
+                }
+                Part::Bystander => out.bystanders.push(i),
+                Part::NotOpen => out.failed.push((i, Errno(libc::EBADF))),
+            }
+        }
+        let sent: Vec<usize> = prepared.iter().copied().filter(|i| parts.contains_key(i)).collect();
+        for (i, r) in self
+            .on_each(&sent, |i| parts.remove(&i).map(|o| (o, payload.clone())))
+            .await
+        {
+            match r {
+                Ok(v) => out.done.push((i, v)),
+                Err(e) => out.failed.push((i, e)),
+            }
+        }
+        out
+    }
+
+    pub(super) async fn transact(&self, op: Fop, payload: Bytes) -> FopResult {
+        let plan = self.plan(&op)?;
+        if plan.kind == Kind::Data
+            && plan.handle.is_some()
+            && self.eager_lock.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return self.eager_change(op, payload, plan).await;
+        }
+        let n = self.n();
+        let locked = self.lock_all(&plan).await?;
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if !quorum.met(&locked, n) {
+            self.unlock_all(&plan, &locked).await;
+            return Err(Errno(libc::EROFS));
+        }
+        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
+        let prepared = self.mark(&plan, &locked, &self.pre_op(plan.kind, &absent, 1)).await;
+        if prepared.is_empty() {
+            self.unlock_all(&plan, &locked).await;
+            return Err(Errno(libc::EIO));
+        }
+        let out = self.apply_change(&op, &payload, &plan, &prepared).await;
+        if out.done.is_empty() {
+            // Failed everywhere: the request was refused (EEXIST, ENOTEMPTY,
+            // ENOSPC…) or every replica is unreachable. Nobody is behind.
+            self.mark(&plan, &prepared, &self.pre_op(plan.kind, &absent, -1)).await;
+            self.unlock_all(&plan, &locked).await;
+            return Err(out.first_error());
+        }
+        let succeeded = out.succeeded();
+        // Locked but failed (the pre-op or the change): blame them now.
+        let missed: Vec<usize> = locked.iter().copied().filter(|i| !succeeded.contains(i)).collect();
+        let mut post = vec![(DIRTY.to_string(), plan.kind.delta(-1))];
+        post.extend(
+            missed
+                .iter()
+                .map(|j| (self.blame_names[*j].clone(), plan.kind.delta(1))),
+        );
+        let recorded = self.mark(&plan, &succeeded, &post).await;
+        if recorded.len() < succeeded.len() {
+            tracing::warn!(subvolume = %self.name, "could not record a change's outcome on every replica; heal will look at it");
+        }
+        // Failed replicas that are still reachable: their own dirty mark
+        // is done with (the blame lives on the others).
+        let failed: Vec<usize> = out.failed.iter().map(|(i, _)| *i).collect();
+        self.mark(&plan, &failed, &[(DIRTY.to_string(), plan.kind.delta(-1))])
+            .await;
+        self.unlock_all(&plan, &locked).await;
+        let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
+        for gfid in &plan.marks {
+            self.demote(gfid, plan.kind, &behind);
+        }
+        if !quorum.met(&succeeded, n) {
+            return Err(Errno(libc::EROFS));
+        }
+        self.reply_of(&op, out.done, &behind)
+    }
+
+    /// A data change under an eager lock: the first write on a file takes
+    /// the lock and marks dirty; later writes from this client reuse both;
+    /// the post-op and unlock come when the file goes quiet (or at flush,
+    /// fsync, close), so a single writer pays no lock round trip per write.
+    async fn eager_change(&self, op: Fop, payload: Bytes, plan: Plan) -> FopResult {
+        let gfid = plan.marks[0];
+        let n = self.n();
+        let members = self.join_hold(gfid, &plan).await?;
+        let out = self.apply_change(&op, &payload, &plan, &members).await;
+        let succeeded = out.succeeded();
+        let failed: Vec<usize> = out.failed.iter().map(|(i, _)| *i).collect();
+        if !out.done.is_empty() && !failed.is_empty() {
+            // Blame the replicas that missed this write at once, and leave
+            // them out of the rest of the hold.
+            let blame: Vec<(String, [i32; 3])> = failed
+                .iter()
+                .map(|j| (self.blame_names[*j].clone(), Kind::Data.delta(1)))
+                .collect();
+            self.mark(&plan, &succeeded, &blame).await;
+            self.demote(&gfid, Kind::Data, &failed);
+        }
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        self.leave_hold(gfid, if out.done.is_empty() { &[] } else { &failed });
+        if out.done.is_empty() {
+            return Err(out.first_error());
+        }
+        if !quorum.met(&succeeded, n) {
+            return Err(Errno(libc::EROFS));
+        }
+        let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
+        self.reply_of(&op, out.done, &behind)
+    }
+
+    /// Joins the file's eager hold, taking the lock and the pre-op first if
+    /// there is none; returns the replicas taking part.
+    async fn join_hold(&self, gfid: Gfid, plan: &Plan) -> Result<Vec<usize>, Errno> {
+        loop {
+            let shard = self.hold_shard(&gfid);
+            let _serial = shard.lock().await;
+            {
+                let mut holds = self.holds.lock().expect("holds poisoned");
+                match holds.get_mut(&gfid) {
+                    Some(h) if !h.closing => {
+                        h.users += 1;
+                        return Ok(h.members.clone());
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            // Closing: wait for its release, then take a new one.
+            drop(_serial);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let shard = self.hold_shard(&gfid);
+        let _serial = shard.lock().await;
+        if let Some(h) = self.holds.lock().expect("holds poisoned").get_mut(&gfid) {
+            h.users += 1;
+            return Ok(h.members.clone());
+        }
+        let n = self.n();
+        let locked = self.lock_all(plan).await?;
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if !quorum.met(&locked, n) {
+            self.unlock_all(plan, &locked).await;
+            return Err(Errno(libc::EROFS));
+        }
+        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
+        let members = self.mark(plan, &locked, &self.pre_op(Kind::Data, &absent, 1)).await;
+        if members.is_empty() {
+            self.unlock_all(plan, &locked).await;
+            return Err(Errno(libc::EIO));
+        }
+        let now = std::time::Instant::now();
+        self.holds.lock().expect("holds poisoned").insert(
+            gfid,
+            super::Hold {
+                members: members.clone(),
+                locked,
+                users: 1,
+                since: now,
+                last: now,
+                closing: false,
+            },
+        );
+        self.watch_hold(gfid);
+        Ok(members)
+    }
+
+    fn leave_hold(&self, gfid: Gfid, failed: &[usize]) {
+        if let Some(h) = self.holds.lock().expect("holds poisoned").get_mut(&gfid) {
+            h.users -= 1;
+            h.last = std::time::Instant::now();
+            h.members.retain(|i| !failed.contains(i));
+        }
+    }
+
+    /// Releases the hold when the file is quiet, or has been held long
+    /// enough that another client's writer deserves its turn.
+    fn watch_hold(&self, gfid: Gfid) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(super::HOLD_TICK).await;
+                let due = {
+                    let mut holds = me.holds.lock().expect("holds poisoned");
+                    let Some(h) = holds.get_mut(&gfid) else { return };
+                    if h.since.elapsed() >= super::HOLD_MAX {
+                        h.closing = true;
+                    }
+                    h.users == 0 && (h.closing || h.last.elapsed() >= super::HOLD_IDLE)
+                };
+                if due {
+                    me.release_hold(gfid).await;
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Ends the file's eager hold (if any) once its writes are done: the
+    /// delayed post-op, then unlock. Flush, fsync and close call it, so
+    /// the changelog is settled when they return.
+    pub(super) async fn settle(&self, gfid: Gfid) {
+        loop {
+            {
+                let mut holds = self.holds.lock().expect("holds poisoned");
+                match holds.get_mut(&gfid) {
+                    None => return,
+                    Some(h) => {
+                        h.closing = true;
+                        if h.users == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        self.release_hold(gfid).await;
+    }
+
+    async fn release_hold(&self, gfid: Gfid) {
+        let shard = self.hold_shard(&gfid);
+        let _serial = shard.lock().await;
+        let Some(h) = self.holds.lock().expect("holds poisoned").remove(&gfid) else {
+            return;
+        };
+        let plan = Plan {
+            kind: Kind::Data,
+            locks: vec![Lock::Inode(gfid)],
+            marks: vec![gfid],
+            handle: None,
+            source: None,
+        };
+        self.mark(&plan, &h.members, &[(DIRTY.to_string(), Kind::Data.delta(-1))])
+            .await;
+        self.unlock_all(&plan, &h.locked).await;
+    }
+
+    /// The answer to the caller, from the replicas that made the change.
+    fn reply_of(&self, op: &Fop, done: Vec<(usize, (Reply, Bytes))>, behind: &[usize]) -> FopResult {
+        if let Fop::Create { .. } = op {
+            let mut fhs = vec![None; self.n()];
+            let mut attr = None;
+            for (i, (r, _)) in &done {
+                if let Reply::Created { attr: a, fh } = r {
+                    fhs[*i] = Some(*fh);
+                    if !self.is_arbiter(*i) || attr.is_none() {
+                        attr = Some(*a);
+                    }
+                }
+            }
+            let attr = attr.ok_or(Errno(libc::EIO))?;
+            let readable: Vec<usize> = (0..self.n()).filter(|i| !behind.contains(i)).collect();
+            self.remember(
+                attr.gfid,
+                super::Readable {
+                    data: readable.iter().copied().filter(|i| !self.is_arbiter(*i)).collect(),
+                    metadata: readable.clone(),
+                    entry: Vec::new(),
+                },
+            );
+            let fh = self.new_handle(attr.gfid, fhs);
+            return Ok((Reply::Created { attr, fh }, Bytes::new()));
+        }
+        // Prefer a data replica's answer (the arbiter's sizes are zero).
+        let pick = done.iter().position(|(i, _)| !self.is_arbiter(*i)).unwrap_or(0);
+        Ok(done.into_iter().nth(pick).expect("an answer").1)
+    }
+}

@@ -1,0 +1,342 @@
+//! Replicate end to end: real nodes (one brick each), a mount, SIGKILLed
+//! nodes. Acknowledged writes survive the loss of a replica and reach it
+//! again through heal; too few replicas refuse changes (EROFS); replicas
+//! that blame each other refuse to serve (EIO); an arbiter holds names,
+//! not data.
+
+use cairn_tests::*;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const BLOCK: usize = 64 * 1024;
+
+/// A pool of `n` nodes with a started volume `rv` of one replica set
+/// (`replica n`, or `replica 3 arbiter 1`), mounted; returns the mount.
+fn replicated(n: usize, arbiter: bool, opts: &[(&str, &str)]) -> (Pool, PathBuf) {
+    replicated_in(n, n, arbiter, opts)
+}
+
+/// As [`replicated`], in a pool of `members` nodes (the first `n` hold
+/// the bricks), so the pool keeps its own majority while bricks die.
+fn replicated_in(members: usize, n: usize, arbiter: bool, opts: &[(&str, &str)]) -> (Pool, PathBuf) {
+    let mut pool = Pool::new(members);
+    let bricks: Vec<String> = (0..n).map(|i| pool.brick(i, &format!("b{i}"))).collect();
+    let count = n.to_string();
+    let mut args = vec!["volume", "create", "rv", "replica", &count];
+    if arbiter {
+        args.extend(["arbiter", "1"]);
+    }
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    pool.node(0).cli_ok(&args);
+    for (k, v) in opts {
+        pool.node(0).cli_ok(&["volume", "set", "rv", k, v]);
+    }
+    pool.node(0).cli_ok(&["volume", "start", "rv"]);
+    let mnt = pool.mount(0, "rv", "mnt", "attribute-timeout=0,entry-timeout=0");
+    (pool, mnt)
+}
+
+fn block(i: usize) -> Vec<u8> {
+    (0..BLOCK).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+}
+
+fn brick_file(pool: &Pool, i: usize, rel: &str) -> PathBuf {
+    pool.brick_dir(&format!("b{i}")).join(rel)
+}
+
+#[test]
+fn replica_3_keeps_every_acknowledged_write_through_a_node_kill_and_heals_it() {
+    let (mut pool, mnt) = replicated(3, false, &[]);
+    let info = pool.node(1).cli_ok(&["volume", "info", "rv"]);
+    assert!(
+        info.contains("Type: Replicate") && info.contains("Number of Bricks: 1 x 3 = 3"),
+        "{info}"
+    );
+    let path = mnt.join("data");
+    let f = std::fs::File::create(&path).unwrap();
+    let mut acked = 0;
+    for i in 0..48 {
+        if i == 16 {
+            pool.kill(2);
+        }
+        f.write_all_at(&block(i), (i * BLOCK) as u64).unwrap();
+        acked = i + 1;
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    // Every acknowledged block is on both survivors, byte for byte.
+    for b in [0, 1] {
+        let copy = std::fs::read(brick_file(&pool, b, "data")).unwrap();
+        assert_eq!(copy.len(), acked * BLOCK, "brick {b}");
+        for i in 0..acked {
+            assert!(copy[i * BLOCK..(i + 1) * BLOCK] == block(i)[..], "brick {b} block {i}");
+        }
+    }
+    // The mount reads the whole file; the dead replica is never asked.
+    assert_eq!(std::fs::read(&path).unwrap().len(), acked * BLOCK);
+    // Back: an access heals the stale copy; it then equals the others.
+    let stale_len = std::fs::metadata(brick_file(&pool, 2, "data")).unwrap().len();
+    assert!(stale_len < (acked * BLOCK) as u64, "node 2 was killed mid-write");
+    pool.restart(2);
+    let want = std::fs::read(brick_file(&pool, 0, "data")).unwrap();
+    let healed = poll(Duration::from_secs(30), || {
+        let _ = std::fs::metadata(&path);
+        (std::fs::read(brick_file(&pool, 2, "data")).ok()? == want).then_some(())
+    });
+    assert!(healed.is_some(), "the returning replica was never healed");
+    // And it takes new writes again.
+    std::fs::write(mnt.join("after"), b"all three").unwrap();
+    for b in 0..3 {
+        assert_eq!(std::fs::read(brick_file(&pool, b, "after")).unwrap(), b"all three");
+    }
+}
+
+#[test]
+fn names_made_while_a_replica_was_down_reach_it_after_it_returns() {
+    let (mut pool, mnt) = replicated(2, false, &[]);
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    std::fs::write(mnt.join("d/old"), b"old").unwrap();
+    std::fs::write(mnt.join("d/gone"), b"soon removed").unwrap();
+    pool.kill(1);
+    std::fs::write(mnt.join("d/new"), b"made while b1 was down").unwrap();
+    std::fs::create_dir(mnt.join("d/sub")).unwrap();
+    std::fs::write(mnt.join("d/sub/deep"), b"deeper").unwrap();
+    std::fs::remove_file(mnt.join("d/gone")).unwrap();
+    std::os::unix::fs::symlink("old", mnt.join("d/link")).unwrap();
+    pool.restart(1);
+    let b1 = pool.brick_dir("b1").join("d");
+    let healed = poll(Duration::from_secs(30), || {
+        let _ = std::fs::read_dir(mnt.join("d")).map(|rd| rd.count());
+        let _ = std::fs::metadata(mnt.join("d/sub"));
+        let _ = std::fs::metadata(mnt.join("d/sub/deep"));
+        let _ = std::fs::read(mnt.join("d/new"));
+        (std::fs::read(b1.join("new")).ok()? == b"made while b1 was down"
+            && std::fs::read(b1.join("sub/deep")).ok()? == b"deeper"
+            && !b1.join("gone").exists()
+            && std::fs::read_link(b1.join("link")).ok()? == Path::new("old"))
+        .then_some(())
+    });
+    assert!(
+        healed.is_some(),
+        "b1/d after heal: {:?}",
+        std::fs::read_dir(&b1).map(|rd| rd.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn without_quorum_changes_fail_with_erofs_and_reads_go_on() {
+    let (mut pool, mnt) = replicated(3, false, &[]);
+    std::fs::write(mnt.join("f"), b"before").unwrap();
+    pool.kill(1);
+    // Two of three: still a quorum (auto).
+    std::fs::write(mnt.join("g"), b"two of three").unwrap();
+    pool.kill(2);
+    let err = std::fs::write(mnt.join("f"), b"one of three").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    let err = std::fs::create_dir(mnt.join("newdir")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"before");
+    assert_eq!(std::fs::read(brick_file(&pool, 0, "f")).unwrap(), b"before");
+}
+
+#[test]
+fn fixed_quorum_is_a_live_option() {
+    // A third member keeps the pool's majority while a brick node is down.
+    let (mut pool, mnt) = replicated_in(3, 2, false, &[]);
+    pool.kill(1);
+    // replica 2 defaults to no quorum: one brick takes writes.
+    std::fs::write(mnt.join("f"), b"alone").unwrap();
+    pool.node(0)
+        .cli_ok(&["volume", "set", "rv", "cluster.quorum-type", "fixed"]);
+    pool.node(0)
+        .cli_ok(&["volume", "set", "rv", "cluster.quorum-count", "2"]);
+    let refused = poll(Duration::from_secs(15), || {
+        std::fs::write(mnt.join("f"), b"again")
+            .err()
+            .filter(|e| e.raw_os_error() == Some(libc::EROFS))
+    });
+    assert!(refused.is_some(), "fixed quorum 2 never applied");
+    // Once refused, a change changes nothing; reads go on.
+    let before = std::fs::read(mnt.join("f")).unwrap();
+    let err = std::fs::write(mnt.join("f"), b"third").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), before);
+    let o = pool
+        .node(0)
+        .cli(&["volume", "set", "rv", "cluster.quorum-type", "most"]);
+    assert!(!o.ok() && o.stderr.contains("auto, fixed, none"), "{o:?}");
+}
+
+#[test]
+fn replicas_that_blame_each_other_answer_eio() {
+    let off = [
+        ("cluster.data-self-heal", "off"),
+        ("cluster.metadata-self-heal", "off"),
+        ("cluster.entry-self-heal", "off"),
+    ];
+    let (mut pool, mnt) = replicated(2, false, &off);
+    std::fs::write(mnt.join("f"), b"base").unwrap();
+    std::fs::write(mnt.join("ok"), b"untouched").unwrap();
+    // Each side takes a write the other misses.
+    pool.kill(1);
+    std::fs::write(mnt.join("f"), b"side zero").unwrap();
+    pool.restart(1);
+    pool.kill(0);
+    let wrote = poll(Duration::from_secs(30), || {
+        std::fs::write(mnt.join("f"), b"side one").ok()
+    });
+    assert!(wrote.is_some(), "the write on side one never went through");
+    pool.restart(0);
+    let refused = poll(Duration::from_secs(30), || {
+        let mut buf = Vec::new();
+        std::fs::File::open(mnt.join("f"))
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .err()
+            .filter(|e| e.raw_os_error() == Some(libc::EIO))
+    });
+    assert!(refused.is_some(), "a split-brain file was served");
+    // The copies differ and neither was overwritten.
+    assert_eq!(std::fs::read(brick_file(&pool, 0, "f")).unwrap(), b"side zero");
+    assert_eq!(std::fs::read(brick_file(&pool, 1, "f")).unwrap(), b"side one");
+    // Other files are fine.
+    assert_eq!(std::fs::read(mnt.join("ok")).unwrap(), b"untouched");
+}
+
+#[test]
+fn an_arbiter_holds_names_and_metadata_but_no_data() {
+    let (mut pool, mnt) = replicated(3, true, &[]);
+    let info = pool.node(0).cli_ok(&["volume", "info", "rv"]);
+    assert!(info.contains("1 x (2 + 1) = 3") && info.contains("(arbiter)"), "{info}");
+    let mut f = std::fs::File::create(mnt.join("f")).unwrap();
+    f.write_all(&block(1)).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let arb = brick_file(&pool, 2, "f");
+    assert_eq!(std::fs::metadata(&arb).unwrap().len(), 0, "the arbiter stored data");
+    assert_eq!(std::fs::read(brick_file(&pool, 1, "f")).unwrap(), block(1));
+    // One data brick down: the other and the arbiter are a quorum.
+    pool.kill(0);
+    let mut f = std::fs::OpenOptions::new().append(true).open(mnt.join("f")).unwrap();
+    f.write_all(&block(2)).unwrap();
+    drop(f);
+    let mut back = std::fs::File::open(mnt.join("f")).unwrap();
+    back.seek(SeekFrom::Start(BLOCK as u64)).unwrap();
+    let mut second = vec![0; BLOCK];
+    back.read_exact(&mut second).unwrap();
+    assert_eq!(second, block(2));
+    // Only the arbiter would be left as a source for data: refuse.
+    pool.restart(0);
+    pool.kill(1);
+    let err = poll(Duration::from_secs(30), || {
+        let mut buf = Vec::new();
+        std::fs::File::open(mnt.join("f"))
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .err()
+    })
+    .expect("stale data was served with only the arbiter to vouch");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EIO) | Some(libc::ENOTCONN)),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_mounts_writing_one_file_leave_identical_replicas() {
+    let (mut pool, mnt) = replicated(2, false, &[]);
+    let other = pool.mount(1, "rv", "mnt2", "");
+    std::fs::write(mnt.join("shared"), vec![0u8; 16 * BLOCK]).unwrap();
+    let writers: Vec<_> = [mnt.clone(), other.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, m)| {
+            std::thread::spawn(move || {
+                let f = std::fs::OpenOptions::new().write(true).open(m.join("shared")).unwrap();
+                for round in 0..40 {
+                    // Overlapping ranges, different bytes per writer.
+                    let off = ((round * 3 + w) % 12) * BLOCK;
+                    f.write_all_at(&vec![(w * 100 + round) as u8; 2 * BLOCK], off as u64)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let a = std::fs::read(brick_file(&pool, 0, "shared")).unwrap();
+    let b = std::fs::read(brick_file(&pool, 1, "shared")).unwrap();
+    assert_eq!(a.len(), 16 * BLOCK);
+    assert!(a == b, "the replicas differ after concurrent writers");
+    assert_eq!(std::fs::read(mnt.join("shared")).unwrap(), a);
+    pool.kill(1);
+}
+
+#[test]
+fn replica_sets_are_checked_at_create() {
+    let pool = Pool::new(2);
+    let b = |i: usize, n: &str| pool.brick(i, n);
+    let refuse = |args: &[&str], want: &str| {
+        let o = pool.node(0).cli(args);
+        assert!(!o.ok() && o.stderr.contains(want), "{args:?}: {o:?}");
+    };
+    refuse(
+        &[
+            "volume",
+            "create",
+            "x",
+            "replica",
+            "2",
+            &b(0, "a"),
+            &b(1, "a"),
+            &b(0, "b"),
+            "force",
+        ],
+        "not a multiple of replica count",
+    );
+    refuse(
+        &["volume", "create", "x", "replica", "2", &b(0, "a"), &b(0, "b")],
+        "same server",
+    );
+    refuse(
+        &[
+            "volume",
+            "create",
+            "x",
+            "replica",
+            "2",
+            "arbiter",
+            "1",
+            &b(0, "a"),
+            &b(1, "b"),
+        ],
+        "replica 3",
+    );
+    refuse(
+        &["volume", "create", "x", "replica", "1", &b(0, "a")],
+        "count from 2 to 8",
+    );
+    assert_eq!(pool.node(0).cli_ok(&["volume", "info"]).trim(), "No volumes present");
+    // Distributed-replicate: two sets of two.
+    pool.node(0).cli_ok(&[
+        "volume",
+        "create",
+        "dr",
+        "replica",
+        "2",
+        &b(0, "a"),
+        &b(1, "a"),
+        &b(0, "b"),
+        &b(1, "b"),
+        "force",
+    ]);
+    let info = pool.node(1).cli_ok(&["volume", "info", "dr"]);
+    assert!(
+        info.contains("Type: Distributed-Replicate") && info.contains("2 x 2 = 4"),
+        "{info}"
+    );
+    let q = pool.node(1).cli_ok(&["volume", "get", "dr", "cluster.quorum-type"]);
+    assert!(q.contains("none"), "{q}");
+}
