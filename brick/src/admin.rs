@@ -118,6 +118,7 @@ impl Node {
             AdminRequest::PeerProbe { host } => self.peer_probe(&host),
             AdminRequest::PeerDetach { host, force } => self.peer_detach(&host, force),
             AdminRequest::PeerList => Ok(AdminReply::Peers(self.peer_list())),
+            AdminRequest::VolumeHealInfo { name, split_brain } => self.heal_info(&name, split_brain),
         }
     }
 
@@ -137,6 +138,34 @@ impl Node {
                 block_size,
                 blocks,
             } => self.volume_top(&name, &metric, brick.as_deref(), count, block_size, blocks),
+            AdminRequest::VolumeHealInfo { name, .. } => {
+                let spec = self.volume_spec(&name)?;
+                let mut out = Vec::new();
+                for b in spec.bricks.iter().filter(|b| self.is_local_brick(b)) {
+                    let entries = match self.brick(&b.id) {
+                        Some(brick) => Some(
+                            brick
+                                .pending_heal()
+                                .map_err(|e| anyhow::anyhow!("{}: {}", b.label(), e.context))?
+                                .into_iter()
+                                .map(|(gfid, path, counters)| cairn_common::proto::HealEntry {
+                                    gfid,
+                                    path,
+                                    counters,
+                                    split_brain: false,
+                                })
+                                .collect(),
+                        ),
+                        None => None,
+                    };
+                    out.push(cairn_common::proto::BrickHealInfo {
+                        brick: b.label(),
+                        brick_id: b.id,
+                        entries,
+                    });
+                }
+                Ok(AdminReply::HealInfo(out))
+            }
             other => bail!("{other:?} is not a per-node report"),
         }
     }
@@ -486,6 +515,94 @@ impl Node {
         } else {
             AdminReply::Top(tops)
         })
+    }
+
+    /// `volume heal VOL info [split-brain]`: each brick's heal index,
+    /// judged across its replica set (a split-brain is when the set's
+    /// counters blame each other with no trustworthy source).
+    fn heal_info(&self, name: &str, split_brain_only: bool) -> anyhow::Result<AdminReply> {
+        use cairn_common::changelog::{judge, pending_name, Kind};
+        let spec = self.volume_spec(name)?;
+        if spec.replica < 2 {
+            bail!("Volume {name} is not of type replicate");
+        }
+        if spec.state != VolumeState::Started {
+            bail!("Volume {name} is not started");
+        }
+        let mut found: HashMap<Uuid, cairn_common::proto::BrickHealInfo> = HashMap::new();
+        for part in self.per_node(
+            &spec,
+            None,
+            AdminRequest::VolumeHealInfo {
+                name: name.to_string(),
+                split_brain: split_brain_only,
+            },
+        ) {
+            if let Ok(AdminReply::HealInfo(list)) = part {
+                for b in list {
+                    found.insert(b.brick_id, b);
+                }
+            }
+        }
+        let mut report: Vec<cairn_common::proto::BrickHealInfo> = spec
+            .bricks
+            .iter()
+            .map(|b| {
+                found.remove(&b.id).unwrap_or(cairn_common::proto::BrickHealInfo {
+                    brick: b.label(),
+                    brick_id: b.id,
+                    entries: None,
+                })
+            })
+            .collect();
+        let r = spec.replica as usize;
+        for (set_bricks, set) in spec.bricks.chunks(r).zip(report.chunks_mut(r)) {
+            let names: Vec<String> = set_bricks.iter().map(|b| pending_name(&b.id)).collect();
+            let gfids: std::collections::BTreeSet<cairn_common::Gfid> = set
+                .iter()
+                .flat_map(|b| b.entries.iter().flatten().map(|e| e.gfid))
+                .collect();
+            for gfid in gfids {
+                let counters: Vec<Option<cairn_common::changelog::Counters>> = set
+                    .iter()
+                    .map(|b| {
+                        b.entries.as_ref().map(|list| {
+                            list.iter()
+                                .find(|e| e.gfid == gfid)
+                                .map(|e| e.counters.clone())
+                                .unwrap_or_default()
+                        })
+                    })
+                    .collect();
+                let path = set
+                    .iter()
+                    .flat_map(|b| b.entries.iter().flatten())
+                    .find(|e| e.gfid == gfid && e.path.is_some())
+                    .and_then(|e| e.path.clone());
+                let split = [Kind::Data, Kind::Metadata, Kind::Entry].iter().any(|k| {
+                    let may: Vec<bool> = (0..r)
+                        .map(|i| !(spec.arbiter && i == r - 1 && *k == Kind::Data))
+                        .collect();
+                    judge(&names, &counters, *k, &may).split_brain
+                });
+                for b in set.iter_mut() {
+                    for e in b.entries.iter_mut().flatten().filter(|e| e.gfid == gfid) {
+                        e.split_brain = split;
+                        if e.path.is_none() {
+                            e.path = path.clone();
+                        }
+                    }
+                }
+            }
+        }
+        if split_brain_only {
+            for b in &mut report {
+                if let Some(list) = &mut b.entries {
+                    list.retain(|e| e.split_brain);
+                }
+            }
+        }
+        Ok(AdminReply::HealInfo(report))
     }
 
     /// Issues a client certificate signed by the pool CA.

@@ -2,6 +2,7 @@
 //! set-up and the QUIC transport used by the daemon, the mount and the CLI.
 
 pub mod addr;
+pub mod changelog;
 pub mod gfid;
 pub mod layout;
 pub mod logging;

@@ -719,6 +719,12 @@ pub enum AdminRequest {
     /// Every pool member and whether this node reaches it (`peer status`,
     /// `pool list`).
     PeerList,
+    /// Entries each brick has pending heal (`volume heal VOL info`), or only
+    /// those in split-brain.
+    VolumeHealInfo {
+        name: String,
+        split_brain: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -795,6 +801,27 @@ pub enum AdminReply {
         key_pem: String,
     },
     Peers(Vec<PeerInfo>),
+    HealInfo(Vec<BrickHealInfo>),
+}
+
+/// One brick's part of `volume heal VOL info`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickHealInfo {
+    pub brick: String,
+    pub brick_id: Uuid,
+    /// `None`: the brick's node did not answer.
+    pub entries: Option<Vec<HealEntry>>,
+}
+
+/// An inode a brick holds replication counters for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealEntry {
+    pub gfid: Gfid,
+    /// Its path, when a brick of the set knows it (else gluster's
+    /// `<gfid:…>` form is shown).
+    pub path: Option<String>,
+    pub counters: Vec<(String, [i32; 3])>,
+    pub split_brain: bool,
 }
 
 /// One pool member as `peer status` / `pool list` show it.

@@ -77,6 +77,10 @@ fn replica_3_keeps_every_acknowledged_write_through_a_node_kill_and_heals_it() {
     }
     // The mount reads the whole file; the dead replica is never asked.
     assert_eq!(std::fs::read(&path).unwrap().len(), acked * BLOCK);
+    // heal info: the survivors list the file; the dead brick is reported.
+    let info = pool.node(1).cli_ok(&["volume", "heal", "rv", "info"]);
+    assert_eq!(info.matches("/data\n").count(), 2, "{info}");
+    assert!(info.contains("Status: Transport endpoint is not connected"), "{info}");
     // Back: an access heals the stale copy; it then equals the others.
     let stale_len = std::fs::metadata(brick_file(&pool, 2, "data")).unwrap().len();
     assert!(stale_len < (acked * BLOCK) as u64, "node 2 was killed mid-write");
@@ -87,6 +91,11 @@ fn replica_3_keeps_every_acknowledged_write_through_a_node_kill_and_heals_it() {
         (std::fs::read(brick_file(&pool, 2, "data")).ok()? == want).then_some(())
     });
     assert!(healed.is_some(), "the returning replica was never healed");
+    let clean = poll(Duration::from_secs(20), || {
+        let info = pool.node(0).cli_ok(&["volume", "heal", "rv", "info"]);
+        (info.matches("Number of entries: 0").count() == 3).then_some(())
+    });
+    assert!(clean.is_some(), "heal info still lists entries after the heal");
     // And it takes new writes again.
     std::fs::write(mnt.join("after"), b"all three").unwrap();
     for b in 0..3 {
@@ -203,6 +212,12 @@ fn replicas_that_blame_each_other_answer_eio() {
     assert_eq!(std::fs::read(brick_file(&pool, 1, "f")).unwrap(), b"side one");
     // Other files are fine.
     assert_eq!(std::fs::read(mnt.join("ok")).unwrap(), b"untouched");
+    // Listed as split-brain on both bricks.
+    let info = pool.node(0).cli_ok(&["volume", "heal", "rv", "info", "split-brain"]);
+    assert_eq!(info.matches("Number of entries in split-brain: 1").count(), 2, "{info}");
+    assert!(!info.contains("ok\n"), "{info}");
+    let o = pool.node(0).cli(&["volume", "heal", "rv", "split-brain", "nonsense"]);
+    assert!(!o.ok() && o.stderr.contains("volume heal VOL info"), "{o:?}");
 }
 
 #[test]

@@ -128,6 +128,13 @@ enum VolumeCommand {
     Reset { name: String, key: Option<String> },
     /// Per-brick per-fop statistics: `volume profile VOL start|info|stop`.
     Profile { name: String, action: String },
+    /// Replication health: `volume heal VOL info` (entries each brick has
+    /// pending heal) or `volume heal VOL info split-brain`.
+    Heal {
+        name: String,
+        #[arg(num_args = 0..)]
+        words: Vec<String>,
+    },
     /// Busiest files, or a brick throughput test:
     /// `volume top VOL open|read|write|opendir|readdir|read-perf|write-perf
     /// [brick NODE:/path] [list-cnt N] [bs SIZE count N]`.
@@ -480,6 +487,23 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
             },
         },
         VolumeCommand::Top { name, metric, rest } => top_request(name, metric, &rest)?,
+        VolumeCommand::Heal { name, words } => {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            match words.as_slice() {
+                ["info"] => AdminRequest::VolumeHealInfo {
+                    name,
+                    split_brain: false,
+                },
+                ["info", "split-brain"] => AdminRequest::VolumeHealInfo {
+                    name,
+                    split_brain: true,
+                },
+                _ => anyhow::bail!(
+                    "unsupported heal command {:?}: use 'volume heal VOL info' or 'volume heal VOL info split-brain'",
+                    words.join(" ")
+                ),
+            }
+        }
         VolumeCommand::Reset { name, key } => AdminRequest::VolumeReset {
             name,
             key: match key.as_deref() {
@@ -531,6 +555,7 @@ fn command_prefix(req: &AdminRequest, message: &str) -> String {
         AdminRequest::VolumeProfile { name, .. } => ("volume profile", name.as_str()),
         AdminRequest::VolumeTop { name, .. } => ("volume top", name.as_str()),
         AdminRequest::VolumeReset { name, .. } => ("volume reset", name.as_str()),
+        AdminRequest::VolumeHealInfo { name, .. } => ("volume heal", name.as_str()),
         _ => return message.to_string(),
     };
     if message.starts_with(verb) {

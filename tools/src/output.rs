@@ -14,6 +14,7 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         // Never print a private key; the CLI writes it to a file instead.
         AdminReply::ClientCert { .. } => serde_json::json!({ "ok": true }),
         AdminReply::Peers(p) => serde_json::json!({ "ok": true, "peers": p }),
+        AdminReply::HealInfo(h) => serde_json::json!({ "ok": true, "heal": h }),
         AdminReply::Options(o) => serde_json::json!({
             "ok": true,
             "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
@@ -52,6 +53,7 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
         AdminReply::Top(t) => t.iter().map(top).collect(),
         AdminReply::ClientCert { .. } => String::new(),
         AdminReply::Peers(p) => peers_text(req, &AdminReply::Peers(p.clone()), PeerView::Status),
+        AdminReply::HealInfo(bricks) => heal_info(req, bricks),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
@@ -60,6 +62,40 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
             s
         }
     }
+}
+
+/// gluster's `volume heal VOL info [split-brain]` layout.
+fn heal_info(req: &AdminRequest, bricks: &[cairn_common::proto::BrickHealInfo]) -> String {
+    let split_only = matches!(req, AdminRequest::VolumeHealInfo { split_brain: true, .. });
+    let mut s = String::new();
+    for b in bricks {
+        let _ = writeln!(s, "Brick {}", b.brick);
+        match &b.entries {
+            None => {
+                let _ = writeln!(s, "Status: Transport endpoint is not connected");
+                let _ = writeln!(s, "Number of entries: -");
+            }
+            Some(list) => {
+                for e in list {
+                    let name = e.path.clone().unwrap_or_else(|| format!("<gfid:{}>", e.gfid));
+                    let mark = if e.split_brain && !split_only {
+                        " - Is in split-brain"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(s, "{name}{mark}");
+                }
+                let _ = writeln!(s, "Status: Connected");
+                if split_only {
+                    let _ = writeln!(s, "Number of entries in split-brain: {}", list.len());
+                } else {
+                    let _ = writeln!(s, "Number of entries: {}", list.len());
+                }
+            }
+        }
+        s.push('\n');
+    }
+    s
 }
 
 /// `peer status` (the other members) or `pool list` (all, as a table).

@@ -178,6 +178,59 @@ impl Brick {
             out.push((String::from_utf8_lossy(name).into_owned(), counter));
         }
         out.sort();
+        self.note_pending(gfid, out.iter().any(|(_, c)| *c != [0; 3]))?;
+        Ok(out)
+    }
+
+    /// The heal index: `.cairn/index/<gfid>` exists while the inode has a
+    /// non-zero replication counter here (a change in flight, or one some
+    /// replica missed), so `heal info` and the self-heal daemon find what
+    /// needs looking at without crawling the brick.
+    fn note_pending(&self, gfid: &Gfid, pending: bool) -> FsResult<()> {
+        let dir = self.path.join(".cairn").join("index");
+        let entry = dir.join(gfid.to_hex());
+        if pending {
+            if let Err(e) = std::fs::File::create(&entry) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(e).ctx(|| "adding to the heal index".into());
+                }
+                std::fs::create_dir_all(&dir).ctx(|| "creating the heal index".into())?;
+                std::fs::File::create(&entry).ctx(|| "adding to the heal index".into())?;
+            }
+        } else {
+            match std::fs::remove_file(&entry) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(|| "removing from the heal index".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every inode in the heal index with its counters here, and its path
+    /// if this brick knows it.
+    pub fn pending_heal(&self) -> FsResult<Vec<(Gfid, Option<String>, cairn_common::changelog::Counters)>> {
+        let dir = self.path.join(".cairn").join("index");
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx(|| "reading the heal index".into()),
+        };
+        let mut out = Vec::new();
+        for item in listing {
+            let item = item.ctx(|| "reading the heal index".into())?;
+            let Some(gfid) = item.file_name().to_str().and_then(Gfid::from_hex) else {
+                continue;
+            };
+            match self.xattrop(&gfid, &[]) {
+                Ok(counters) => out.push((gfid, self.path_of(&gfid), counters)),
+                // Removed since: its index entry goes with it.
+                Err(e) if e.errno == libc::ENOENT || e.errno == libc::ESTALE => {
+                    let _ = std::fs::remove_file(item.path());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(out)
     }
 

@@ -4,7 +4,7 @@
 //! subtracting exactly what was seen, so a change that lands during the
 //! heal keeps its own blame.
 
-use super::changelog::{Counters, Kind};
+use super::changelog::{Counters, Kind, DIRTY};
 use super::Replicate;
 use crate::layer::{Errno, FopResult};
 use bytes::Bytes;
@@ -85,8 +85,22 @@ impl Replicate {
             kinds.push(Kind::Metadata);
         }
         for kind in kinds {
-            let v = self.judge(&counters, kind);
-            if v.split_brain || v.sources.is_empty() || v.sinks.is_empty() {
+            let mut v = self.judge(&counters, kind);
+            if v.split_brain {
+                continue;
+            }
+            if v.sinks.is_empty() && v.dirty {
+                // Dirty with nobody blamed, under the lock so nothing is in
+                // flight: a crash cut a change short. Make every copy the
+                // first eligible one's.
+                let present: Vec<usize> = (0..self.n()).filter(|i| counters[*i].is_some()).collect();
+                let Some(&source) = present.iter().find(|i| self.may_source(kind)[**i]) else {
+                    continue;
+                };
+                v.sources = vec![source];
+                v.sinks = present.into_iter().filter(|i| *i != source).collect();
+            }
+            if v.sources.is_empty() || v.sinks.is_empty() {
                 continue;
             }
             let source = v.sources[0];
@@ -103,20 +117,34 @@ impl Replicate {
         Ok(())
     }
 
-    /// Subtracts from each source the blame it held on the healed sinks.
+    /// After a heal the sinks equal the sources: subtracts (exactly as
+    /// seen, so newer changes keep their marks) the sources' blame of the
+    /// sinks, the sinks' stale blame of the sources, and — for data and
+    /// metadata, healed under the inode lock so nothing is in flight —
+    /// everyone's dirty mark.
     async fn clear_blame(&self, gfid: Gfid, kind: Kind, sources: &[usize], sinks: &[usize], seen: &[Option<Counters>]) {
-        for &s in sources {
-            let Some(c) = &seen[s] else { continue };
-            let deltas: Vec<(String, [i32; 3])> = sinks
+        for (c, others) in sources
+            .iter()
+            .map(|s| (*s, sinks))
+            .chain(sinks.iter().map(|s| (*s, sources)))
+        {
+            let Some(held) = &seen[c] else { continue };
+            let value = |name: &str| {
+                held.iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, v)| v[kind as usize])
+            };
+            let mut deltas: Vec<(String, [i32; 3])> = others
                 .iter()
-                .filter_map(|&j| {
-                    let name = &self.blame_names[j];
-                    let held = c.iter().find(|(n, _)| n == name)?.1[kind as usize];
-                    (held > 0).then(|| (name.clone(), kind.delta(-held)))
-                })
+                .map(|&j| &self.blame_names[j])
+                .filter(|name| value(name) != 0)
+                .map(|name| (name.clone(), kind.delta(-value(name))))
                 .collect();
+            if kind != Kind::Entry && value(DIRTY) != 0 {
+                deltas.push((DIRTY.to_string(), kind.delta(-value(DIRTY))));
+            }
             if !deltas.is_empty() {
-                let _ = self.on(s, Fop::Xattrop { gfid, deltas }, Bytes::new()).await;
+                let _ = self.on(c, Fop::Xattrop { gfid, deltas }, Bytes::new()).await;
             }
         }
     }

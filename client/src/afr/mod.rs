@@ -10,7 +10,7 @@
 //! An arbiter (the last brick of a `replica 3 arbiter 1` set) takes part in
 //! locks, names, metadata and the changelog but never holds or serves data.
 
-pub mod changelog;
+pub use cairn_common::changelog;
 mod heal;
 mod txn;
 
@@ -424,7 +424,10 @@ impl Replicate {
             .or_else(|| found.iter().find(|(i, _)| readable.metadata.contains(i)))
             .map(|(_, a)| *a)
             .ok_or(Errno(libc::EIO))?;
-        let healable = |v: &Verdict| !v.sinks.is_empty() && !v.sources.is_empty();
+        // Behind a source, or marked dirty with nobody blamed (a change a
+        // crash interrupted, or one in flight: the heal waits for its lock
+        // and finds nothing to do).
+        let healable = |v: &Verdict| (!v.sinks.is_empty() && !v.sources.is_empty()) || (v.dirty && !v.split_brain);
         let [data, metadata, entries] = &verdicts;
         if !missing.is_empty() || !entry_sinks.is_empty() {
             self.maybe_heal_entry(parent);
@@ -432,7 +435,7 @@ impl Replicate {
         if (!is_dir && healable(data)) || healable(metadata) {
             self.maybe_heal_inode(gfid, is_dir);
         }
-        if is_dir && healable(entries) {
+        if is_dir && !entries.sinks.is_empty() && !entries.sources.is_empty() {
             self.maybe_heal_entry(gfid);
         }
         Ok((Reply::Entry(attr), Bytes::new()))

@@ -40,6 +40,8 @@ pub struct Verdict {
     pub sinks: Vec<usize>,
     /// Children blame each other and none can be trusted.
     pub split_brain: bool,
+    /// Some child has a change in flight (or one a crash interrupted).
+    pub dirty: bool,
 }
 
 /// Judges the counters read from each child (`None`: it did not answer).
@@ -65,10 +67,16 @@ pub fn judge(names: &[String], counters: &[Option<Counters>], kind: Kind, may_so
     let trusted: Vec<usize> = sources.iter().copied().filter(|&j| may_source[j]).collect();
     let split_brain = trusted.is_empty() && present.iter().any(|&j| accusers(j) > 0);
     let sinks = present.iter().copied().filter(|j| !sources.contains(j)).collect();
+    let dirty = present.iter().any(|&i| {
+        counters[i]
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|(name, v)| name == DIRTY && v[kind as usize] != 0))
+    });
     Verdict {
         sources: trusted,
         sinks,
         split_brain,
+        dirty,
     }
 }
 
