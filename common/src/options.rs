@@ -48,6 +48,18 @@ pub const OPTIONS: &[OptionDef] = &[
         description: "Keep a replicated file's lock and changelog mark across one client's writes, releasing them when the file goes quiet (100 ms), at flush/fsync/close, or after 1 s for other writers.",
     },
     OptionDef {
+        key: "cluster.favorite-child-policy",
+        kind: Kind::Choice(&["none", "size", "mtime", "ctime", "majority"]),
+        default: "none",
+        description: "Settle a file split-brain on access by keeping the biggest copy (size), the latest modified (mtime) or changed (ctime), or one that more than half the replicas share (majority); none leaves it to the administrator (EIO until then).",
+    },
+    OptionDef {
+        key: "cluster.split-brain-backup",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Before a split-brain resolution overwrites a losing copy, keep it beside the file as NAME.split-brain.<brick>.<time>.",
+    },
+    OptionDef {
         key: "cluster.data-self-heal",
         kind: Kind::Bool,
         default: "on",

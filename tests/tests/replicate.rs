@@ -179,26 +179,32 @@ fn fixed_quorum_is_a_live_option() {
     assert!(!o.ok() && o.stderr.contains("auto, fixed, none"), "{o:?}");
 }
 
-#[test]
-fn replicas_that_blame_each_other_answer_eio() {
+/// Two replicas of `f` that each took a write the other missed ("side
+/// zero" on brick 0, "side one, longer" on brick 1), with self-heal off.
+fn split_brain() -> (Pool, PathBuf) {
     let off = [
         ("cluster.data-self-heal", "off"),
         ("cluster.metadata-self-heal", "off"),
         ("cluster.entry-self-heal", "off"),
     ];
-    let (mut pool, mnt) = replicated(2, false, &off);
+    let (mut pool, mnt) = replicated_in(3, 2, false, &off);
     std::fs::write(mnt.join("f"), b"base").unwrap();
     std::fs::write(mnt.join("ok"), b"untouched").unwrap();
-    // Each side takes a write the other misses.
     pool.kill(1);
     std::fs::write(mnt.join("f"), b"side zero").unwrap();
     pool.restart(1);
     pool.kill(0);
     let wrote = poll(Duration::from_secs(30), || {
-        std::fs::write(mnt.join("f"), b"side one").ok()
+        std::fs::write(mnt.join("f"), b"side one, longer").ok()
     });
     assert!(wrote.is_some(), "the write on side one never went through");
     pool.restart(0);
+    (pool, mnt)
+}
+
+#[test]
+fn replicas_that_blame_each_other_answer_eio() {
+    let (pool, mnt) = split_brain();
     let refused = poll(Duration::from_secs(30), || {
         let mut buf = Vec::new();
         std::fs::File::open(mnt.join("f"))
@@ -209,7 +215,7 @@ fn replicas_that_blame_each_other_answer_eio() {
     assert!(refused.is_some(), "a split-brain file was served");
     // The copies differ and neither was overwritten.
     assert_eq!(std::fs::read(brick_file(&pool, 0, "f")).unwrap(), b"side zero");
-    assert_eq!(std::fs::read(brick_file(&pool, 1, "f")).unwrap(), b"side one");
+    assert_eq!(std::fs::read(brick_file(&pool, 1, "f")).unwrap(), b"side one, longer");
     // Other files are fine.
     assert_eq!(std::fs::read(mnt.join("ok")).unwrap(), b"untouched");
     // Listed as split-brain on both bricks.
@@ -218,6 +224,35 @@ fn replicas_that_blame_each_other_answer_eio() {
     assert!(!info.contains("ok\n"), "{info}");
     let o = pool.node(0).cli(&["volume", "heal", "rv", "split-brain", "nonsense"]);
     assert!(!o.ok() && o.stderr.contains("volume heal VOL info"), "{o:?}");
+}
+
+#[test]
+fn a_favorite_child_policy_settles_a_split_brain_and_keeps_the_loser() {
+    let (pool, mnt) = split_brain();
+    pool.node(0)
+        .cli_ok(&["volume", "set", "rv", "cluster.favorite-child-policy", "size"]);
+    // Once the mount reaches both copies again, a lookup settles it.
+    let settled = poll(Duration::from_secs(40), || {
+        let seen = std::fs::read(mnt.join("f")).ok()?;
+        (std::fs::read(brick_file(&pool, 0, "f")).ok()? == b"side one, longer").then_some(seen)
+    });
+    assert_eq!(
+        settled.expect("the policy never settled the split-brain"),
+        b"side one, longer"
+    );
+    for b in 0..2 {
+        assert_eq!(std::fs::read(brick_file(&pool, b, "f")).unwrap(), b"side one, longer");
+    }
+    let backups: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("f.split-brain.0."))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(std::fs::read(mnt.join(&backups[0])).unwrap(), b"side zero");
+    let info = pool.node(1).cli_ok(&["volume", "heal", "rv", "info", "split-brain"]);
+    assert_eq!(info.matches("Number of entries in split-brain: 0").count(), 2, "{info}");
 }
 
 #[test]

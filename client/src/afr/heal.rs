@@ -13,7 +13,7 @@ use cairn_common::Gfid;
 use std::sync::atomic::Ordering;
 
 /// Copy unit for data heal.
-const CHUNK: u32 = 1 << 20;
+pub(super) const CHUNK: u32 = 1 << 20;
 
 impl Replicate {
     pub(super) fn maybe_heal_inode(&self, gfid: Gfid, is_dir: bool) {
@@ -48,7 +48,7 @@ impl Replicate {
         });
     }
 
-    async fn lock_inode(&self, gfid: Gfid, take: bool, idx: &[usize]) -> Vec<usize> {
+    pub(super) async fn lock_inode(&self, gfid: Gfid, take: bool, idx: &[usize]) -> Vec<usize> {
         // An owner of its own: a heal must wait for this client's eager
         // hold on the file like any other writer's.
         let op = Fop::InodeLk {
@@ -122,7 +122,14 @@ impl Replicate {
     /// sinks, the sinks' stale blame of the sources, and — for data and
     /// metadata, healed under the inode lock so nothing is in flight —
     /// everyone's dirty mark.
-    async fn clear_blame(&self, gfid: Gfid, kind: Kind, sources: &[usize], sinks: &[usize], seen: &[Option<Counters>]) {
+    pub(super) async fn clear_blame(
+        &self,
+        gfid: Gfid,
+        kind: Kind,
+        sources: &[usize],
+        sinks: &[usize],
+        seen: &[Option<Counters>],
+    ) {
         for (c, others) in sources
             .iter()
             .map(|s| (*s, sinks))
@@ -149,14 +156,14 @@ impl Replicate {
         }
     }
 
-    async fn attr_on(&self, i: usize, gfid: Gfid) -> Result<Attr, Errno> {
+    pub(super) async fn attr_on(&self, i: usize, gfid: Gfid) -> Result<Attr, Errno> {
         match self.on(i, Fop::GetAttr { gfid }, Bytes::new()).await? {
             (Reply::Attr(a), _) | (Reply::Entry(a), _) => Ok(a),
             _ => Err(Errno(libc::EIO)),
         }
     }
 
-    async fn open_on(&self, i: usize, gfid: Gfid, flags: i32) -> Result<u64, Errno> {
+    pub(super) async fn open_on(&self, i: usize, gfid: Gfid, flags: i32) -> Result<u64, Errno> {
         match self.on(i, Fop::Open { gfid, flags }, Bytes::new()).await? {
             (Reply::Opened { fh }, _) => Ok(fh),
             _ => Err(Errno(libc::EIO)),
@@ -164,7 +171,7 @@ impl Replicate {
     }
 
     /// Makes the sink's data the source's: same size, same bytes.
-    async fn copy_data(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
+    pub(super) async fn copy_data(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
         let size = self.attr_on(source, gfid).await?.size;
         let from = self.open_on(source, gfid, libc::O_RDONLY).await?;
         let to = match self.open_on(sink, gfid, libc::O_WRONLY).await {
@@ -249,7 +256,7 @@ impl Replicate {
     }
 
     /// Mode, owner, times and user-visible xattrs from source to sink.
-    async fn copy_metadata(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
+    pub(super) async fn copy_metadata(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
         let a = self.attr_on(source, gfid).await?;
         self.on(
             sink,

@@ -12,6 +12,7 @@
 
 pub use cairn_common::changelog;
 mod heal;
+mod resolve;
 mod txn;
 
 use crate::layer::{join_all, Errno, FopFuture, FopResult, Subvolume};
@@ -75,6 +76,20 @@ impl Quorum {
     }
 }
 
+/// `cluster.favorite-child-policy`: how a split-brain settles itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    None,
+    /// The biggest copy wins.
+    Size,
+    /// The most recently modified copy wins.
+    Mtime,
+    /// The most recently changed copy wins.
+    Ctime,
+    /// A copy whose size and mtime more than half the replicas share.
+    Majority,
+}
+
 /// An open file: the children's handles (`None` where it is not open).
 #[derive(Clone)]
 struct Handle {
@@ -117,6 +132,10 @@ pub struct Replicate {
     hold_shards: Vec<tokio::sync::Mutex<()>>,
     /// `cluster.eager-lock`
     eager_lock: AtomicBool,
+    /// `cluster.favorite-child-policy`
+    policy: Mutex<Policy>,
+    /// `cluster.split-brain-backup`
+    backup: AtomicBool,
     data_heal: AtomicBool,
     metadata_heal: AtomicBool,
     entry_heal: AtomicBool,
@@ -155,10 +174,16 @@ impl Replicate {
             holds: Mutex::new(HashMap::new()),
             hold_shards: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             eager_lock: AtomicBool::new(true),
+            policy: Mutex::new(Policy::None),
+            backup: AtomicBool::new(true),
             data_heal: AtomicBool::new(true),
             metadata_heal: AtomicBool::new(true),
             entry_heal: AtomicBool::new(true),
         }))
+    }
+
+    fn policy(&self) -> Policy {
+        *self.policy.lock().expect("policy poisoned")
     }
 
     fn hold_shard(&self, gfid: &Gfid) -> &tokio::sync::Mutex<()> {
@@ -416,7 +441,14 @@ impl Replicate {
         let present: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
         let is_dir = found[0].1.is_dir();
         let gfid = found[0].1.gfid;
-        let (readable, verdicts) = self.inspect(gfid, &present, is_dir).await?;
+        let (readable, verdicts) = match self.inspect(gfid, &present, is_dir).await {
+            Err(Errno(libc::EIO)) if !is_dir && self.policy() != Policy::None => {
+                // A split-brain the administrator chose to settle by policy.
+                self.resolve(parent, &name, gfid, &present, self.policy()).await?;
+                self.inspect(gfid, &present, is_dir).await?
+            }
+            other => other?,
+        };
         let pick = if is_dir { &readable.metadata } else { &readable.data };
         let attr = found
             .iter()
@@ -695,6 +727,14 @@ impl Subvolume for Replicate {
             .store(on("cluster.metadata-self-heal"), Ordering::Relaxed);
         self.entry_heal.store(on("cluster.entry-self-heal"), Ordering::Relaxed);
         self.eager_lock.store(on("cluster.eager-lock"), Ordering::Relaxed);
+        self.backup.store(on("cluster.split-brain-backup"), Ordering::Relaxed);
+        *self.policy.lock().expect("policy poisoned") = match effective(options, "cluster.favorite-child-policy") {
+            "size" => Policy::Size,
+            "mtime" => Policy::Mtime,
+            "ctime" => Policy::Ctime,
+            "majority" => Policy::Majority,
+            _ => Policy::None,
+        };
         for c in &self.children {
             c.reconfigure(options);
         }

@@ -1,0 +1,162 @@
+//! Settling a split-brain: pick the copy to keep (by policy), keep the
+//! others beside the file when `cluster.split-brain-backup` is on, make
+//! every copy the kept one's, and clear the blames both ways.
+
+use super::changelog::Kind;
+use super::{Policy, Replicate};
+use crate::layer::Errno;
+use bytes::Bytes;
+use cairn_common::proto::{Attr, Creds, Fop, Reply};
+use cairn_common::Gfid;
+use std::sync::atomic::Ordering;
+
+impl Replicate {
+    /// Resolves the split-brain of `name` in `parent` (inode `gfid`) among
+    /// the `present` children by `policy`; EIO if the policy names no
+    /// single winner (equal sizes, equal times, no majority).
+    pub(super) async fn resolve(
+        &self,
+        parent: Gfid,
+        name: &[u8],
+        gfid: Gfid,
+        present: &[usize],
+        policy: Policy,
+    ) -> Result<(), Errno> {
+        let locked = self.lock_inode(gfid, true, present).await;
+        let result = self.resolve_locked(parent, name, gfid, &locked, policy).await;
+        self.lock_inode(gfid, false, &locked).await;
+        result
+    }
+
+    async fn resolve_locked(
+        &self,
+        parent: Gfid,
+        name: &[u8],
+        gfid: Gfid,
+        locked: &[usize],
+        policy: Policy,
+    ) -> Result<(), Errno> {
+        let counters = self.counters(gfid, locked).await;
+        let data = self.judge(&counters, Kind::Data);
+        let metadata = self.judge(&counters, Kind::Metadata);
+        if !data.split_brain && !metadata.split_brain {
+            return Ok(());
+        }
+        let mut attrs: Vec<(usize, Attr)> = Vec::new();
+        for &i in locked.iter().filter(|i| !self.is_arbiter(**i)) {
+            if let Ok(a) = self.attr_on(i, gfid).await {
+                attrs.push((i, a));
+            }
+        }
+        let winner = pick(&attrs, policy, self.n()).ok_or_else(|| {
+            tracing::warn!(subvolume = %self.name, %gfid, ?policy, "split-brain: the policy names no single copy to keep");
+            Errno(libc::EIO)
+        })?;
+        let losers: Vec<usize> = locked.iter().copied().filter(|i| *i != winner).collect();
+        if data.split_brain && self.backup.load(Ordering::Relaxed) {
+            for &l in losers.iter().filter(|l| !self.is_arbiter(**l)) {
+                self.keep_copy(parent, name, gfid, l).await?;
+            }
+        }
+        for &l in &losers {
+            if data.split_brain && !self.is_arbiter(l) {
+                self.copy_data(gfid, winner, l).await?;
+            }
+            if metadata.split_brain {
+                self.copy_metadata(gfid, winner, l).await?;
+            }
+        }
+        for kind in [Kind::Data, Kind::Metadata] {
+            self.clear_blame(gfid, kind, &[winner], &losers, &counters).await;
+        }
+        self.readable.lock().expect("readable poisoned").remove(&gfid);
+        tracing::warn!(subvolume = %self.name, %gfid, ?policy, kept = winner, "split-brain resolved");
+        Ok(())
+    }
+
+    /// Copies child `from`'s version of the file to a new file beside it,
+    /// `NAME.split-brain.<child>.<unix time>`, created on every replica.
+    async fn keep_copy(&self, parent: Gfid, name: &[u8], gfid: Gfid, from: usize) -> Result<(), Errno> {
+        let a = self.attr_on(from, gfid).await?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut backup = name.to_vec();
+        backup.extend_from_slice(format!(".split-brain.{from}.{stamp}").as_bytes());
+        let created = self
+            .transact(
+                Fop::Create {
+                    parent,
+                    name: backup.clone(),
+                    gfid: Gfid::random(),
+                    mode: a.mode & 0o7777,
+                    umask: 0,
+                    flags: libc::O_WRONLY | libc::O_EXCL,
+                    creds: Creds { uid: a.uid, gid: a.gid },
+                },
+                Bytes::new(),
+            )
+            .await?;
+        let Reply::Created { fh: ours, .. } = created.0 else {
+            return Err(Errno(libc::EIO));
+        };
+        let src = self.open_on(from, gfid, libc::O_RDONLY).await?;
+        let mut offset = 0;
+        let result = async {
+            while offset < a.size {
+                let want = super::heal::CHUNK.min((a.size - offset) as u32);
+                let (_, chunk) = self
+                    .on(
+                        from,
+                        Fop::Read {
+                            fh: src,
+                            offset,
+                            size: want,
+                        },
+                        Bytes::new(),
+                    )
+                    .await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let len = chunk.len() as u32;
+                self.transact(Fop::Write { fh: ours, offset, len }, chunk).await?;
+                offset += u64::from(len);
+            }
+            Ok::<(), Errno>(())
+        }
+        .await;
+        let _ = self.on(from, Fop::Release { fh: src }, Bytes::new()).await;
+        let _ = self.dispatch_release(ours).await;
+        result?;
+        tracing::warn!(subvolume = %self.name, %gfid, backup = %String::from_utf8_lossy(&backup), "kept the losing copy of a split-brain");
+        Ok(())
+    }
+}
+
+/// The copy a policy keeps, if it names exactly one.
+fn pick(attrs: &[(usize, Attr)], policy: Policy, n: usize) -> Option<usize> {
+    let best_by = |key: &dyn Fn(&Attr) -> (i64, i64)| {
+        let top = attrs.iter().map(|(_, a)| key(a)).max()?;
+        let mut winners = attrs.iter().filter(|(_, a)| key(a) == top);
+        let first = winners.next()?;
+        winners.next().is_none().then_some(first.0)
+    };
+    match policy {
+        Policy::None => None,
+        Policy::Size => best_by(&|a| (a.size as i64, 0)),
+        Policy::Mtime => best_by(&|a| (a.mtime.sec, i64::from(a.mtime.nsec))),
+        Policy::Ctime => best_by(&|a| (a.ctime.sec, i64::from(a.ctime.nsec))),
+        Policy::Majority => attrs
+            .iter()
+            .find(|(_, a)| {
+                attrs
+                    .iter()
+                    .filter(|(_, b)| b.size == a.size && b.mtime == a.mtime)
+                    .count()
+                    * 2
+                    > n
+            })
+            .map(|(i, _)| *i),
+    }
+}
