@@ -34,22 +34,29 @@ pub async fn fetch_spec(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no volfile server given"))).context("fetching the volume spec")
 }
 
+/// A protocol client per brick, in brick order; one connection per node,
+/// shared by all of that node's bricks.
+fn brick_layers(endpoint: &quinn::Endpoint, spec: &VolumeSpec, call_timeout: Duration) -> Vec<Arc<dyn Subvolume>> {
+    let mut nodes: HashMap<String, Arc<NodeClient>> = HashMap::new();
+    spec.bricks
+        .iter()
+        .map(|b| {
+            let node = nodes
+                .entry(b.node.clone())
+                .or_insert_with(|| Arc::new(NodeClient::new(endpoint.clone(), b.node.clone(), call_timeout)))
+                .clone();
+            Arc::new(ProtocolClient::new(node, b.id, b.label())) as Arc<dyn Subvolume>
+        })
+        .collect()
+}
+
 /// The graph's top layer for `spec`.
 pub fn build_graph(
     endpoint: &quinn::Endpoint,
     spec: &VolumeSpec,
     call_timeout: Duration,
 ) -> anyhow::Result<Arc<dyn Subvolume>> {
-    // One connection per node, shared by all of that node's bricks.
-    let mut nodes: HashMap<String, Arc<NodeClient>> = HashMap::new();
-    let mut bricks: Vec<Arc<dyn Subvolume>> = Vec::new();
-    for b in &spec.bricks {
-        let node = nodes
-            .entry(b.node.clone())
-            .or_insert_with(|| Arc::new(NodeClient::new(endpoint.clone(), b.node.clone(), call_timeout)))
-            .clone();
-        bricks.push(Arc::new(ProtocolClient::new(node, b.id, b.label())));
-    }
+    let bricks = brick_layers(endpoint, spec, call_timeout);
     let r = spec.replica.max(1) as usize;
     if bricks.is_empty() || bricks.len() % r != 0 {
         bail!(
@@ -83,6 +90,33 @@ pub fn build_graph(
         children,
         cairn_common::layout::INITIAL_COMMIT,
     )?))
+}
+
+/// The volume's replica sets as their own layers (for tools that act on
+/// one set: split-brain resolution), in brick order.
+pub fn replica_sets(
+    endpoint: &quinn::Endpoint,
+    spec: &VolumeSpec,
+    call_timeout: Duration,
+) -> anyhow::Result<Vec<Arc<crate::afr::Replicate>>> {
+    let r = spec.replica as usize;
+    if r < 2 {
+        bail!("volume {} is not replicated", spec.name);
+    }
+    let bricks = brick_layers(endpoint, spec, call_timeout);
+    let mut sets = Vec::new();
+    for (k, (set, layers)) in spec.bricks.chunks(r).zip(bricks.chunks(r)).enumerate() {
+        let ids: Vec<uuid::Uuid> = set.iter().map(|b| b.id).collect();
+        let layer = crate::afr::Replicate::new(
+            format!("{}-replicate-{k}", spec.name),
+            layers.to_vec(),
+            &ids,
+            spec.arbiter,
+        )?;
+        layer.reconfigure(&spec.options);
+        sets.push(layer);
+    }
+    Ok(sets)
 }
 
 /// How often a mount asks for its volume's spec.

@@ -256,6 +256,55 @@ fn a_favorite_child_policy_settles_a_split_brain_and_keeps_the_loser() {
 }
 
 #[test]
+fn the_cli_settles_a_split_brain_with_the_copy_it_is_told_to_keep() {
+    let (pool, mnt) = split_brain();
+    // Wait until the mount sees both sides disagree.
+    let eio = poll(Duration::from_secs(30), || {
+        std::fs::read(mnt.join("f"))
+            .err()
+            .filter(|e| e.raw_os_error() == Some(libc::EIO))
+    });
+    assert!(eio.is_some(), "no split-brain to settle");
+    let o = pool
+        .node(2)
+        .cli(&["volume", "heal", "rv", "split-brain", "latest-mtime"]);
+    assert!(!o.ok() && o.stderr.contains("source-brick NODE:/path"), "{o:?}");
+    let o = pool.node(2).cli(&[
+        "volume",
+        "heal",
+        "rv",
+        "split-brain",
+        "source-brick",
+        "nowhere:/x",
+        "/f",
+    ]);
+    assert!(!o.ok() && o.stderr.contains("is not a brick of volume rv"), "{o:?}");
+    let keep = pool.brick(0, "b0");
+    let out = pool
+        .node(2)
+        .cli_ok(&["volume", "heal", "rv", "split-brain", "source-brick", &keep, "/f"]);
+    assert!(out.contains("Healed /f."), "{out}");
+    for b in 0..2 {
+        assert_eq!(
+            std::fs::read(brick_file(&pool, b, "f")).unwrap(),
+            b"side zero",
+            "brick {b}"
+        );
+    }
+    let read = poll(Duration::from_secs(10), || std::fs::read(mnt.join("f")).ok());
+    assert_eq!(read.expect("still refused after the resolution"), b"side zero");
+    // The losing copy is kept beside it.
+    assert!(std::fs::read_dir(&mnt)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("f.split-brain.1.")));
+    let out = pool
+        .node(0)
+        .cli_ok(&["volume", "heal", "rv", "split-brain", "bigger-file", "/ok"]);
+    assert!(out.contains("not in split-brain"), "{out}");
+}
+
+#[test]
 fn an_arbiter_holds_names_and_metadata_but_no_data() {
     let (mut pool, mnt) = replicated(3, true, &[]);
     let info = pool.node(0).cli_ok(&["volume", "info", "rv"]);

@@ -1,6 +1,7 @@
 //! `cairn`: the gluster-style administration CLI.
 
 mod bench;
+mod heal;
 mod output;
 
 use anyhow::Context;
@@ -271,6 +272,17 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             AdminRequest::PeerList,
             |req, reply| output::peers_text(req, reply, output::PeerView::List),
         ),
+        Command::Volume {
+            action: VolumeCommand::Heal { name, words },
+        } if words.first().map(String::as_str) == Some("split-brain") => {
+            let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            let req = heal::parse(name, &rest)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start")?;
+            rt.block_on(split_brain(cli.node, cli.state_dir, req))
+        }
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
             let view = match &action {
@@ -499,7 +511,7 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
                     split_brain: true,
                 },
                 _ => anyhow::bail!(
-                    "unsupported heal command {:?}: use 'volume heal VOL info' or 'volume heal VOL info split-brain'",
+                    "unsupported heal command {:?}: use 'volume heal VOL info [split-brain]' or 'volume heal VOL split-brain bigger-file|latest-mtime FILE | source-brick NODE:/path [FILE]'",
                     words.join(" ")
                 ),
             }
@@ -517,14 +529,37 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
     })
 }
 
-async fn volume(node: Option<String>, state_dir: Option<PathBuf>, req: AdminRequest) -> anyhow::Result<AdminReply> {
-    let state_dir = cairn_common::state::resolve_state_dir(state_dir.as_deref());
-    let node = match node {
+/// The node to talk to: `--node`, else the local node of the state dir.
+fn node_address(node: Option<String>, state_dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(match node {
         Some(n) => cairn_common::addr::canonical_node(&n)?,
-        None => std::fs::read_to_string(cairn_common::state::listen_file(&state_dir))
+        None => std::fs::read_to_string(cairn_common::state::listen_file(state_dir))
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "127.0.0.1:24007".to_string()),
-    };
+    })
+}
+
+/// `volume heal VOL split-brain …`, as a client of the volume.
+async fn split_brain(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    req: heal::SplitBrain,
+) -> anyhow::Result<String> {
+    let dir = cairn_common::state::resolve_state_dir(state_dir.as_deref());
+    let address = node_address(node.clone(), &dir)?;
+    let creds = cairn_common::state::node_credentials(&dir)?;
+    let endpoint = client_endpoint(&creds)?;
+    let admin = async |r: AdminRequest| volume(node.clone(), state_dir.clone(), r).await;
+    let out = heal::run(&address, &endpoint, admin, req)
+        .await
+        .map_err(|e| anyhow::anyhow!("volume heal: failed: {e:#}"));
+    endpoint.close(0u32.into(), b"done");
+    out
+}
+
+async fn volume(node: Option<String>, state_dir: Option<PathBuf>, req: AdminRequest) -> anyhow::Result<AdminReply> {
+    let state_dir = cairn_common::state::resolve_state_dir(state_dir.as_deref());
+    let node = node_address(node, &state_dir)?;
     let creds = cairn_common::state::node_credentials(&state_dir)?;
     let endpoint = client_endpoint(&creds)?;
     let client = NodeClient::new(endpoint.clone(), node.clone(), Duration::from_secs(120));

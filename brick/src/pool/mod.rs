@@ -141,6 +141,13 @@ impl Pool {
                 },
             )]);
             raft.initialize(me).await.context("creating a pool of one")?;
+            // Serve only once the pool of one is applied: a `volume create`
+            // right after start must find this node among the members.
+            raft.wait(Some(std::time::Duration::from_secs(10)))
+                .applied_index_at_least(Some(1), "the new pool applied")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("applying the new pool")?;
             tracing::info!("created a new pool with this node as its only member");
         }
         Ok(raft)

@@ -13,6 +13,8 @@
 pub use cairn_common::changelog;
 mod heal;
 mod resolve;
+
+pub use resolve::Rule;
 mod txn;
 
 use crate::layer::{join_all, Errno, FopFuture, FopResult, Subvolume};
@@ -111,6 +113,7 @@ pub struct Replicate {
     children: Vec<Arc<dyn Subvolume>>,
     /// Counter names blaming each child (by brick id).
     blame_names: Vec<String>,
+    brick_ids: Vec<Uuid>,
     arbiter: bool,
     /// Lock domain, shared by every client of this replica set.
     domain: String,
@@ -163,6 +166,7 @@ impl Replicate {
             name,
             children,
             blame_names: brick_ids.iter().map(changelog::pending_name).collect(),
+            brick_ids: brick_ids.to_vec(),
             arbiter,
             owner: rand_owner(),
             quorum: Mutex::new(Quorum::default_for(n, arbiter)),
@@ -444,7 +448,8 @@ impl Replicate {
         let (readable, verdicts) = match self.inspect(gfid, &present, is_dir).await {
             Err(Errno(libc::EIO)) if !is_dir && self.policy() != Policy::None => {
                 // A split-brain the administrator chose to settle by policy.
-                self.resolve(parent, &name, gfid, &present, self.policy()).await?;
+                self.resolve(parent, &name, gfid, &present, Rule::Policy(self.policy()))
+                    .await?;
                 self.inspect(gfid, &present, is_dir).await?
             }
             other => other?,

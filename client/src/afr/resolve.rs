@@ -4,6 +4,16 @@
 
 use super::changelog::Kind;
 use super::{Policy, Replicate};
+use uuid::Uuid;
+
+/// Which copy a resolution keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Chosen by a policy (size, mtime, ctime, majority).
+    Policy(Policy),
+    /// The copy on this brick.
+    Brick(Uuid),
+}
 use crate::layer::Errno;
 use bytes::Bytes;
 use cairn_common::proto::{Attr, Creds, Fop, Reply};
@@ -20,12 +30,45 @@ impl Replicate {
         name: &[u8],
         gfid: Gfid,
         present: &[usize],
-        policy: Policy,
-    ) -> Result<(), Errno> {
+        rule: Rule,
+    ) -> Result<bool, Errno> {
         let locked = self.lock_inode(gfid, true, present).await;
-        let result = self.resolve_locked(parent, name, gfid, &locked, policy).await;
+        let result = self.resolve_locked(parent, name, gfid, &locked, rule).await;
         self.lock_inode(gfid, false, &locked).await;
         result
+    }
+
+    /// The administrator's resolution of `name` in `parent` (`volume heal
+    /// VOL split-brain …`): Ok(false) if the file is not in split-brain
+    /// here, ENOENT if this replica set does not hold it.
+    pub async fn settle_split_brain(&self, parent: Gfid, name: &[u8], rule: Rule) -> Result<bool, Errno> {
+        let mut present = Vec::new();
+        let mut gfid = None;
+        for i in self.all() {
+            if let Ok((Reply::Entry(a), _)) = self
+                .on(
+                    i,
+                    Fop::Lookup {
+                        parent,
+                        name: name.to_vec(),
+                    },
+                    Bytes::new(),
+                )
+                .await
+            {
+                if gfid.is_some_and(|g| g != a.gfid) {
+                    // A gfid split-brain: not settled from here yet.
+                    return Err(Errno(libc::EIO));
+                }
+                if a.linkto.is_some() {
+                    return Ok(false);
+                }
+                gfid = Some(a.gfid);
+                present.push(i);
+            }
+        }
+        let gfid = gfid.ok_or(Errno(libc::ENOENT))?;
+        self.resolve(parent, name, gfid, &present, rule).await
     }
 
     async fn resolve_locked(
@@ -34,13 +77,13 @@ impl Replicate {
         name: &[u8],
         gfid: Gfid,
         locked: &[usize],
-        policy: Policy,
-    ) -> Result<(), Errno> {
+        rule: Rule,
+    ) -> Result<bool, Errno> {
         let counters = self.counters(gfid, locked).await;
         let data = self.judge(&counters, Kind::Data);
         let metadata = self.judge(&counters, Kind::Metadata);
         if !data.split_brain && !metadata.split_brain {
-            return Ok(());
+            return Ok(false);
         }
         let mut attrs: Vec<(usize, Attr)> = Vec::new();
         for &i in locked.iter().filter(|i| !self.is_arbiter(**i)) {
@@ -48,8 +91,16 @@ impl Replicate {
                 attrs.push((i, a));
             }
         }
-        let winner = pick(&attrs, policy, self.n()).ok_or_else(|| {
-            tracing::warn!(subvolume = %self.name, %gfid, ?policy, "split-brain: the policy names no single copy to keep");
+        let winner = match rule {
+            Rule::Policy(policy) => pick(&attrs, policy, self.n()),
+            Rule::Brick(id) => self
+                .brick_ids
+                .iter()
+                .position(|b| *b == id)
+                .filter(|i| attrs.iter().any(|(j, _)| j == i)),
+        }
+        .ok_or_else(|| {
+            tracing::warn!(subvolume = %self.name, %gfid, ?rule, "split-brain: no single copy to keep");
             Errno(libc::EIO)
         })?;
         let losers: Vec<usize> = locked.iter().copied().filter(|i| *i != winner).collect();
@@ -70,8 +121,8 @@ impl Replicate {
             self.clear_blame(gfid, kind, &[winner], &losers, &counters).await;
         }
         self.readable.lock().expect("readable poisoned").remove(&gfid);
-        tracing::warn!(subvolume = %self.name, %gfid, ?policy, kept = winner, "split-brain resolved");
-        Ok(())
+        tracing::warn!(subvolume = %self.name, %gfid, ?rule, kept = winner, "split-brain resolved");
+        Ok(true)
     }
 
     /// Copies child `from`'s version of the file to a new file beside it,
