@@ -20,10 +20,10 @@ use std::time::Duration;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// After a failed dial, calls fail at once for this long instead of each
-/// waiting out its own dial: a down node costs one timeout, not one per
-/// request.
-const REDIAL_AFTER: Duration = Duration::from_secs(3);
+/// After a failed dial, calls fail at once and a background task re-dials
+/// the node this often: a down node costs no request a dial, and one that
+/// returns is used again within about a second.
+const REDIAL_AFTER: Duration = Duration::from_secs(1);
 /// A re-dial of a node known to be down gives up sooner than a first dial:
 /// a live node answers a QUIC handshake in milliseconds.
 const REDIAL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -179,42 +179,78 @@ impl From<wire::WireError> for RpcError {
 
 /// A reconnecting connection to one node.
 pub struct NodeClient {
+    target: Arc<Target>,
+    state: Arc<LinkState>,
+    call_timeout: Duration,
+}
+
+/// Where and how to dial.
+struct Target {
     endpoint: quinn::Endpoint,
     /// Dial with these credentials instead of the endpoint's default.
     config: Option<quinn::ClientConfig>,
     node: String,
+}
+
+/// The connection and what is known of the node's reachability; shared
+/// with background re-dials.
+struct LinkState {
     conn: tokio::sync::Mutex<Option<quinn::Connection>>,
-    call_timeout: Duration,
     /// Bumped on every new connection: server-side state (open files,
     /// locks) of an older epoch is gone.
     epoch: std::sync::atomic::AtomicU64,
     /// When the last dial failed, and why.
     dial_failed: std::sync::Mutex<Option<(std::time::Instant, RpcError)>>,
+    /// A background re-dial is under way.
+    redialing: std::sync::atomic::AtomicBool,
+}
+
+impl LinkState {
+    fn install(&self, slot: &mut Option<quinn::Connection>, conn: quinn::Connection) {
+        *self.dial_failed.lock().expect("dial state poisoned") = None;
+        *slot = Some(conn);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn failed(&self, e: &RpcError) {
+        *self.dial_failed.lock().expect("dial state poisoned") = Some((std::time::Instant::now(), e.clone()));
+    }
 }
 
 impl NodeClient {
     pub fn new(endpoint: quinn::Endpoint, node: String, call_timeout: Duration) -> NodeClient {
         NodeClient {
-            endpoint,
-            config: None,
-            node,
-            conn: tokio::sync::Mutex::new(None),
+            target: Arc::new(Target {
+                endpoint,
+                config: None,
+                node,
+            }),
+            state: Arc::new(LinkState {
+                conn: tokio::sync::Mutex::new(None),
+                epoch: std::sync::atomic::AtomicU64::new(0),
+                dial_failed: std::sync::Mutex::new(None),
+                redialing: std::sync::atomic::AtomicBool::new(false),
+            }),
             call_timeout,
-            epoch: std::sync::atomic::AtomicU64::new(0),
-            dial_failed: std::sync::Mutex::new(None),
         }
     }
 
     /// A client that dials with `config` (a node whose credentials can
     /// change while it runs).
-    pub fn with_config(mut self, config: quinn::ClientConfig) -> NodeClient {
-        self.config = Some(config);
-        self
+    pub fn with_config(self, config: quinn::ClientConfig) -> NodeClient {
+        NodeClient {
+            target: Arc::new(Target {
+                endpoint: self.target.endpoint.clone(),
+                config: Some(config),
+                node: self.target.node.clone(),
+            }),
+            ..self
+        }
     }
 
     /// The current connection's epoch (0 before the first connection).
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+        self.state.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Connects now (if not connected) and returns the connection epoch.
@@ -224,49 +260,89 @@ impl NodeClient {
     }
 
     pub fn node(&self) -> &str {
-        &self.node
+        &self.target.node
     }
 
     /// The live connection, dialling (and saying hello) if there is none.
+    /// A node known to be down is re-dialled in the background, at most
+    /// every REDIAL_AFTER, while requests fail at once: no request waits
+    /// on a dead node's dial, and a node that comes back is used within a
+    /// second.
     async fn connection(&self) -> Result<quinn::Connection, RpcError> {
-        let known_down = self.dial_failed.lock().expect("dial state poisoned").clone();
-        let mut slot = match &known_down {
-            // A node known to be down: one request at a time re-dials it,
-            // every REDIAL_AFTER at most; the others fail at once rather
-            // than queue behind the dial.
-            Some((when, err)) => match self.conn.try_lock() {
-                Ok(slot) if when.elapsed() >= REDIAL_AFTER => slot,
-                _ => return Err(err.clone()),
-            },
-            None => self.conn.lock().await,
-        };
+        let known_down = self.state.dial_failed.lock().expect("dial state poisoned").clone();
+        if let Some((_, err)) = known_down {
+            if let Some(c) = self.state.conn.try_lock().ok().and_then(|slot| slot.clone()) {
+                if c.close_reason().is_none() {
+                    return Ok(c);
+                }
+            }
+            self.keep_redialing();
+            return Err(err);
+        }
+        let mut slot = self.state.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
         }
-        let limit = if known_down.is_some() {
+        // A connection that just died: its node is likely down, so give
+        // up sooner than on a first dial.
+        let limit = if slot.is_some() {
             REDIAL_TIMEOUT
         } else {
             CONNECT_TIMEOUT
         };
-        let dialled = tokio::time::timeout(limit, self.dial())
+        let dialled = tokio::time::timeout(limit, self.target.dial())
             .await
-            .map_err(|_| RpcError::Unreachable(format!("connecting to {} timed out", self.node)))
+            .map_err(|_| RpcError::Unreachable(format!("connecting to {} timed out", self.target.node)))
             .and_then(|r| r);
-        let conn = match dialled {
-            Ok(c) => c,
-            Err(e) => {
-                *self.dial_failed.lock().expect("dial state poisoned") = Some((std::time::Instant::now(), e.clone()));
-                return Err(e);
+        match dialled {
+            Ok(conn) => {
+                self.state.install(&mut slot, conn.clone());
+                Ok(conn)
             }
-        };
-        *self.dial_failed.lock().expect("dial state poisoned") = None;
-        *slot = Some(conn.clone());
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(conn)
+            Err(e) => {
+                self.state.failed(&e);
+                drop(slot);
+                self.keep_redialing();
+                Err(e)
+            }
+        }
     }
 
+    /// Re-dials a node that is down every REDIAL_AFTER in the background
+    /// until it answers (gluster's reconnect timer), so a node that returns
+    /// is used again within about a second. Stops when this client is
+    /// dropped.
+    fn keep_redialing(&self) {
+        if self.state.redialing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let target = self.target.clone();
+        let weak = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REDIAL_AFTER).await;
+                let Some(state) = weak.upgrade() else { return };
+                let dialled = tokio::time::timeout(REDIAL_TIMEOUT, target.dial())
+                    .await
+                    .map_err(|_| RpcError::Unreachable(format!("connecting to {} timed out", target.node)))
+                    .and_then(|r| r);
+                match dialled {
+                    Ok(conn) => {
+                        let mut slot = state.conn.lock().await;
+                        state.install(&mut slot, conn);
+                        state.redialing.store(false, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => state.failed(&e),
+                }
+            }
+        });
+    }
+}
+
+impl Target {
     async fn dial(&self) -> Result<quinn::Connection, RpcError> {
         let addr = crate::addr::resolve_node(&self.node).map_err(|e| RpcError::Unreachable(e.to_string()))?;
         let connecting = match &self.config {
@@ -289,7 +365,9 @@ impl NodeClient {
             (other, _) => Err(RpcError::Protocol(format!("unexpected hello reply {other:?}"))),
         }
     }
+}
 
+impl NodeClient {
     /// Sends one request with its payload; returns the reply and its payload.
     pub async fn call(&self, req: &Request, payload: Bytes) -> Result<(Reply, Bytes), RpcError> {
         self.call_with_timeout(req, payload, Some(self.call_timeout)).await
@@ -312,7 +390,7 @@ impl NodeClient {
         match timeout {
             Some(t) => tokio::time::timeout(t, fut)
                 .await
-                .map_err(|_| RpcError::Timeout(self.node.clone()))?,
+                .map_err(|_| RpcError::Timeout(self.target.node.clone()))?,
             None => fut.await,
         }
     }

@@ -324,6 +324,68 @@ impl Replicate {
         Ok(())
     }
 
+    async fn lock_entry(&self, dir: Gfid, name: &[u8], take: bool, idx: &[usize]) -> Vec<usize> {
+        let op = Fop::EntryLk {
+            parent: dir,
+            name: name.to_vec(),
+            domain: self.domain.clone(),
+            owner: self.owner ^ 1,
+            lock: take,
+            wait: true,
+        };
+        let mut ok = Vec::new();
+        for &i in idx {
+            if self.on(i, op.clone(), Bytes::new()).await.is_ok() {
+                ok.push(i);
+            }
+        }
+        ok
+    }
+
+    /// Removes a stale name from one child (a directory with what is in it:
+    /// the source no longer has any of it).
+    pub(super) async fn remove_on(&self, i: usize, dir: Gfid, name: &[u8], is_dir: bool) -> Result<(), Errno> {
+        if is_dir {
+            if let Some(a) = self.lookup_on(i, dir, name).await? {
+                for e in self.list_all(i, a.gfid).await? {
+                    Box::pin(self.remove_on(i, a.gfid, &e.name, e.kind == libc::S_IFDIR)).await?;
+                }
+            }
+        }
+        let op = if is_dir {
+            Fop::Rmdir {
+                parent: dir,
+                name: name.to_vec(),
+            }
+        } else {
+            Fop::Unlink {
+                parent: dir,
+                name: name.to_vec(),
+            }
+        };
+        self.on(i, op, Bytes::new()).await.map(|_| ())
+    }
+
+    /// The entry `name` in `dir` on child `i`, if there is one.
+    pub(super) async fn lookup_on(&self, i: usize, dir: Gfid, name: &[u8]) -> Result<Option<Attr>, Errno> {
+        match self
+            .on(
+                i,
+                Fop::Lookup {
+                    parent: dir,
+                    name: name.to_vec(),
+                },
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok((Reply::Entry(a), _)) => Ok(Some(a)),
+            Ok(_) => Err(Errno(libc::EIO)),
+            Err(Errno(libc::ENOENT)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn list_all(&self, i: usize, dir: Gfid) -> Result<Vec<DirEntry>, Errno> {
         let mut out = Vec::new();
         let mut cookie = 0;
@@ -369,22 +431,46 @@ impl Replicate {
         let wanted = self.list_all(source, dir).await?;
         for &sink in &v.sinks {
             let have = self.list_all(sink, dir).await?;
-            for e in wanted.iter().filter(|e| !have.iter().any(|h| h.name == e.name)) {
-                self.recreate(dir, e, source, sink).await?;
+            // Each name is fixed under its entry lock and re-checked there:
+            // a client creating or removing it meanwhile goes first or
+            // waits, so the heal never brings back a stale copy.
+            let pair = [source.min(sink), source.max(sink)];
+            // Missing on the sink, or there under another gfid (the name
+            // was removed and made again while the sink was away).
+            for e in wanted
+                .iter()
+                .filter(|e| !have.iter().any(|h| h.name == e.name && h.gfid == e.gfid))
+            {
+                let locked = self.lock_entry(dir, &e.name, true, &pair).await;
+                let result = async {
+                    let Some(want) = self.lookup_on(source, dir, &e.name).await? else {
+                        return Ok(());
+                    };
+                    match self.lookup_on(sink, dir, &e.name).await? {
+                        Some(stale) if stale.gfid != want.gfid => {
+                            self.remove_on(sink, dir, &e.name, stale.is_dir()).await?;
+                            self.recreate(dir, e, source, sink).await?;
+                        }
+                        Some(_) => {}
+                        None => self.recreate(dir, e, source, sink).await?,
+                    }
+                    Ok::<(), Errno>(())
+                }
+                .await;
+                self.lock_entry(dir, &e.name, false, &locked).await;
+                result?;
             }
             for h in have.iter().filter(|h| !wanted.iter().any(|e| e.name == h.name)) {
-                let op = if h.kind == libc::S_IFDIR {
-                    Fop::Rmdir {
-                        parent: dir,
-                        name: h.name.clone(),
+                let locked = self.lock_entry(dir, &h.name, true, &pair).await;
+                let result = async {
+                    if self.lookup_on(source, dir, &h.name).await?.is_some() {
+                        return Ok(());
                     }
-                } else {
-                    Fop::Unlink {
-                        parent: dir,
-                        name: h.name.clone(),
-                    }
-                };
-                if let Err(e) = self.on(sink, op, Bytes::new()).await {
+                    self.remove_on(sink, dir, &h.name, h.kind == libc::S_IFDIR).await
+                }
+                .await;
+                self.lock_entry(dir, &h.name, false, &locked).await;
+                if let Err(e) = result {
                     tracing::warn!(subvolume = %self.name, name = %String::from_utf8_lossy(&h.name), errno = e.0, "could not remove a stale entry from a replica");
                     return Err(e);
                 }

@@ -579,6 +579,16 @@ impl Replicate {
                 plus,
                 max_entries,
             } => {
+                // A listing's start re-reads the directory's changelog: the
+                // root is never looked up, so this is where its entries heal.
+                if cookie == 0 {
+                    self.readable.lock().expect("readable poisoned").remove(&gfid);
+                    if let Ok((_, [_, _, entries])) = self.inspect(gfid, &self.all(), true).await {
+                        if !entries.sinks.is_empty() && !entries.sources.is_empty() {
+                            self.maybe_heal_entry(gfid);
+                        }
+                    }
+                }
                 // One listing must come from one child (cookies are its
                 // own): always the first entry-readable one.
                 let order = self.read_order(gfid, Kind::Entry, true).await?;

@@ -298,6 +298,49 @@ impl Replicate {
         out
     }
 
+    /// A new name that the other replicas took but one refused with EEXIST
+    /// holds a stale entry there (removed and made again while it was
+    /// away, not healed yet). Under the entry lock this transaction holds,
+    /// the stale entry goes and the change is made there too, rather than
+    /// leaving that replica behind (and perhaps the change short of quorum).
+    async fn replace_stale_names(&self, op: &Fop, plan: &Plan, payload: &Bytes, out: &mut Outcome) {
+        let (parent, name) = match op {
+            Fop::Create { parent, name, .. }
+            | Fop::Mkdir { parent, name, .. }
+            | Fop::Mknod { parent, name, .. }
+            | Fop::Symlink { parent, name, .. }
+            | Fop::MakeLink { parent, name, .. } => (*parent, name.clone()),
+            _ => return,
+        };
+        let made = match &out.done[0].1 .0 {
+            Reply::Entry(a) | Reply::Created { attr: a, .. } => a.gfid,
+            _ => return,
+        };
+        let stale: Vec<usize> = out
+            .failed
+            .iter()
+            .filter(|(_, e)| e.0 == libc::EEXIST)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in stale {
+            let is_dir = match self.lookup_on(i, parent, &name).await {
+                Ok(Some(a)) if a.gfid != made => a.is_dir(),
+                _ => continue,
+            };
+            if self.remove_on(i, parent, &name, is_dir).await.is_err() {
+                continue;
+            }
+            let Part::Send(child_op) = self.child_op(i, op, plan) else {
+                continue;
+            };
+            if let Ok(v) = self.on(i, child_op, payload.clone()).await {
+                tracing::info!(subvolume = %self.name, child = i, "replaced a stale entry while making a name");
+                out.failed.retain(|(j, _)| *j != i);
+                out.done.push((i, v));
+            }
+        }
+    }
+
     pub(super) async fn transact(&self, op: Fop, payload: Bytes) -> FopResult {
         let plan = self.plan(&op)?;
         if plan.kind == Kind::Data
@@ -319,7 +362,10 @@ impl Replicate {
             self.unlock_all(&plan, &locked).await;
             return Err(Errno(libc::EIO));
         }
-        let out = self.apply_change(&op, &payload, &plan, &prepared).await;
+        let mut out = self.apply_change(&op, &payload, &plan, &prepared).await;
+        if !out.done.is_empty() {
+            self.replace_stale_names(&op, &plan, &payload, &mut out).await;
+        }
         if out.done.is_empty() {
             // Failed everywhere: the request was refused (EEXIST, ENOTEMPTY,
             // ENOSPC…) or every replica is unreachable. Nobody is behind.
