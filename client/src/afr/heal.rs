@@ -58,8 +58,13 @@ impl Replicate {
             lock: take,
             wait: true,
         };
+        self.lock_each(op, idx).await
+    }
+
+    /// Sends a heal's lock request to each child in order (as transactions
+    /// lock); returns those that granted it.
+    async fn lock_each(&self, op: Fop, idx: &[usize]) -> Vec<usize> {
         let mut ok = Vec::new();
-        // In child order, as transactions lock.
         for &i in idx {
             if self.on(i, op.clone(), Bytes::new()).await.is_ok() {
                 ok.push(i);
@@ -333,13 +338,7 @@ impl Replicate {
             lock: take,
             wait: true,
         };
-        let mut ok = Vec::new();
-        for &i in idx {
-            if self.on(i, op.clone(), Bytes::new()).await.is_ok() {
-                ok.push(i);
-            }
-        }
-        ok
+        self.lock_each(op, idx).await
     }
 
     /// Removes a stale name from one child (a directory with what is in it:
