@@ -612,3 +612,50 @@ fn random_changes_with_node_kills_end_with_every_replica_equal_to_the_model() {
         panic!("the replicas never converged on the model:\n{report}\nheal info:\n{info}");
     }
 }
+
+#[test]
+fn a_distributed_replicated_volume_spreads_over_sets_and_survives_a_node() {
+    // Two sets of two over four nodes: (0, 1) and (2, 3).
+    let mut pool = Pool::new(4);
+    let bricks: Vec<String> = (0..4).map(|i| pool.brick(i, &format!("b{i}"))).collect();
+    let mut args = vec!["volume", "create", "dr", "replica", "2"];
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    pool.node(0).cli_ok(&args);
+    pool.node(0).cli_ok(&["volume", "start", "dr"]);
+    let mnt = pool.mount(0, "dr", "mnt", "");
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    for i in 0..24 {
+        std::fs::write(mnt.join(format!("d/f{i}")), format!("file {i}")).unwrap();
+    }
+    // Each file is on exactly one set, on both of its bricks.
+    let dirs: Vec<PathBuf> = (0..4).map(|b| brick_file(&pool, b, "d")).collect();
+    let on = |b: usize, i: usize| dirs[b].join(format!("f{i}")).exists();
+    let mut per_set = [0, 0];
+    for i in 0..24 {
+        assert_eq!(on(0, i), on(1, i), "f{i} on one brick of set 0 only");
+        assert_eq!(on(2, i), on(3, i), "f{i} on one brick of set 1 only");
+        assert!(on(0, i) != on(2, i), "f{i} is on both sets or neither");
+        per_set[usize::from(on(2, i))] += 1;
+    }
+    assert!(per_set[0] > 0 && per_set[1] > 0, "all files on one set: {per_set:?}");
+    // One node of each set can go; everything stays readable and writable.
+    pool.kill(1);
+    for i in 0..24 {
+        let p = mnt.join(format!("d/f{i}"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("file {i}"));
+        std::fs::write(&p, format!("again {i}")).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(mnt.join("d")).unwrap().count(), 24);
+    pool.restart(1);
+    let healed = poll(Duration::from_secs(30), || {
+        (0..24)
+            .filter(|i| on(0, *i))
+            .all(|i| {
+                let _ = std::fs::metadata(mnt.join(format!("d/f{i}")));
+                std::fs::read(dirs[1].join(format!("f{i}"))).ok() == Some(format!("again {i}").into_bytes())
+            })
+            .then_some(())
+    });
+    assert!(healed.is_some(), "set 0's returning brick was not healed");
+}
