@@ -429,6 +429,7 @@ impl Replicate {
             return Err(out.first_error());
         }
         if !quorum.met(&succeeded, n) {
+            tracing::debug!(subvolume = %self.name, %gfid, ?members, ?succeeded, failed = ?out.failed, "a write short of quorum");
             return Err(Errno(libc::EROFS));
         }
         let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
@@ -466,11 +467,15 @@ impl Replicate {
         let locked = self.lock_all(plan).await?;
         let quorum = *self.quorum.lock().expect("quorum poisoned");
         if !quorum.met(&locked, n) {
+            tracing::debug!(subvolume = %self.name, %gfid, ?locked, "no quorum for an eager hold");
             self.unlock_all(plan, &locked).await;
             return Err(Errno(libc::EROFS));
         }
         let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
         let members = self.mark(plan, &locked, &self.pre_op(Kind::Data, &absent, 1)).await;
+        if members.len() < locked.len() {
+            tracing::debug!(subvolume = %self.name, %gfid, ?locked, ?members, "pre-op failed on some replicas");
+        }
         if members.is_empty() {
             self.unlock_all(plan, &locked).await;
             return Err(Errno(libc::EIO));
