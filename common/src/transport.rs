@@ -271,11 +271,8 @@ impl NodeClient {
     async fn connection(&self) -> Result<quinn::Connection, RpcError> {
         let known_down = self.state.dial_failed.lock().expect("dial state poisoned").clone();
         if let Some((_, err)) = known_down {
-            if let Some(c) = self.state.conn.try_lock().ok().and_then(|slot| slot.clone()) {
-                if c.close_reason().is_none() {
-                    return Ok(c);
-                }
-            }
+            // A successful re-dial clears `dial_failed`, so this node is
+            // still down.
             self.keep_redialing();
             return Err(err);
         }

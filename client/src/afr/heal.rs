@@ -177,7 +177,8 @@ impl Replicate {
 
     /// Makes the sink's data the source's: same size, same bytes.
     pub(super) async fn copy_data(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
-        let size = self.attr_on(source, gfid).await?.size;
+        let attr = self.attr_on(source, gfid).await?;
+        let size = attr.size;
         let from = self.open_on(source, gfid, libc::O_RDONLY).await?;
         let to = match self.open_on(sink, gfid, libc::O_WRONLY).await {
             Ok(fh) => fh,
@@ -236,48 +237,40 @@ impl Replicate {
         let _ = self.on(source, Fop::Release { fh: from }, Bytes::new()).await;
         let _ = self.on(sink, Fop::Release { fh: to }, Bytes::new()).await;
         result?;
-        // Data heal moved the sink's times; metadata heal (or this) puts
-        // the source's back.
-        self.copy_times(gfid, source, sink).await
-    }
-
-    async fn copy_times(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
-        let a = self.attr_on(source, gfid).await?;
-        self.on(
+        // The writes moved the sink's times; put the source's back (the
+        // inode lock keeps them from changing meanwhile).
+        self.set_on(
             sink,
-            Fop::SetAttr {
-                gfid,
-                fh: None,
-                set: SetAttr {
-                    atime: Some(TimeSet::At(a.atime)),
-                    mtime: Some(TimeSet::At(a.mtime)),
-                    ..SetAttr::default()
-                },
+            gfid,
+            SetAttr {
+                atime: Some(TimeSet::At(attr.atime)),
+                mtime: Some(TimeSet::At(attr.mtime)),
+                ..SetAttr::default()
             },
-            Bytes::new(),
         )
         .await
-        .map(|_| ())
+    }
+
+    async fn set_on(&self, i: usize, gfid: Gfid, set: SetAttr) -> Result<(), Errno> {
+        self.on(i, Fop::SetAttr { gfid, fh: None, set }, Bytes::new())
+            .await
+            .map(|_| ())
     }
 
     /// Mode, owner, times and user-visible xattrs from source to sink.
     pub(super) async fn copy_metadata(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
         let a = self.attr_on(source, gfid).await?;
-        self.on(
+        self.set_on(
             sink,
-            Fop::SetAttr {
-                gfid,
-                fh: None,
-                set: SetAttr {
-                    mode: Some(a.mode & 0o7777),
-                    uid: Some(a.uid),
-                    gid: Some(a.gid),
-                    size: None,
-                    atime: Some(TimeSet::At(a.atime)),
-                    mtime: Some(TimeSet::At(a.mtime)),
-                },
+            gfid,
+            SetAttr {
+                mode: Some(a.mode & 0o7777),
+                uid: Some(a.uid),
+                gid: Some(a.gid),
+                size: None,
+                atime: Some(TimeSet::At(a.atime)),
+                mtime: Some(TimeSet::At(a.mtime)),
             },
-            Bytes::new(),
         )
         .await?;
         let names = |r: FopResult| match r {

@@ -439,30 +439,22 @@ impl Replicate {
     /// Joins the file's eager hold, taking the lock and the pre-op first if
     /// there is none; returns the replicas taking part.
     async fn join_hold(&self, gfid: Gfid, plan: &Plan) -> Result<Vec<usize>, Errno> {
-        loop {
-            let shard = self.hold_shard(&gfid);
-            let _serial = shard.lock().await;
-            {
-                let mut holds = self.holds.lock().expect("holds poisoned");
-                match holds.get_mut(&gfid) {
-                    Some(h) if !h.closing => {
-                        h.users += 1;
-                        return Ok(h.members.clone());
-                    }
-                    Some(_) => {}
-                    None => break,
+        // Held until the new hold is in place, so two writes never both
+        // take the lock and the pre-op.
+        let _serial = loop {
+            let serial = self.hold_shard(&gfid).lock().await;
+            match self.holds.lock().expect("holds poisoned").get_mut(&gfid) {
+                Some(h) if !h.closing => {
+                    h.users += 1;
+                    return Ok(h.members.clone());
                 }
+                None => break serial,
+                // Closing: wait for its release, then take a new one.
+                Some(_) => {}
             }
-            // Closing: wait for its release, then take a new one.
-            drop(_serial);
+            drop(serial);
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let shard = self.hold_shard(&gfid);
-        let _serial = shard.lock().await;
-        if let Some(h) = self.holds.lock().expect("holds poisoned").get_mut(&gfid) {
-            h.users += 1;
-            return Ok(h.members.clone());
-        }
+        };
         let n = self.n();
         let locked = self.lock_all(plan).await?;
         let quorum = *self.quorum.lock().expect("quorum poisoned");
