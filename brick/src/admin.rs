@@ -30,6 +30,14 @@ fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Handle::current().block_on(f)
 }
 
+/// The self-heal daemon's name in `volume status`, as gluster's.
+const SHD_NAME: &str = "Self-heal Daemon";
+
+/// Does the volume have self-heal daemons (replicated, and not turned off)?
+fn shd_configured(spec: &VolumeSpec) -> bool {
+    spec.replica >= 2 && cairn_common::options::effective(&spec.options, "cluster.self-heal-daemon") == "on"
+}
+
 fn done(message: impl Into<String>) -> anyhow::Result<AdminReply> {
     Ok(AdminReply::Done {
         message: message.into(),
@@ -119,6 +127,8 @@ impl Node {
             AdminRequest::PeerDetach { host, force } => self.peer_detach(&host, force),
             AdminRequest::PeerList => Ok(AdminReply::Peers(self.peer_list())),
             AdminRequest::VolumeHealInfo { name, split_brain } => self.heal_info(&name, split_brain),
+            AdminRequest::VolumeHeal { name, full } => self.heal_launch(&name, full),
+            AdminRequest::VolumeHealStatistics { name, .. } => self.heal_statistics(&name),
         }
     }
 
@@ -165,6 +175,18 @@ impl Node {
                     });
                 }
                 Ok(AdminReply::HealInfo(out))
+            }
+            AdminRequest::VolumeHeal { name, full } => {
+                if !self.shd.ask(&name, full) {
+                    bail!("the self-heal daemon is not running on {}", self.address);
+                }
+                done("launched")
+            }
+            AdminRequest::VolumeHealStatistics { name, .. } => self.local_heal_statistics(&name),
+            AdminRequest::VolumeStart { name, .. } => {
+                let spec = self.volume_spec(&name)?;
+                let revived = self.revive_empty_bricks(&spec);
+                done(format!("revived: {}", revived.join(", ")))
             }
             other => bail!("{other:?} is not a per-node report"),
         }
@@ -327,6 +349,21 @@ impl Node {
             name: name.to_string(),
             state: VolumeState::Started,
         })?;
+        if force {
+            // Bricks on replaced (empty) disks are made again everywhere.
+            for part in self.per_node(
+                &spec,
+                None,
+                AdminRequest::VolumeStart {
+                    name: name.to_string(),
+                    force,
+                },
+            ) {
+                if let Err(e) = part {
+                    tracing::warn!(volume = %name, error = %format!("{e:#}"), "a node did not check its bricks");
+                }
+            }
+        }
         // As gluster's start waits for its brick processes: wait until every
         // brick on a reachable node is served, or one reports why not.
         let deadline = Instant::now() + START_WAIT;
@@ -423,12 +460,28 @@ impl Node {
                     }
                 })
                 .collect(),
+            daemons: self.local_daemons(spec),
         }
+    }
+
+    /// This node's self-heal daemon line, if the volume has one here.
+    fn local_daemons(&self, spec: &VolumeSpec) -> Vec<cairn_common::proto::DaemonStatus> {
+        if !shd_configured(spec) || !spec.bricks.iter().any(|b| self.is_local_brick(b)) {
+            return Vec::new();
+        }
+        let online = self.shd.running(&spec.name);
+        vec![cairn_common::proto::DaemonStatus {
+            name: SHD_NAME.to_string(),
+            node: self.address.clone(),
+            online,
+            pid: online.then(std::process::id),
+        }]
     }
 
     /// Every brick's status, asking each node for its own.
     fn pool_status(&self, spec: &VolumeSpec) -> VolumeStatus {
         let mut found: HashMap<Uuid, BrickStatus> = HashMap::new();
+        let mut daemons: HashMap<String, cairn_common::proto::DaemonStatus> = HashMap::new();
         for part in self.per_node(
             spec,
             None,
@@ -437,9 +490,33 @@ impl Node {
             },
         ) {
             if let Ok(AdminReply::Status(list)) = part {
-                for b in list.into_iter().flat_map(|v| v.bricks) {
-                    found.insert(b.brick.id, b);
+                for v in list {
+                    for b in v.bricks {
+                        found.insert(b.brick.id, b);
+                    }
+                    for d in v.daemons {
+                        daemons.insert(d.node.clone(), d);
+                    }
                 }
+            }
+        }
+        // One line per node with bricks, in brick order; a node that did
+        // not answer shows its daemon offline.
+        let mut daemon_lines = Vec::new();
+        if shd_configured(spec) {
+            for b in &spec.bricks {
+                if daemon_lines
+                    .iter()
+                    .any(|d: &cairn_common::proto::DaemonStatus| d.node == b.node)
+                {
+                    continue;
+                }
+                daemon_lines.push(daemons.remove(&b.node).unwrap_or(cairn_common::proto::DaemonStatus {
+                    name: SHD_NAME.to_string(),
+                    node: b.node.clone(),
+                    online: false,
+                    pid: None,
+                }));
             }
         }
         VolumeStatus {
@@ -462,6 +539,7 @@ impl Node {
                     })
                 })
                 .collect(),
+            daemons: daemon_lines,
         }
     }
 
@@ -517,11 +595,8 @@ impl Node {
         })
     }
 
-    /// `volume heal VOL info [split-brain]`: each brick's heal index,
-    /// judged across its replica set (a split-brain is when the set's
-    /// counters blame each other with no trustworthy source).
-    fn heal_info(&self, name: &str, split_brain_only: bool) -> anyhow::Result<AdminReply> {
-        use cairn_common::changelog::{judge, pending_name, Kind};
+    /// A started replicated volume, or gluster's refusal.
+    fn replicated_started(&self, name: &str) -> anyhow::Result<VolumeSpec> {
         let spec = self.volume_spec(name)?;
         if spec.replica < 2 {
             bail!("Volume {name} is not of type replicate");
@@ -529,6 +604,121 @@ impl Node {
         if spec.state != VolumeState::Started {
             bail!("Volume {name} is not started");
         }
+        Ok(spec)
+    }
+
+    /// `volume heal VOL [full]`: every node's self-heal daemon crawls now.
+    fn heal_launch(&self, name: &str, full: bool) -> anyhow::Result<AdminReply> {
+        let spec = self.replicated_started(name)?;
+        let what = if full { "full" } else { "index" };
+        if !shd_configured(&spec) {
+            bail!(
+                "Launching heal operation to perform {what} self heal on volume {name} has been unsuccessful: \
+                 Self-heal-daemon is disabled. Heal will not be triggered on volume {name}"
+            );
+        }
+        let parts = self.per_node(
+            &spec,
+            None,
+            AdminRequest::VolumeHeal {
+                name: name.to_string(),
+                full,
+            },
+        );
+        let failures: Vec<String> = parts
+            .iter()
+            .filter_map(|p| p.as_ref().err().map(|e| format!("{e:#}")))
+            .collect();
+        if failures.len() == parts.len() {
+            bail!(
+                "Launching heal operation to perform {what} self heal on volume {name} has been unsuccessful: {}",
+                failures.join("; ")
+            );
+        }
+        let mut message = format!(
+            "Launching heal operation to perform {what} self heal on volume {name} has been successful \n\
+             Use heal info commands to check status."
+        );
+        for f in failures {
+            message.push_str(&format!("\n(not launched: {f})"));
+        }
+        done(message)
+    }
+
+    /// `volume heal VOL statistics`: every brick's crawl history and what
+    /// its index still holds.
+    fn heal_statistics(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let spec = self.replicated_started(name)?;
+        let mut found: HashMap<Uuid, cairn_common::proto::BrickHealStats> = HashMap::new();
+        for part in self.per_node(
+            &spec,
+            None,
+            AdminRequest::VolumeHealStatistics {
+                name: name.to_string(),
+                count_only: false,
+            },
+        ) {
+            if let Ok(AdminReply::HealStats(list)) = part {
+                for b in list {
+                    found.insert(b.brick_id, b);
+                }
+            }
+        }
+        Ok(AdminReply::HealStats(
+            spec.bricks
+                .iter()
+                .map(|b| {
+                    found.remove(&b.id).unwrap_or(cairn_common::proto::BrickHealStats {
+                        brick: b.label(),
+                        brick_id: b.id,
+                        pending: None,
+                        pending_bytes: 0,
+                        crawls: Vec::new(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn local_heal_statistics(&self, name: &str) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        let mut out = Vec::new();
+        for b in spec.bricks.iter().filter(|b| self.is_local_brick(b)) {
+            let (pending, pending_bytes) = match self.brick(&b.id) {
+                Some(brick) => {
+                    let list = brick
+                        .pending_heal()
+                        .map_err(|e| anyhow::anyhow!("{}: {}", b.label(), e.context))?;
+                    // Data a heal may copy: the size of each file whose data
+                    // some replica missed.
+                    let bytes = list
+                        .iter()
+                        .filter(|(_, _, c)| c.iter().any(|(_, v)| v[0] != 0))
+                        .filter_map(|(gfid, _, _)| brick.getattr(gfid).ok())
+                        .filter(|a| !a.is_dir())
+                        .map(|a| a.size)
+                        .sum();
+                    (Some(list.len() as u64), bytes)
+                }
+                None => (None, 0),
+            };
+            out.push(cairn_common::proto::BrickHealStats {
+                brick: b.label(),
+                brick_id: b.id,
+                pending,
+                pending_bytes,
+                crawls: self.shd.crawls(name, &b.id),
+            });
+        }
+        Ok(AdminReply::HealStats(out))
+    }
+
+    /// `volume heal VOL info [split-brain]`: each brick's heal index,
+    /// judged across its replica set (a split-brain is when the set's
+    /// counters blame each other with no trustworthy source).
+    fn heal_info(&self, name: &str, split_brain_only: bool) -> anyhow::Result<AdminReply> {
+        use cairn_common::changelog::{judge, pending_name, Kind};
+        let spec = self.replicated_started(name)?;
         let mut found: HashMap<Uuid, cairn_common::proto::BrickHealInfo> = HashMap::new();
         for part in self.per_node(
             &spec,

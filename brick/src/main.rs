@@ -11,6 +11,7 @@ mod notify;
 mod pool;
 mod pool_service;
 mod server;
+mod shd;
 mod stats;
 mod store;
 mod sys;
@@ -127,9 +128,11 @@ async fn follow_configuration(node: Arc<node::Node>) {
     loop {
         let applied = changes.borrow_and_update().clone();
         let n = node.clone();
+        let volumes = applied.state.volumes.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || n.reconcile(&applied)).await {
             tracing::error!(error = %e, "applying the configuration failed");
         }
+        node.shd.sync(&node, &volumes);
         if changes.changed().await.is_err() {
             return;
         }

@@ -43,6 +43,8 @@ pub struct Node {
     /// Volumes profiled at the last reconcile, to reset counters when
     /// profiling starts.
     profiled: Mutex<BTreeSet<String>>,
+    /// The self-heal daemon's workers for this node's bricks.
+    pub shd: crate::shd::SelfHealDaemon,
 }
 
 fn prepared_file(dir: &Path) -> PathBuf {
@@ -149,6 +151,7 @@ impl Node {
             stats: crate::stats::NodeStats::default(),
             brick_errors: Mutex::new(HashMap::new()),
             profiled: Mutex::new(BTreeSet::new()),
+            shd: crate::shd::SelfHealDaemon::default(),
         })
     }
 
@@ -271,6 +274,44 @@ impl Node {
                 false
             }
         }
+    }
+
+    /// `volume start VOL force`: a local brick of a started volume whose
+    /// directory is now empty and unmarked (its disk was replaced) is made
+    /// again and served, and the self-heal daemon rebuilds it from its
+    /// replicas with a full crawl. A directory with anything in it is
+    /// never touched: that may be a disk that is not mounted yet.
+    pub(crate) fn revive_empty_bricks(&self, v: &VolumeSpec) -> Vec<String> {
+        let mut revived = Vec::new();
+        if v.state != VolumeState::Started {
+            return revived;
+        }
+        for b in v
+            .bricks
+            .iter()
+            .filter(|b| self.is_local_brick(b) && !self.is_served(&b.id))
+        {
+            let path = Path::new(&b.path);
+            let empty =
+                std::fs::read_dir(path).is_ok_and(|mut d| d.all(|e| e.is_ok_and(|e| e.file_name() == "lost+found")));
+            if !empty {
+                continue;
+            }
+            match Brick::initialize(path, b.id, v.id, &v.name, false) {
+                Ok(()) => {
+                    tracing::warn!(volume = %v.name, brick = %b.path, "empty brick made again; a full heal rebuilds it");
+                    self.open_brick(v, b);
+                    revived.push(b.label());
+                }
+                Err(e) => {
+                    tracing::error!(volume = %v.name, brick = %b.path, error = %format!("{e:#}"), "could not make the brick again");
+                }
+            }
+        }
+        if !revived.is_empty() && v.replica >= 2 {
+            self.shd.ask(&v.name, true);
+        }
+        revived
     }
 
     fn open_brick(&self, v: &VolumeSpec, b: &BrickSpec) {

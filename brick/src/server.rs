@@ -491,6 +491,7 @@ fn runs_inline(op: &Fop) -> bool {
     const SMALL_IO: u32 = 64 * 1024;
     match op {
         Fop::Read { size, .. } => *size <= SMALL_IO,
+        Fop::Checksum { .. } => false,
         Fop::Write { len, .. } => *len <= SMALL_IO,
         Fop::Fsync { .. } | Fop::Fsyncdir { .. } | Fop::Fallocate { .. } | Fop::CopyFileRange { .. } => false,
         // Truncation can free a large file's blocks.
@@ -632,6 +633,11 @@ fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) 
             let (file, _) = lookup_fh(state, brick, fh)?;
             let data = inode::read_at(&file, offset, size.min(MAX_IO_SIZE) as usize)?;
             (Reply::Data { len: data.len() as u32 }, Bytes::from(data))
+        }
+        Fop::Checksum { fh, offset, len } => {
+            let (file, _) = lookup_fh(state, brick, fh)?;
+            let sums = inode::block_checksums(&file, offset, len.min(cairn_common::proto::MAX_CHECKSUM_SPAN))?;
+            (Reply::Checksums(sums), none)
         }
         Fop::Write { fh, offset, len: _ } => {
             let (file, _) = lookup_fh(state, brick, fh)?;

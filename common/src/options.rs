@@ -78,6 +78,30 @@ pub const OPTIONS: &[OptionDef] = &[
         description: "Heal a directory's entries on access when a replica is behind.",
     },
     OptionDef {
+        key: "cluster.self-heal-daemon",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Run the self-heal daemon on every node with bricks of the volume: it heals what a returning brick missed at once, on `volume heal`, and every cluster.heal-timeout seconds.",
+    },
+    OptionDef {
+        key: "cluster.heal-timeout",
+        kind: Kind::Count { min: 5, max: 86_400 },
+        default: "600",
+        description: "Seconds between the self-heal daemon's periodic sweeps of the heal index (it also heals as soon as a brick reconnects).",
+    },
+    OptionDef {
+        key: "cluster.shd-max-threads",
+        kind: Kind::Count { min: 1, max: 64 },
+        default: "4",
+        description: "Entries the self-heal daemon heals at once on each brick.",
+    },
+    OptionDef {
+        key: "cluster.data-self-heal-algorithm",
+        kind: Kind::Choice(&["diff", "full"]),
+        default: "diff",
+        description: "How file data heals: diff compares checksums of 128 KiB blocks and copies only those that differ; full copies every block. Both keep holes as holes.",
+    },
+    OptionDef {
         key: "cluster.weighted-rebalance",
         kind: Kind::Bool,
         default: "on",

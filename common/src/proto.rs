@@ -20,6 +20,10 @@ pub const ALPN: &[u8] = b"cairn/1";
 pub const MAX_HEADER_LEN: usize = 256 * 1024;
 /// Largest read or write payload one request may carry.
 pub const MAX_IO_SIZE: u32 = 4 << 20;
+/// The block `Fop::Checksum` sums (gluster's data-heal unit too).
+pub const CHECKSUM_BLOCK: u32 = 128 << 10;
+/// Most bytes one `Fop::Checksum` covers.
+pub const MAX_CHECKSUM_SPAN: u32 = 64 << 20;
 /// Largest xattr value (the Linux limit).
 pub const MAX_XATTR_SIZE: usize = 64 * 1024;
 
@@ -375,6 +379,14 @@ pub enum Fop {
         gfid: Gfid,
         deltas: Vec<(String, [i32; 3])>,
     },
+    /// Checksums of the `CHECKSUM_BLOCK`-sized blocks of an open file in
+    /// `[offset, offset + len)` (xxh3; `None` for a block of zeros or a
+    /// hole): data heal compares them and copies only what differs.
+    Checksum {
+        fh: u64,
+        offset: u64,
+        len: u32,
+    },
     /// Takes (`lock`) or releases a whole-inode lock in `domain`, held by
     /// (this connection, `owner`) and dropped if the connection dies.
     /// Replicate serialises writers with it; unrelated to POSIX locks.
@@ -434,6 +446,7 @@ impl Fop {
             Fop::LayoutSet { .. } => "layout_set",
             Fop::MakeLink { .. } => "make_link",
             Fop::Xattrop { .. } => "xattrop",
+            Fop::Checksum { .. } => "checksum",
             Fop::InodeLk { .. } => "inodelk",
             Fop::EntryLk { .. } => "entrylk",
         }
@@ -451,6 +464,7 @@ impl Fop {
                 | Fop::Readlink { .. }
                 | Fop::Open { .. }
                 | Fop::Read { .. }
+                | Fop::Checksum { .. }
                 | Fop::Write { .. }
                 | Fop::Fsync { .. }
                 | Fop::Readdir { .. }
@@ -471,6 +485,7 @@ impl Fop {
         match self {
             Fop::SetAttr { fh: Some(fh), .. }
             | Fop::Read { fh, .. }
+            | Fop::Checksum { fh, .. }
             | Fop::Write { fh, .. }
             | Fop::Flush { fh, .. }
             | Fop::Release { fh }
@@ -489,6 +504,7 @@ impl Fop {
         match &mut self {
             Fop::SetAttr { fh: Some(fh), .. }
             | Fop::Read { fh, .. }
+            | Fop::Checksum { fh, .. }
             | Fop::Write { fh, .. }
             | Fop::Flush { fh, .. }
             | Fop::Release { fh }
@@ -640,6 +656,20 @@ pub struct VolumeStatus {
     pub name: String,
     pub state: VolumeState,
     pub bricks: Vec<BrickStatus>,
+    /// The volume's daemons on each node (the self-heal daemon).
+    #[serde(default)]
+    pub daemons: Vec<DaemonStatus>,
+}
+
+/// A volume daemon's line in `volume status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DaemonStatus {
+    /// As gluster names it: `Self-heal Daemon`.
+    pub name: String,
+    /// The node's `host:port`.
+    pub node: String,
+    pub online: bool,
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -725,6 +755,19 @@ pub enum AdminRequest {
         name: String,
         split_brain: bool,
     },
+    /// `volume heal VOL [full]`: start the self-heal daemons' crawl now.
+    VolumeHeal {
+        name: String,
+        full: bool,
+    },
+    /// `volume heal VOL statistics [heal-count]`: crawl history and what
+    /// is left, per brick.
+    VolumeHealStatistics {
+        name: String,
+        /// `heal-count`: only what is left (the report is the same; the
+        /// CLI shows less).
+        count_only: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -802,6 +845,7 @@ pub enum AdminReply {
     },
     Peers(Vec<PeerInfo>),
     HealInfo(Vec<BrickHealInfo>),
+    HealStats(Vec<BrickHealStats>),
 }
 
 /// One brick's part of `volume heal VOL info`.
@@ -811,6 +855,44 @@ pub struct BrickHealInfo {
     pub brick_id: Uuid,
     /// `None`: the brick's node did not answer.
     pub entries: Option<Vec<HealEntry>>,
+}
+
+/// One brick's self-heal daemon record, for `volume heal VOL statistics`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrickHealStats {
+    pub brick: String,
+    pub brick_id: Uuid,
+    /// Entries in the brick's heal index now (`None`: its node did not
+    /// answer).
+    pub pending: Option<u64>,
+    /// Bytes of file data behind those entries (what data heal may copy
+    /// at most).
+    pub pending_bytes: u64,
+    /// The latest crawls, oldest first; the last may be running.
+    pub crawls: Vec<CrawlRecord>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CrawlKind {
+    Index,
+    Full,
+}
+
+/// One crawl of the self-heal daemon over a brick.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CrawlRecord {
+    pub kind: CrawlKind,
+    /// Unix seconds.
+    pub started: i64,
+    /// `None` while it runs.
+    pub ended: Option<i64>,
+    /// Entries it set out to heal (an index crawl: the index at its start).
+    pub entries: u64,
+    pub healed: u64,
+    pub split_brain: u64,
+    pub failed: u64,
+    /// File data copied, in bytes.
+    pub bytes: u64,
 }
 
 /// An inode a brick holds replication counters for.
@@ -880,6 +962,8 @@ pub enum Reply {
     Pool(PoolReply),
     /// Replication counters after an `Xattrop`, by xattr name.
     Counters(Vec<(String, [i32; 3])>),
+    /// Block checksums (`Fop::Checksum`).
+    Checksums(Vec<Option<u64>>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

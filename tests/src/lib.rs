@@ -1212,3 +1212,61 @@ impl Drop for Tmpfs {
         lazy_unmount(&self.0);
     }
 }
+
+/// A brick's tree as the volume sees it (the private `.cairn` dir left
+/// out): per path its type, mode, owner, size, content hash (files),
+/// target (symlinks) — to compare replicas. Times are left out: each
+/// brick stamps its own writes, microseconds apart.
+pub fn brick_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())) {
+            let e = e.expect("directory entry");
+            let path = e.path();
+            let rel = path.strip_prefix(root).expect("below root").display().to_string();
+            if rel == ".cairn" {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&path).expect("stat");
+            let what = if m.is_dir() {
+                stack.push(path.clone());
+                format!("dir {:o} {}:{}", m.mode(), m.uid(), m.gid())
+            } else if m.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).expect("readlink").display())
+            } else {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&path).expect("read").hash(&mut h);
+                format!(
+                    "file {:o} {}:{} {} bytes #{:016x}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.len(),
+                    h.finish()
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// The first difference between two trees, for an assertion message.
+pub fn tree_difference(
+    a: &std::collections::BTreeMap<String, String>,
+    b: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    for (k, v) in a {
+        match b.get(k) {
+            None => return Some(format!("{k} only in the first ({v})")),
+            Some(w) if w != v => return Some(format!("{k}: {v} vs {w}")),
+            _ => {}
+        }
+    }
+    b.keys()
+        .find(|k| !a.contains_key(*k))
+        .map(|k| format!("{k} only in the second ({})", b[k]))
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod heal;
+mod heal_report;
 mod output;
 
 use anyhow::Context;
@@ -129,11 +130,14 @@ enum VolumeCommand {
     Reset { name: String, key: Option<String> },
     /// Per-brick per-fop statistics: `volume profile VOL start|info|stop`.
     Profile { name: String, action: String },
-    /// Replication health: `volume heal VOL info` (entries each brick has
-    /// pending heal) or `volume heal VOL info split-brain`.
+    /// Self-heal: `volume heal VOL [full]` (crawl now), `volume heal VOL
+    /// info [split-brain]` (entries each brick has pending heal), `volume
+    /// heal VOL info summary [--watch]` (counts, and progress while a heal
+    /// runs), `volume heal VOL statistics [heal-count]`, `volume heal VOL
+    /// split-brain …`.
     Heal {
         name: String,
-        #[arg(num_args = 0..)]
+        #[arg(num_args = 0.., allow_hyphen_values = true)]
         words: Vec<String>,
     },
     /// Busiest files, or a brick throughput test:
@@ -282,6 +286,20 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 .build()
                 .context("cannot start")?;
             rt.block_on(split_brain(cli.node, cli.state_dir, req))
+        }
+        Command::Volume {
+            action: VolumeCommand::Heal { name, words },
+        } if words.len() >= 2 && words[0] == "info" && words[1] == "summary" => {
+            let watch = match &words[2..] {
+                [] => false,
+                [w] if w == "--watch" => true,
+                _ => anyhow::bail!("use: volume heal VOL info summary [--watch]"),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start")?;
+            rt.block_on(heal_summary(cli.node, cli.state_dir, cli.json, name, watch))
         }
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
@@ -510,8 +528,18 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
                     name,
                     split_brain: true,
                 },
+                [] => AdminRequest::VolumeHeal { name, full: false },
+                ["full"] => AdminRequest::VolumeHeal { name, full: true },
+                ["statistics"] => AdminRequest::VolumeHealStatistics {
+                    name,
+                    count_only: false,
+                },
+                ["statistics", "heal-count"] => AdminRequest::VolumeHealStatistics {
+                    name,
+                    count_only: true,
+                },
                 _ => anyhow::bail!(
-                    "unsupported heal command {:?}: use 'volume heal VOL info [split-brain]' or 'volume heal VOL split-brain bigger-file|latest-mtime FILE | source-brick NODE:/path [FILE]'",
+                    "unsupported heal command {:?}: use 'volume heal VOL [full]', 'volume heal VOL info [split-brain|summary] [--watch]', 'volume heal VOL statistics [heal-count]' or 'volume heal VOL split-brain bigger-file|latest-mtime FILE | source-brick NODE:/path [FILE]'",
                     words.join(" ")
                 ),
             }
@@ -540,6 +568,55 @@ fn node_address(node: Option<String>, state_dir: &std::path::Path) -> anyhow::Re
 }
 
 /// `volume heal VOL split-brain …`, as a client of the volume.
+/// `volume heal VOL info summary [--watch]`: per brick, how many entries
+/// are left, how many are split-brain, and while a crawl runs its progress
+/// and an estimate of the time left. With `--watch`, again every 2 s until
+/// nothing is left.
+async fn heal_summary(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    json: bool,
+    name: String,
+    watch: bool,
+) -> anyhow::Result<String> {
+    loop {
+        let info = volume(
+            node.clone(),
+            state_dir.clone(),
+            AdminRequest::VolumeHealInfo {
+                name: name.clone(),
+                split_brain: false,
+            },
+        )
+        .await?;
+        let stats = volume(
+            node.clone(),
+            state_dir.clone(),
+            AdminRequest::VolumeHealStatistics {
+                name: name.clone(),
+                count_only: false,
+            },
+        )
+        .await?;
+        let (AdminReply::HealInfo(info), AdminReply::HealStats(stats)) = (info, stats) else {
+            anyhow::bail!("unexpected reply to a heal report");
+        };
+        let summary = heal_report::summary(&info, &stats);
+        let text = if json {
+            format!("{}\n", serde_json::to_string_pretty(&summary)?)
+        } else {
+            heal_report::summary_text(&summary)
+        };
+        let left: u64 = summary.iter().map(|b| b.total.unwrap_or(0)).sum();
+        if !watch || left == 0 {
+            return Ok(text);
+        }
+        print!("{text}");
+        println!("-- {} entries left; refreshing every 2 s (Ctrl-C stops) --\n", left);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn split_brain(
     node: Option<String>,
     state_dir: Option<PathBuf>,
@@ -590,7 +667,9 @@ fn command_prefix(req: &AdminRequest, message: &str) -> String {
         AdminRequest::VolumeProfile { name, .. } => ("volume profile", name.as_str()),
         AdminRequest::VolumeTop { name, .. } => ("volume top", name.as_str()),
         AdminRequest::VolumeReset { name, .. } => ("volume reset", name.as_str()),
-        AdminRequest::VolumeHealInfo { name, .. } => ("volume heal", name.as_str()),
+        AdminRequest::VolumeHealInfo { name, .. } | AdminRequest::VolumeHealStatistics { name, .. } => {
+            ("volume heal", name.as_str())
+        }
         _ => return message.to_string(),
     };
     if message.starts_with(verb) {

@@ -15,6 +15,7 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         AdminReply::ClientCert { .. } => serde_json::json!({ "ok": true }),
         AdminReply::Peers(p) => serde_json::json!({ "ok": true, "peers": p }),
         AdminReply::HealInfo(h) => serde_json::json!({ "ok": true, "heal": h }),
+        AdminReply::HealStats(h) => serde_json::json!({ "ok": true, "heal_statistics": h }),
         AdminReply::Options(o) => serde_json::json!({
             "ok": true,
             "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
@@ -53,7 +54,8 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
         AdminReply::Top(t) => t.iter().map(top).collect(),
         AdminReply::ClientCert { .. } => String::new(),
         AdminReply::Peers(p) => peers_text(req, &AdminReply::Peers(p.clone()), PeerView::Status),
-        AdminReply::HealInfo(bricks) => heal_info(req, bricks),
+        AdminReply::HealInfo(bricks) => crate::heal_report::info(req, bricks),
+        AdminReply::HealStats(bricks) => crate::heal_report::statistics(req, bricks),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
@@ -62,40 +64,6 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
             s
         }
     }
-}
-
-/// gluster's `volume heal VOL info [split-brain]` layout.
-fn heal_info(req: &AdminRequest, bricks: &[cairn_common::proto::BrickHealInfo]) -> String {
-    let split_only = matches!(req, AdminRequest::VolumeHealInfo { split_brain: true, .. });
-    let mut s = String::new();
-    for b in bricks {
-        let _ = writeln!(s, "Brick {}", b.brick);
-        match &b.entries {
-            None => {
-                let _ = writeln!(s, "Status: Transport endpoint is not connected");
-                let _ = writeln!(s, "Number of entries: -");
-            }
-            Some(list) => {
-                for e in list {
-                    let name = e.path.clone().unwrap_or_else(|| format!("<gfid:{}>", e.gfid));
-                    let mark = if e.split_brain && !split_only {
-                        " - Is in split-brain"
-                    } else {
-                        ""
-                    };
-                    let _ = writeln!(s, "{name}{mark}");
-                }
-                let _ = writeln!(s, "Status: Connected");
-                if split_only {
-                    let _ = writeln!(s, "Number of entries in split-brain: {}", list.len());
-                } else {
-                    let _ = writeln!(s, "Number of entries: {}", list.len());
-                }
-            }
-        }
-        s.push('\n');
-    }
-    s
 }
 
 /// `peer status` (the other members) or `pool list` (all, as a table).
@@ -203,6 +171,16 @@ fn status(v: &VolumeStatus) -> String {
         let rdma = if b.online { "0" } else { "N/A" };
         let online = if b.online { "Y" } else { "N" };
         let _ = writeln!(s, "{name:<width$}{port:<10}{rdma:<11}{online:<8}{pid}");
+    }
+    for d in &v.daemons {
+        let name = format!(
+            "{} on {}",
+            d.name,
+            d.node.rsplit_once(':').map_or(d.node.as_str(), |(h, _)| h)
+        );
+        let pid = d.pid.map_or("N/A".to_string(), |p| p.to_string());
+        let online = if d.online { "Y" } else { "N" };
+        let _ = writeln!(s, "{name:<width$}{:<10}{:<11}{online:<8}{pid}", "N/A", "N/A");
     }
     let _ = writeln!(s, " \nTask Status of Volume {}", v.name);
     let _ = writeln!(s, "{RULE}");

@@ -294,6 +294,42 @@ pub fn read_at(file: &File, offset: u64, size: usize) -> FsResult<Vec<u8>> {
     Ok(buf)
 }
 
+/// xxh3 of each `CHECKSUM_BLOCK` of `file` in `[offset, offset + len)`
+/// (the last one short at end of file), `None` for a block that is all
+/// zeros. Holes are found with SEEK_DATA and not read.
+pub fn block_checksums(file: &File, offset: u64, len: u32) -> FsResult<Vec<Option<u64>>> {
+    use cairn_common::proto::CHECKSUM_BLOCK;
+    use std::os::fd::AsFd;
+    let size = file.metadata().ctx(|| "stat for checksums".into())?.len();
+    let end = offset.saturating_add(u64::from(len)).min(size);
+    let mut out = Vec::new();
+    let mut pos = offset;
+    // The next offset holding data (the file's size past the last).
+    let mut data_from = pos;
+    while pos < end {
+        let block_end = (pos + u64::from(CHECKSUM_BLOCK)).min(end);
+        if data_from <= pos {
+            data_from = match crate::sys::lseek(file.as_fd(), pos as i64, libc::SEEK_DATA) {
+                Ok(at) => at as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => size,
+                Err(e) => return Err(e).ctx(|| "seeking data for checksums".into()),
+            };
+        }
+        if data_from >= block_end {
+            out.push(None);
+        } else {
+            let block = read_at(file, pos, (block_end - pos) as usize)?;
+            out.push(if block.iter().all(|b| *b == 0) {
+                None
+            } else {
+                Some(xxhash_rust::xxh3::xxh3_64(&block))
+            });
+        }
+        pos = block_end;
+    }
+    Ok(out)
+}
+
 /// Writes all of `data` at `offset` (at the end for O_APPEND files).
 pub fn write_at(file: &File, offset: u64, data: &[u8]) -> FsResult<usize> {
     let mut done = 0;

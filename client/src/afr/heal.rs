@@ -5,6 +5,7 @@
 //! heal keeps its own blame.
 
 use super::changelog::{Counters, Kind, DIRTY};
+use super::data_heal::DataPlan;
 use super::Replicate;
 use crate::layer::{Errno, FopResult};
 use bytes::Bytes;
@@ -12,19 +13,33 @@ use cairn_common::proto::{Attr, Creds, DirEntry, Fop, Reply, SetAttr, TimeSet};
 use cairn_common::Gfid;
 use std::sync::atomic::Ordering;
 
-/// Copy unit for data heal.
-pub(super) const CHUNK: u32 = 1 << 20;
+/// A heal's own lock owner: unlike any writer's (this client's eager hold
+/// included) and any other heal's, since locks are re-entrant per owner.
+pub(super) fn heal_owner() -> u64 {
+    super::rand_owner() ^ 2
+}
 
 impl Replicate {
+    /// Does this layer heal `kind` of change? A mount as its
+    /// `cluster.*-self-heal` option says; the self-heal daemon always.
+    fn heals(&self, kind: Kind) -> bool {
+        let flag = match kind {
+            Kind::Data => &self.data_heal,
+            Kind::Metadata => &self.metadata_heal,
+            Kind::Entry => &self.entry_heal,
+        };
+        self.daemon.load(Ordering::Relaxed) || flag.load(Ordering::Relaxed)
+    }
+
     pub(super) fn maybe_heal_inode(&self, gfid: Gfid, is_dir: bool) {
-        let wanted = self.metadata_heal.load(Ordering::Relaxed) || (!is_dir && self.data_heal.load(Ordering::Relaxed));
+        let wanted = self.heals(Kind::Metadata) || (!is_dir && self.heals(Kind::Data));
         self.spawn_heal((gfid, false), wanted, move |me| async move {
             me.heal_inode(gfid, is_dir).await
         });
     }
 
     pub(super) fn maybe_heal_entry(&self, dir: Gfid) {
-        let wanted = self.entry_heal.load(Ordering::Relaxed);
+        let wanted = self.heals(Kind::Entry);
         self.spawn_heal((dir, true), wanted, move |me| async move { me.heal_entries(dir).await });
     }
 
@@ -40,25 +55,70 @@ impl Replicate {
         let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
             let name = me.name.clone();
-            if let Err(e) = work(me.clone()).await {
-                tracing::warn!(subvolume = %name, gfid = %key.0, errno = e.0, "heal did not finish; a later access retries");
+            match work(me.clone()).await {
+                Ok(()) => {}
+                // Another healer holds it: that one does the work.
+                Err(Errno(libc::EAGAIN)) => {}
+                Err(e) => {
+                    tracing::warn!(subvolume = %name, gfid = %key.0, errno = e.0, "heal did not finish; a later access retries")
+                }
             }
             me.healing.lock().expect("healing poisoned").remove(&key);
             me.readable.lock().expect("readable poisoned").remove(&key.0);
         });
     }
 
-    pub(super) async fn lock_inode(&self, gfid: Gfid, take: bool, idx: &[usize]) -> Vec<usize> {
-        // An owner of its own: a heal must wait for this client's eager
-        // hold on the file like any other writer's.
+    /// Takes (or releases) the inode lock writers take, as heal `owner`.
+    pub(super) async fn lock_inode(&self, gfid: Gfid, owner: u64, take: bool, idx: &[usize]) -> Vec<usize> {
         let op = Fop::InodeLk {
             gfid,
             domain: self.domain.clone(),
-            owner: self.owner ^ 1,
+            owner,
             lock: take,
             wait: true,
         };
         self.lock_each(op, idx).await
+    }
+
+    /// Takes the self-heal lock of an inode on every child that answers:
+    /// held for a whole heal, taken by heals only (gluster's self-heal
+    /// domain), so two healers — two mounts, a mount and the daemon, two
+    /// daemon threads — never heal one inode at once and each clears
+    /// exactly the blame it saw; writers never wait on it. Like gluster's
+    /// it is only tried: EAGAIN when another heal holds it (that heal does
+    /// the work; the index keeps the entry for a later look).
+    pub(super) async fn lock_healing(&self, gfid: Gfid, owner: u64) -> Result<Vec<usize>, Errno> {
+        let op = |lock| Fop::InodeLk {
+            gfid,
+            domain: format!("{}:self-heal", self.name),
+            owner,
+            lock,
+            wait: false,
+        };
+        let mut held = Vec::new();
+        for i in self.all() {
+            match self.on(i, op(true), Bytes::new()).await {
+                Ok(_) => held.push(i),
+                Err(Errno(libc::EAGAIN)) => {
+                    self.unlock_healing(gfid, owner, &held).await;
+                    return Err(Errno(libc::EAGAIN));
+                }
+                // Away: it takes no part in this heal.
+                Err(_) => {}
+            }
+        }
+        Ok(held)
+    }
+
+    pub(super) async fn unlock_healing(&self, gfid: Gfid, owner: u64, held: &[usize]) {
+        let op = Fop::InodeLk {
+            gfid,
+            domain: format!("{}:self-heal", self.name),
+            owner,
+            lock: false,
+            wait: false,
+        };
+        self.lock_each(op, held).await;
     }
 
     /// Sends a heal's lock request to each child in order (as transactions
@@ -73,22 +133,36 @@ impl Replicate {
         ok
     }
 
-    async fn heal_inode(&self, gfid: Gfid, is_dir: bool) -> Result<(), Errno> {
-        let locked = self.lock_inode(gfid, true, &self.all()).await;
-        let result = self.heal_inode_locked(gfid, is_dir, &locked).await;
-        self.lock_inode(gfid, false, &locked).await;
+    /// Heals an inode's metadata under its lock, then its data (window by
+    /// window, see `data_heal`).
+    pub(super) async fn heal_inode(&self, gfid: Gfid, is_dir: bool) -> Result<(), Errno> {
+        let owner = heal_owner();
+        let healers = self.lock_healing(gfid, owner).await?;
+        let result = async {
+            let locked = self.lock_inode(gfid, owner, true, &self.all()).await;
+            let result = self.heal_inode_locked(gfid, is_dir, &locked).await;
+            self.lock_inode(gfid, owner, false, &locked).await;
+            match result? {
+                Some(plan) => self.heal_data(gfid, plan, owner).await,
+                None => Ok(()),
+            }
+        }
+        .await;
+        self.unlock_healing(gfid, owner, &healers).await;
         result
     }
 
-    async fn heal_inode_locked(&self, gfid: Gfid, is_dir: bool, locked: &[usize]) -> Result<(), Errno> {
+    /// Heals metadata; returns what data heal is to do.
+    async fn heal_inode_locked(&self, gfid: Gfid, is_dir: bool, locked: &[usize]) -> Result<Option<DataPlan>, Errno> {
         let counters = self.counters(gfid, locked).await;
         let mut kinds = Vec::new();
-        if !is_dir && self.data_heal.load(Ordering::Relaxed) {
+        if !is_dir && self.heals(Kind::Data) {
             kinds.push(Kind::Data);
         }
-        if self.metadata_heal.load(Ordering::Relaxed) {
+        if self.heals(Kind::Metadata) {
             kinds.push(Kind::Metadata);
         }
+        let mut data = None;
         for kind in kinds {
             let mut v = self.judge(&counters, kind);
             if v.split_brain {
@@ -108,18 +182,22 @@ impl Replicate {
             if v.sources.is_empty() || v.sinks.is_empty() {
                 continue;
             }
+            if kind == Kind::Data {
+                data = Some(DataPlan {
+                    sources: v.sources,
+                    sinks: v.sinks,
+                    seen: counters.clone(),
+                });
+                continue;
+            }
             let source = v.sources[0];
             for &sink in &v.sinks {
-                match kind {
-                    Kind::Data if !self.is_arbiter(sink) => self.copy_data(gfid, source, sink).await?,
-                    Kind::Data => {}
-                    _ => self.copy_metadata(gfid, source, sink).await?,
-                }
+                self.copy_metadata(gfid, source, sink).await?;
                 tracing::info!(subvolume = %self.name, %gfid, ?kind, from = source, to = sink, "healed");
             }
             self.clear_blame(gfid, kind, &v.sources, &v.sinks, &counters).await;
         }
-        Ok(())
+        Ok(data)
     }
 
     /// After a heal the sinks equal the sources: subtracts (exactly as
@@ -173,82 +251,6 @@ impl Replicate {
             (Reply::Opened { fh }, _) => Ok(fh),
             _ => Err(Errno(libc::EIO)),
         }
-    }
-
-    /// Makes the sink's data the source's: same size, same bytes.
-    pub(super) async fn copy_data(&self, gfid: Gfid, source: usize, sink: usize) -> Result<(), Errno> {
-        let attr = self.attr_on(source, gfid).await?;
-        let size = attr.size;
-        let from = self.open_on(source, gfid, libc::O_RDONLY).await?;
-        let to = match self.open_on(sink, gfid, libc::O_WRONLY).await {
-            Ok(fh) => fh,
-            Err(e) => {
-                let _ = self.on(source, Fop::Release { fh: from }, Bytes::new()).await;
-                return Err(e);
-            }
-        };
-        let result = async {
-            self.on(
-                sink,
-                Fop::SetAttr {
-                    gfid,
-                    fh: Some(to),
-                    set: SetAttr {
-                        size: Some(size),
-                        ..SetAttr::default()
-                    },
-                },
-                Bytes::new(),
-            )
-            .await?;
-            let mut offset = 0;
-            while offset < size {
-                let want = CHUNK.min((size - offset) as u32);
-                let (_, data) = self
-                    .on(
-                        source,
-                        Fop::Read {
-                            fh: from,
-                            offset,
-                            size: want,
-                        },
-                        Bytes::new(),
-                    )
-                    .await?;
-                if data.is_empty() {
-                    break;
-                }
-                let len = data.len() as u32;
-                self.on(sink, Fop::Write { fh: to, offset, len }, data).await?;
-                offset += u64::from(len);
-            }
-            self.on(
-                sink,
-                Fop::Fsync {
-                    fh: to,
-                    datasync: false,
-                },
-                Bytes::new(),
-            )
-            .await
-            .map(|_| ())
-        }
-        .await;
-        let _ = self.on(source, Fop::Release { fh: from }, Bytes::new()).await;
-        let _ = self.on(sink, Fop::Release { fh: to }, Bytes::new()).await;
-        result?;
-        // The writes moved the sink's times; put the source's back (the
-        // inode lock keeps them from changing meanwhile).
-        self.set_on(
-            sink,
-            gfid,
-            SetAttr {
-                atime: Some(TimeSet::At(attr.atime)),
-                mtime: Some(TimeSet::At(attr.mtime)),
-                ..SetAttr::default()
-            },
-        )
-        .await
     }
 
     async fn set_on(&self, i: usize, gfid: Gfid, set: SetAttr) -> Result<(), Errno> {
@@ -322,12 +324,12 @@ impl Replicate {
         Ok(())
     }
 
-    async fn lock_entry(&self, dir: Gfid, name: &[u8], take: bool, idx: &[usize]) -> Vec<usize> {
+    async fn lock_entry(&self, dir: Gfid, name: &[u8], owner: u64, take: bool, idx: &[usize]) -> Vec<usize> {
         let op = Fop::EntryLk {
             parent: dir,
             name: name.to_vec(),
             domain: self.domain.clone(),
-            owner: self.owner ^ 1,
+            owner,
             lock: take,
             wait: true,
         };
@@ -378,7 +380,7 @@ impl Replicate {
         }
     }
 
-    async fn list_all(&self, i: usize, dir: Gfid) -> Result<Vec<DirEntry>, Errno> {
+    pub(super) async fn list_all(&self, i: usize, dir: Gfid) -> Result<Vec<DirEntry>, Errno> {
         let mut out = Vec::new();
         let mut cookie = 0;
         loop {
@@ -413,7 +415,15 @@ impl Replicate {
     /// Makes each sink's entries in `dir` the source's: creates what it
     /// lacks (same gfid; files empty and blamed, so data heal follows) and
     /// removes what the source no longer has.
-    async fn heal_entries(&self, dir: Gfid) -> Result<(), Errno> {
+    pub(super) async fn heal_entries(&self, dir: Gfid) -> Result<(), Errno> {
+        let owner = heal_owner();
+        let healers = self.lock_healing(dir, owner).await?;
+        let result = self.heal_entries_as(dir, owner).await;
+        self.unlock_healing(dir, owner, &healers).await;
+        result
+    }
+
+    async fn heal_entries_as(&self, dir: Gfid, owner: u64) -> Result<(), Errno> {
         let counters = self.counters(dir, &self.all()).await;
         let v = self.judge(&counters, Kind::Entry);
         if v.split_brain || v.sources.is_empty() || v.sinks.is_empty() {
@@ -433,7 +443,7 @@ impl Replicate {
                 .iter()
                 .filter(|e| !have.iter().any(|h| h.name == e.name && h.gfid == e.gfid))
             {
-                let locked = self.lock_entry(dir, &e.name, true, &pair).await;
+                let locked = self.lock_entry(dir, &e.name, owner, true, &pair).await;
                 let result = async {
                     let Some(want) = self.lookup_on(source, dir, &e.name).await? else {
                         return Ok(());
@@ -449,11 +459,11 @@ impl Replicate {
                     Ok::<(), Errno>(())
                 }
                 .await;
-                self.lock_entry(dir, &e.name, false, &locked).await;
+                self.lock_entry(dir, &e.name, owner, false, &locked).await;
                 result?;
             }
             for h in have.iter().filter(|h| !wanted.iter().any(|e| e.name == h.name)) {
-                let locked = self.lock_entry(dir, &h.name, true, &pair).await;
+                let locked = self.lock_entry(dir, &h.name, owner, true, &pair).await;
                 let result = async {
                     if self.lookup_on(source, dir, &h.name).await?.is_some() {
                         return Ok(());
@@ -461,7 +471,7 @@ impl Replicate {
                     self.remove_on(sink, dir, &h.name, h.kind == libc::S_IFDIR).await
                 }
                 .await;
-                self.lock_entry(dir, &h.name, false, &locked).await;
+                self.lock_entry(dir, &h.name, owner, false, &locked).await;
                 if let Err(e) = result {
                     tracing::warn!(subvolume = %self.name, name = %String::from_utf8_lossy(&h.name), errno = e.0, "could not remove a stale entry from a replica");
                     return Err(e);

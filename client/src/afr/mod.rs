@@ -11,9 +11,12 @@
 //! locks, names, metadata and the changelog but never holds or serves data.
 
 pub use cairn_common::changelog;
+mod daemon;
+mod data_heal;
 mod heal;
 mod resolve;
 
+pub use daemon::Healed;
 pub use resolve::Rule;
 mod txn;
 
@@ -97,6 +100,10 @@ pub enum Policy {
 struct Handle {
     gfid: Gfid,
     children: Vec<Option<u64>>,
+    /// The open flags, to open it again on a replica that was away.
+    flags: i32,
+    /// When a replica lacking it was last tried (at most once a second).
+    reopen_tried: Option<std::time::Instant>,
 }
 
 /// What is known of an inode's replicas: who may be read for data,
@@ -142,6 +149,12 @@ pub struct Replicate {
     data_heal: AtomicBool,
     metadata_heal: AtomicBool,
     entry_heal: AtomicBool,
+    /// This is the self-heal daemon's layer: it heals every kind of change.
+    daemon: AtomicBool,
+    /// File data copied by heals, in bytes.
+    healed_bytes: AtomicU64,
+    /// `cluster.data-self-heal-algorithm full`: copy every block.
+    full_data_heal: AtomicBool,
 }
 
 impl Replicate {
@@ -183,6 +196,9 @@ impl Replicate {
             data_heal: AtomicBool::new(true),
             metadata_heal: AtomicBool::new(true),
             entry_heal: AtomicBool::new(true),
+            daemon: AtomicBool::new(false),
+            healed_bytes: AtomicU64::new(0),
+            full_data_heal: AtomicBool::new(false),
         }))
     }
 
@@ -370,13 +386,67 @@ impl Replicate {
             .ok_or(Errno(libc::EBADF))
     }
 
-    fn new_handle(&self, gfid: Gfid, children: Vec<Option<u64>>) -> u64 {
+    fn new_handle(&self, gfid: Gfid, children: Vec<Option<u64>>, flags: i32) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .expect("handles poisoned")
-            .insert(fh, Handle { gfid, children });
+        let flags = flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL);
+        self.handles.lock().expect("handles poisoned").insert(
+            fh,
+            Handle {
+                gfid,
+                children,
+                flags,
+                reopen_tried: None,
+            },
+        );
         fh
+    }
+
+    /// Opens `fh` on the data replicas it is not open on (they were away
+    /// when it was opened, as gluster's fd reopen on child-up), so writes
+    /// through a long-open file reach a replica that came back.
+    pub(super) async fn reopen_where_missing(&self, fh: u64) {
+        let h = {
+            let mut handles = self.handles.lock().expect("handles poisoned");
+            let Some(h) = handles.get_mut(&fh) else { return };
+            let lacking = (0..self.n()).any(|i| h.children[i].is_none() && !self.is_arbiter(i));
+            if !lacking
+                || h.reopen_tried
+                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+            {
+                return;
+            }
+            h.reopen_tried = Some(std::time::Instant::now());
+            h.clone()
+        };
+        let targets: Vec<usize> = (0..self.n())
+            .filter(|i| h.children[*i].is_none() && !self.is_arbiter(*i))
+            .collect();
+        let results = self
+            .on_each(&targets, |_| {
+                Some((
+                    Fop::Open {
+                        gfid: h.gfid,
+                        flags: h.flags,
+                    },
+                    Bytes::new(),
+                ))
+            })
+            .await;
+        for (i, r) in results {
+            if let Ok((Reply::Opened { fh: child }, _)) = r {
+                let kept = match self.handles.lock().expect("handles poisoned").get_mut(&fh) {
+                    Some(h) if h.children[i].is_none() => {
+                        h.children[i] = Some(child);
+                        true
+                    }
+                    _ => false,
+                };
+                if !kept {
+                    // Released or reopened meanwhile: give this one back.
+                    let _ = self.on(i, Fop::Release { fh: child }, Bytes::new()).await;
+                }
+            }
+        }
     }
 
     /// Lookup on every child: the entry from a readable copy, EIO for a
@@ -501,7 +571,7 @@ impl Replicate {
         }
         Ok((
             Reply::Opened {
-                fh: self.new_handle(gfid, fhs),
+                fh: self.new_handle(gfid, fhs, flags),
             },
             Bytes::new(),
         ))
@@ -688,13 +758,15 @@ impl Replicate {
                     .await;
                 first_success(results)
             }
-            Fop::Xattrop { .. } | Fop::InodeLk { .. } | Fop::EntryLk { .. } => Err(Errno(libc::EINVAL)),
+            Fop::Xattrop { .. } | Fop::InodeLk { .. } | Fop::EntryLk { .. } | Fop::Checksum { .. } => {
+                Err(Errno(libc::EINVAL))
+            }
             op => self.transact(op, payload).await,
         }
     }
 }
 
-fn rand_owner() -> u64 {
+pub(super) fn rand_owner() -> u64 {
     let u = Uuid::new_v4();
     u64::from_le_bytes(u.as_bytes()[..8].try_into().expect("8 bytes")) | 1
 }
@@ -742,6 +814,10 @@ impl Subvolume for Replicate {
             .store(on("cluster.metadata-self-heal"), Ordering::Relaxed);
         self.entry_heal.store(on("cluster.entry-self-heal"), Ordering::Relaxed);
         self.eager_lock.store(on("cluster.eager-lock"), Ordering::Relaxed);
+        self.full_data_heal.store(
+            effective(options, "cluster.data-self-heal-algorithm") == "full",
+            Ordering::Relaxed,
+        );
         self.backup.store(on("cluster.split-brain-backup"), Ordering::Relaxed);
         *self.policy.lock().expect("policy poisoned") = match effective(options, "cluster.favorite-child-policy") {
             "size" => Policy::Size,

@@ -32,9 +32,12 @@ impl Replicate {
         present: &[usize],
         rule: Rule,
     ) -> Result<bool, Errno> {
-        let locked = self.lock_inode(gfid, true, present).await;
+        let owner = super::heal::heal_owner();
+        let healers = self.lock_healing(gfid, owner).await?;
+        let locked = self.lock_inode(gfid, owner, true, present).await;
         let result = self.resolve_locked(parent, name, gfid, &locked, rule).await;
-        self.lock_inode(gfid, false, &locked).await;
+        self.lock_inode(gfid, owner, false, &locked).await;
+        self.unlock_healing(gfid, owner, &healers).await;
         result
     }
 
@@ -155,7 +158,7 @@ impl Replicate {
         let mut offset = 0;
         let result = async {
             while offset < a.size {
-                let want = super::heal::CHUNK.min((a.size - offset) as u32);
+                let want = super::data_heal::RUN.min(a.size - offset) as u32;
                 let (_, chunk) = self
                     .on(
                         from,

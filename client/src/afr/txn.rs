@@ -342,6 +342,9 @@ impl Replicate {
     }
 
     pub(super) async fn transact(&self, op: Fop, payload: Bytes) -> FopResult {
+        for fh in op.handles() {
+            self.reopen_where_missing(fh).await;
+        }
         let plan = self.plan(&op)?;
         if plan.kind == Kind::Data
             && plan.handle.is_some()
@@ -561,7 +564,7 @@ impl Replicate {
 
     /// The answer to the caller, from the replicas that made the change.
     fn reply_of(&self, op: &Fop, done: Vec<(usize, (Reply, Bytes))>, behind: &[usize]) -> FopResult {
-        if let Fop::Create { .. } = op {
+        if let Fop::Create { flags, .. } = op {
             let mut fhs = vec![None; self.n()];
             let mut attr = None;
             for (i, (r, _)) in &done {
@@ -582,7 +585,7 @@ impl Replicate {
                     entry: Vec::new(),
                 },
             );
-            let fh = self.new_handle(attr.gfid, fhs);
+            let fh = self.new_handle(attr.gfid, fhs, *flags);
             return Ok((Reply::Created { attr, fh }, Bytes::new()));
         }
         // Prefer a data replica's answer (the arbiter's sizes are zero).
