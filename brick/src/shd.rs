@@ -10,7 +10,8 @@
 //! - when it starts.
 //!
 //! An index crawl goes over the local brick's heal index with up to
-//! `cluster.shd-max-threads` heals at once, and crawls again at once while
+//! `cluster.shd-max-threads` heals at once (half as many while mounts move
+//! data through the local bricks), and crawls again at once while
 //! it still makes progress (healing a directory's entries makes new index
 //! entries for the files it recreated). A full crawl walks the namespace.
 
@@ -33,10 +34,8 @@ const HISTORY: usize = 10;
 /// Index passes in a row, at most, while each heals something.
 const MAX_PASSES: usize = 20;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often mount traffic is sampled, and the pause between heals while
-/// there is some.
+/// How often mount traffic is sampled.
 const TRAFFIC_EVERY: Duration = Duration::from_millis(500);
-const BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// How often the local heal indexes are looked at for blame a mount left
 /// while every replica was up to the daemon (a mount that had not yet
 /// re-dialled a returning brick): healed within seconds, not at the next
@@ -93,11 +92,9 @@ struct Shared {
     full: AtomicBool,
     /// Crawl history by local brick.
     crawls: Mutex<HashMap<Uuid, VecDeque<CrawlRecord>>>,
-    /// Mounts are moving data through the local bricks now: heals go one
-    /// at a time, with a pause between them, to leave them the bandwidth.
+    /// Mounts are moving data through the local bricks now: half as many
+    /// heals run at once, to leave them the bandwidth.
     busy: AtomicBool,
-    /// Taken by each heal while `busy`.
-    turn: tokio::sync::Mutex<()>,
 }
 
 impl SelfHealDaemon {
@@ -121,7 +118,6 @@ impl SelfHealDaemon {
                 full: AtomicBool::new(false),
                 crawls: Mutex::new(HashMap::new()),
                 busy: AtomicBool::new(false),
-                turn: tokio::sync::Mutex::new(()),
             });
             let task = tokio::spawn(work(node.clone(), shared.clone()));
             tokio::spawn(watch_traffic(node.clone(), Arc::downgrade(&shared)));
@@ -408,16 +404,16 @@ async fn crawl_index(node: &Node, shared: &Shared, set: &Arc<Replicate>, brick: 
             started = true;
         }
         let mut healed_now = 0;
+        let slots = &tokio::sync::Semaphore::new(threads.max(1));
         let mut outcomes = futures::stream::iter(entries)
             .map(|(gfid, _, _)| async move {
-                let _turn = match shared.busy.load(Ordering::Relaxed) {
-                    true => {
-                        let turn = shared.turn.lock().await;
-                        tokio::time::sleep(BUSY_PAUSE).await;
-                        Some(turn)
-                    }
-                    false => None,
+                // While mounts move data, half as many heals run at once.
+                let share = if shared.busy.load(Ordering::Relaxed) {
+                    threads / (threads / 2).max(1)
+                } else {
+                    1
                 };
+                let _slot = slots.acquire_many(share as u32).await;
                 match set.heal_index_entry(gfid).await {
                     Ok(h) => h,
                     Err(e) => {

@@ -187,15 +187,18 @@ fn fixed_quorum_is_a_live_option() {
     assert!(!o.ok() && o.stderr.contains("auto, fixed, none"), "{o:?}");
 }
 
+/// Self-heal off, mounts and daemons: a returning replica stays behind.
+const NO_HEAL: [(&str, &str); 4] = [
+    ("cluster.data-self-heal", "off"),
+    ("cluster.metadata-self-heal", "off"),
+    ("cluster.entry-self-heal", "off"),
+    ("cluster.self-heal-daemon", "off"),
+];
+
 /// Two replicas of `f` that each took a write the other missed ("side
 /// zero" on brick 0, "side one, longer" on brick 1), with self-heal off.
 fn split_brain() -> (Pool, PathBuf) {
-    let off = [
-        ("cluster.data-self-heal", "off"),
-        ("cluster.metadata-self-heal", "off"),
-        ("cluster.entry-self-heal", "off"),
-    ];
-    let (mut pool, mnt) = replicated_in(3, 2, false, &off);
+    let (mut pool, mnt) = replicated_in(3, 2, false, &NO_HEAL);
     std::fs::write(mnt.join("f"), b"base").unwrap();
     std::fs::write(mnt.join("ok"), b"untouched").unwrap();
     pool.kill(1);
@@ -232,6 +235,108 @@ fn replicas_that_blame_each_other_answer_eio() {
     assert!(!info.contains("ok\n"), "{info}");
     let o = pool.node(0).cli(&["volume", "heal", "rv", "split-brain", "nonsense"]);
     assert!(!o.ok() && o.stderr.contains("bigger-file FILE"), "{o:?}");
+}
+
+#[test]
+fn names_made_on_each_side_merge_and_a_gfid_split_brain_is_settled() {
+    let (mut pool, mnt) = replicated_in(3, 2, false, &NO_HEAL);
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    // Each side makes `x` (two gfids) and a name of its own while the other
+    // is down: the directory's replicas blame each other.
+    pool.kill(1);
+    std::fs::write(mnt.join("d/x"), b"made on zero").unwrap();
+    std::fs::write(mnt.join("d/only0"), b"zero").unwrap();
+    pool.restart(1);
+    wait_for_client(&pool, &mnt, 1);
+    pool.kill(0);
+    let wrote = poll(Duration::from_secs(30), || {
+        std::fs::write(mnt.join("d/x"), b"made on one, longer").ok()
+    });
+    assert!(wrote.is_some(), "the write on side one never went through");
+    std::fs::write(mnt.join("d/only1"), b"one").unwrap();
+    pool.restart(0);
+    wait_for_client(&pool, &mnt, 0);
+    let refused = poll(Duration::from_secs(30), || {
+        std::fs::read(mnt.join("d/x"))
+            .err()
+            .filter(|e| e.raw_os_error() == Some(libc::EIO))
+    });
+    assert!(refused.is_some(), "a name with two gfids was served");
+    // The directory itself stays usable.
+    assert_eq!(std::fs::read(mnt.join("d/only0")).unwrap(), b"zero");
+    let info = pool.node(0).cli_ok(&["volume", "heal", "rv", "info", "split-brain"]);
+    assert!(info.contains("/d\n"), "{info}");
+    // The daemon merges the names each side made, and leaves `x` alone.
+    pool.node(0)
+        .cli_ok(&["volume", "set", "rv", "cluster.self-heal-daemon", "on"]);
+    let merged = poll(Duration::from_secs(30), || {
+        (std::fs::read(brick_file(&pool, 0, "d/only1")).ok()? == b"one"
+            && std::fs::read(brick_file(&pool, 1, "d/only0")).ok()? == b"zero")
+            .then_some(())
+    });
+    assert!(merged.is_some(), "the names made on each side were not merged");
+    assert_eq!(std::fs::read(brick_file(&pool, 0, "d/x")).unwrap(), b"made on zero");
+    assert_eq!(
+        std::fs::read(brick_file(&pool, 1, "d/x")).unwrap(),
+        b"made on one, longer"
+    );
+    // The administrator keeps the bigger copy; the other is kept aside.
+    let out = pool
+        .node(0)
+        .cli_ok(&["volume", "heal", "rv", "split-brain", "bigger-file", "/d/x"]);
+    assert!(out.contains("Healed /d/x."), "{out}");
+    assert_eq!(std::fs::read(mnt.join("d/x")).unwrap(), b"made on one, longer");
+    let backups: Vec<String> = std::fs::read_dir(mnt.join("d"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("x.split-brain.0."))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(std::fs::read(mnt.join("d").join(&backups[0])).unwrap(), b"made on zero");
+    let same = poll(Duration::from_secs(30), || {
+        (0..2)
+            .all(|b| std::fs::read(brick_file(&pool, b, "d/x")).ok().as_deref() == Some(&b"made on one, longer"[..]))
+            .then_some(())
+    });
+    assert!(same.is_some(), "the losing replica never took the kept copy");
+    wait_for_heal(&pool);
+}
+
+#[test]
+fn a_metadata_split_brain_answers_eio_and_the_ctime_policy_settles_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut pool, mnt) = replicated_in(3, 2, false, &NO_HEAL);
+    std::fs::write(mnt.join("m"), b"same bytes").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    pool.kill(1);
+    std::fs::set_permissions(mnt.join("m"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    pool.restart(1);
+    wait_for_client(&pool, &mnt, 1);
+    pool.kill(0);
+    let changed = poll(Duration::from_secs(30), || {
+        std::fs::set_permissions(mnt.join("m"), std::fs::Permissions::from_mode(0o640)).ok()
+    });
+    assert!(changed.is_some(), "the chmod on side one never went through");
+    pool.restart(0);
+    wait_for_client(&pool, &mnt, 0);
+    let refused = poll(Duration::from_secs(30), || {
+        mode(&mnt.join("m"))
+            .err()
+            .filter(|e| e.raw_os_error() == Some(libc::EIO))
+    });
+    assert!(refused.is_some(), "a metadata split-brain was served");
+    let info = pool.node(0).cli_ok(&["volume", "heal", "rv", "info", "split-brain"]);
+    assert!(info.contains("/m\n"), "{info}");
+    // The later change (side one's chmod) wins by ctime; data is untouched.
+    pool.node(0)
+        .cli_ok(&["volume", "set", "rv", "cluster.favorite-child-policy", "ctime"]);
+    let settled = poll(Duration::from_secs(30), || mode(&mnt.join("m")).ok());
+    assert_eq!(settled, Some(0o640));
+    for b in 0..2 {
+        assert_eq!(mode(&brick_file(&pool, b, "m")).unwrap(), 0o640, "brick {b}");
+        assert_eq!(std::fs::read(brick_file(&pool, b, "m")).unwrap(), b"same bytes");
+    }
 }
 
 #[test]
@@ -489,7 +594,11 @@ fn wait_for_heal(pool: &Pool) {
             .sum();
         (left == Some(0)).then_some(())
     });
-    assert!(healed.is_some(), "the self-heal daemons never emptied the heal index");
+    if healed.is_none() {
+        let info = pool.node(0).cli(&["volume", "heal", "rv", "info"]).stdout;
+        let stats = pool.node(0).cli(&["volume", "heal", "rv", "statistics"]).stdout;
+        panic!("the self-heal daemons never emptied the heal index:\n{info}\n{stats}");
+    }
 }
 
 /// A small deterministic generator (the test must not depend on a crate

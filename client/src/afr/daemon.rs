@@ -64,7 +64,7 @@ impl Replicate {
         }
         if after.iter().flatten().all(all_zero) {
             Ok(Healed::Done)
-        } else if self.in_split_brain(gfid, is_dir).await {
+        } else if self.in_split_brain(gfid, is_dir).await || is_dir && self.judge(&after, Kind::Entry).split_brain {
             Ok(Healed::SplitBrain)
         } else {
             tracing::debug!(subvolume = %self.name, %gfid, ?after, "still pending");
@@ -100,8 +100,10 @@ impl Replicate {
 
     async fn in_split_brain(&self, gfid: Gfid, is_dir: bool) -> bool {
         let counters = self.counters(gfid, &self.all()).await;
+        // A directory's entry split-brain is merged by its entry heal; only
+        // names left in conflict keep it in split-brain afterwards.
         let kinds: &[Kind] = if is_dir {
-            &[Kind::Metadata, Kind::Entry]
+            &[Kind::Metadata]
         } else {
             &[Kind::Data, Kind::Metadata]
         };

@@ -213,11 +213,27 @@ impl Replicate {
         sinks: &[usize],
         seen: &[Option<Counters>],
     ) {
+        // Each child once, with everyone it may blame: a child that is both
+        // a source and a sink (an entry merge, where every replica is both)
+        // must not have its blame subtracted twice.
+        let mut blamed_by: Vec<(usize, Vec<usize>)> = Vec::new();
         for (c, others) in sources
             .iter()
             .map(|s| (*s, sinks))
             .chain(sinks.iter().map(|s| (*s, sources)))
         {
+            match blamed_by.iter_mut().find(|(x, _)| *x == c) {
+                Some((_, list)) => {
+                    for o in others {
+                        if !list.contains(o) {
+                            list.push(*o);
+                        }
+                    }
+                }
+                None => blamed_by.push((c, others.to_vec())),
+            }
+        }
+        for (c, others) in blamed_by {
             let Some(held) = &seen[c] else { continue };
             let value = |name: &str| {
                 held.iter()
@@ -324,7 +340,7 @@ impl Replicate {
         Ok(())
     }
 
-    async fn lock_entry(&self, dir: Gfid, name: &[u8], owner: u64, take: bool, idx: &[usize]) -> Vec<usize> {
+    pub(super) async fn lock_entry(&self, dir: Gfid, name: &[u8], owner: u64, take: bool, idx: &[usize]) -> Vec<usize> {
         let op = Fop::EntryLk {
             parent: dir,
             name: name.to_vec(),
@@ -426,7 +442,10 @@ impl Replicate {
     async fn heal_entries_as(&self, dir: Gfid, owner: u64) -> Result<(), Errno> {
         let counters = self.counters(dir, &self.all()).await;
         let v = self.judge(&counters, Kind::Entry);
-        if v.split_brain || v.sources.is_empty() || v.sinks.is_empty() {
+        if v.split_brain {
+            return self.merge_entries_as(dir, owner, self.policy_rule()).await.map(|_| ());
+        }
+        if v.sources.is_empty() || v.sinks.is_empty() {
             return Ok(());
         }
         let source = v.sources[0];
@@ -484,7 +503,7 @@ impl Replicate {
         Ok(())
     }
 
-    async fn recreate(&self, dir: Gfid, e: &DirEntry, source: usize, sink: usize) -> Result<(), Errno> {
+    pub(super) async fn recreate(&self, dir: Gfid, e: &DirEntry, source: usize, sink: usize) -> Result<(), Errno> {
         let a = match self
             .on(
                 source,

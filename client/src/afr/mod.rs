@@ -14,6 +14,7 @@ pub use cairn_common::changelog;
 mod daemon;
 mod data_heal;
 mod heal;
+mod merge;
 mod resolve;
 
 pub use daemon::Healed;
@@ -321,13 +322,19 @@ impl Replicate {
         if !is_dir && data.split_brain {
             return Err(self.split_brain(gfid, "data"));
         }
-        if is_dir && entry.split_brain {
-            return Err(self.split_brain(gfid, "entry"));
-        }
+        // A directory in entry split-brain stays readable: its names are
+        // merged (nothing removed), and a name with different gfids is
+        // refused at its own lookup.
+        let entry_readable = if entry.split_brain {
+            let _ = self.split_brain(gfid, "entry");
+            present.iter().copied().filter(|i| counters[*i].is_some()).collect()
+        } else {
+            entry.sources.clone()
+        };
         let r = Readable {
             data: if is_dir { Vec::new() } else { data.sources.clone() },
             metadata: metadata.sources.clone(),
-            entry: if is_dir { entry.sources.clone() } else { Vec::new() },
+            entry: if is_dir { entry_readable } else { Vec::new() },
         };
         self.remember(gfid, r.clone());
         Ok((r, [data, metadata, entry]))
@@ -500,6 +507,12 @@ impl Replicate {
                     .map(|(_, a)| a.gfid)
                     .collect();
                 if trusted.len() != 1 {
+                    if let Some(rule) = self.policy_rule() {
+                        // The administrator chose to settle these by policy.
+                        if self.settle_gfid(parent, &name, rule).await? {
+                            return Box::pin(self.lookup(parent, name)).await;
+                        }
+                    }
                     return Err(self.split_brain(parent, "gfid"));
                 }
                 let gfid = *trusted.iter().next().expect("one gfid");
@@ -542,7 +555,7 @@ impl Replicate {
         if (!is_dir && healable(data)) || healable(metadata) {
             self.maybe_heal_inode(gfid, is_dir);
         }
-        if is_dir && !entries.sinks.is_empty() && !entries.sources.is_empty() {
+        if is_dir && (entries.split_brain || !entries.sinks.is_empty() && !entries.sources.is_empty()) {
             self.maybe_heal_entry(gfid);
         }
         Ok((Reply::Entry(attr), Bytes::new()))

@@ -60,8 +60,8 @@ impl Replicate {
                 .await
             {
                 if gfid.is_some_and(|g| g != a.gfid) {
-                    // A gfid split-brain: not settled from here yet.
-                    return Err(Errno(libc::EIO));
+                    // A gfid split-brain: one copy keeps the name.
+                    return self.settle_gfid(parent, name, rule).await;
                 }
                 if a.linkto.is_some() {
                     return Ok(false);
@@ -130,7 +130,7 @@ impl Replicate {
 
     /// Copies child `from`'s version of the file to a new file beside it,
     /// `NAME.split-brain.<child>.<unix time>`, created on every replica.
-    async fn keep_copy(&self, parent: Gfid, name: &[u8], gfid: Gfid, from: usize) -> Result<(), Errno> {
+    pub(super) async fn keep_copy(&self, parent: Gfid, name: &[u8], gfid: Gfid, from: usize) -> Result<(), Errno> {
         let a = self.attr_on(from, gfid).await?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -189,7 +189,7 @@ impl Replicate {
 }
 
 /// The copy a policy keeps, if it names exactly one.
-fn pick(attrs: &[(usize, Attr)], policy: Policy, n: usize) -> Option<usize> {
+pub(super) fn pick(attrs: &[(usize, Attr)], policy: Policy, n: usize) -> Option<usize> {
     let best_by = |key: &dyn Fn(&Attr) -> (i64, i64)| {
         let top = attrs.iter().map(|(_, a)| key(a)).max()?;
         let mut winners = attrs.iter().filter(|(_, a)| key(a) == top);

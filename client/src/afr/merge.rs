@@ -1,0 +1,163 @@
+//! A directory in entry split-brain — its replicas each changed names
+//! while the other was away, so each blames the other and neither is a
+//! source — heals by a conservative merge, as gluster's: every name some
+//! replica has is made on the replicas lacking it and nothing is removed.
+//! A name with different gfids on different replicas (a gfid split-brain)
+//! answers EIO until a policy or the administrator picks the copy to keep
+//! (`settle_gfid`): the other copies are kept beside it
+//! (`cluster.split-brain-backup`) and replaced by the kept one.
+
+use super::changelog::Kind;
+use super::heal::heal_owner;
+use super::resolve::{pick, Rule};
+use super::{Policy, Replicate};
+use crate::layer::Errno;
+use cairn_common::proto::{Attr, DirEntry};
+use cairn_common::Gfid;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+
+impl Replicate {
+    /// The rule a favorite-child policy gives, if one is set.
+    pub(super) fn policy_rule(&self) -> Option<Rule> {
+        match self.policy() {
+            Policy::None => None,
+            p => Some(Rule::Policy(p)),
+        }
+    }
+
+    /// Merges the entries of `dir` (the caller holds its self-heal lock
+    /// as `owner`); Ok(true) when no name is left in conflict and the
+    /// directory's entry blames are cleared.
+    pub(super) async fn merge_entries_as(&self, dir: Gfid, owner: u64, rule: Option<Rule>) -> Result<bool, Errno> {
+        let seen = self.counters(dir, &self.all()).await;
+        let present: Vec<usize> = (0..self.n()).filter(|i| seen[*i].is_some()).collect();
+        if present.len() < 2 {
+            return Ok(false);
+        }
+        let mut lists: Vec<(usize, Vec<DirEntry>)> = Vec::new();
+        for &i in &present {
+            lists.push((i, self.list_all(i, dir).await?));
+        }
+        let names: BTreeSet<Vec<u8>> = lists
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|e| e.name.clone()))
+            .collect();
+        let mut conflicts = 0;
+        for name in names {
+            let holders: Vec<(usize, &DirEntry)> = lists
+                .iter()
+                .filter_map(|(i, l)| l.iter().find(|e| e.name == name).map(|e| (*i, e)))
+                .collect();
+            let gfids: HashSet<Gfid> = holders.iter().map(|(_, e)| e.gfid).collect();
+            if gfids.len() == 1 && holders.len() == present.len() {
+                continue;
+            }
+            let locked = self.lock_entry(dir, &name, owner, true, &present).await;
+            let settled = async {
+                if gfids.len() > 1 {
+                    return match rule {
+                        Some(rule) => self.resolve_gfid_locked(dir, &name, &present, rule).await,
+                        None => Ok(false),
+                    };
+                }
+                let (source, e) = holders[0];
+                for &sink in present.iter().filter(|i| !holders.iter().any(|(h, _)| h == *i)) {
+                    self.recreate(dir, e, source, sink).await?;
+                }
+                Ok(true)
+            }
+            .await;
+            self.lock_entry(dir, &name, owner, false, &locked).await;
+            if !settled? {
+                conflicts += 1;
+            }
+        }
+        if conflicts > 0 {
+            tracing::warn!(subvolume = %self.name, %dir, conflicts, "entry split-brain merged except names with different gfids (EIO until settled)");
+            return Ok(false);
+        }
+        self.clear_blame(dir, Kind::Entry, &present, &present, &seen).await;
+        tracing::info!(subvolume = %self.name, %dir, "entry split-brain merged");
+        Ok(true)
+    }
+
+    /// Settles a gfid split-brain of `name` in `parent` by `rule` (the
+    /// CLI, or a mount's policy), then finishes the directory's merge.
+    pub(super) async fn settle_gfid(&self, parent: Gfid, name: &[u8], rule: Rule) -> Result<bool, Errno> {
+        let owner = heal_owner();
+        let healers = self.lock_healing(parent, owner).await?;
+        let present: Vec<usize> = healers.clone();
+        let locked = self.lock_entry(parent, name, owner, true, &present).await;
+        let settled = self.resolve_gfid_locked(parent, name, &present, rule).await;
+        self.lock_entry(parent, name, owner, false, &locked).await;
+        let merged = match settled {
+            Ok(true) => self.merge_entries_as(parent, owner, None).await.map(|_| true),
+            other => other,
+        };
+        self.unlock_healing(parent, owner, &healers).await;
+        merged
+    }
+
+    /// Under the entry lock: keeps the copy of `name` that `rule` picks and
+    /// replaces the others with it. Ok(false) if the rule picks no single
+    /// copy, or a copy is a directory (left to the administrator).
+    async fn resolve_gfid_locked(&self, dir: Gfid, name: &[u8], present: &[usize], rule: Rule) -> Result<bool, Errno> {
+        let mut found: Vec<(usize, Attr)> = Vec::new();
+        for &i in present {
+            if let Some(a) = self.lookup_on(i, dir, name).await? {
+                found.push((i, a));
+            }
+        }
+        let gfids: HashSet<Gfid> = found.iter().map(|(_, a)| a.gfid).collect();
+        if gfids.len() < 2 {
+            return Ok(true);
+        }
+        if found.iter().any(|(_, a)| a.is_dir()) {
+            tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), "gfid split-brain of a directory: not settled automatically");
+            return Ok(false);
+        }
+        let candidates: Vec<(usize, Attr)> = found.iter().copied().filter(|(i, _)| !self.is_arbiter(*i)).collect();
+        let winner = match rule {
+            Rule::Policy(policy) => pick(&candidates, policy, self.n()),
+            Rule::Brick(id) => self
+                .brick_ids
+                .iter()
+                .position(|b| *b == id)
+                .filter(|i| found.iter().any(|(j, _)| j == i)),
+        };
+        let Some(winner) = winner else {
+            tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), ?rule, "gfid split-brain: no single copy to keep");
+            return Ok(false);
+        };
+        let kept = found
+            .iter()
+            .find(|(i, _)| *i == winner)
+            .expect("the winner was found")
+            .1;
+        let losers: Vec<(usize, Attr)> = found.iter().copied().filter(|(_, a)| a.gfid != kept.gfid).collect();
+        if self.backup.load(Ordering::Relaxed) {
+            let mut kept_aside = HashSet::new();
+            for (i, a) in losers.iter().filter(|(i, _)| !self.is_arbiter(*i)) {
+                if kept_aside.insert(a.gfid) {
+                    self.keep_copy(dir, name, a.gfid, *i).await?;
+                }
+            }
+        }
+        let entry = DirEntry {
+            cookie: 0,
+            name: name.to_vec(),
+            gfid: kept.gfid,
+            kind: kept.mode & libc::S_IFMT,
+            attr: None,
+            linkto: kept.linkto,
+        };
+        for (i, _) in &losers {
+            self.remove_on(*i, dir, name, false).await?;
+            self.recreate(dir, &entry, winner, *i).await?;
+        }
+        self.readable.lock().expect("readable poisoned").remove(&kept.gfid);
+        tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), ?rule, kept = winner, "gfid split-brain resolved");
+        Ok(true)
+    }
+}
