@@ -143,6 +143,81 @@ fn names_made_while_a_replica_was_down_reach_it_after_it_returns() {
     );
 }
 
+/// fio writes a 48 MiB file with checksummed blocks through the mount of
+/// `replica n [arbiter 1]`; node `victim` is SIGKILLed mid-write. fio
+/// must finish, and every block it wrote must verify through the mount, on
+/// each surviving data brick, and — after the node returns and the
+/// self-heal daemons catch it up — on its brick too.
+fn acknowledged_fio_writes_survive_a_kill(n: usize, arbiter: bool, victim: usize) {
+    let (mut pool, mnt) = replicated_in(n.max(3), n, arbiter, &[]);
+    let job = |dir: &Path, file: &str, verify_only: bool| {
+        let mut c = std::process::Command::new("fio");
+        c.args([
+            "--name=kill",
+            "--rw=write",
+            "--bs=64k",
+            "--size=48M",
+            "--ioengine=psync",
+            "--verify=crc32c",
+            "--do_verify=0",
+            "--end_fsync=1",
+            "--output-format=terse",
+        ])
+        .arg(format!("--filename={}", dir.join(file).display()));
+        if verify_only {
+            c.arg("--verify_only");
+        }
+        c
+    };
+    let mut fio = job(&mnt, "fio.dat", false)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("fio is installed (.ci/run installs it)");
+    let midway = poll(Duration::from_secs(60), || {
+        (std::fs::metadata(mnt.join("fio.dat")).ok()?.len() > 16 << 20).then_some(())
+    });
+    assert!(midway.is_some(), "fio never got going");
+    pool.kill(victim);
+    let status = with_timeout(Duration::from_secs(120), move || {
+        let mut fio = fio;
+        fio.wait()
+    })
+    .expect("fio finished");
+    assert!(status.unwrap().success(), "fio failed with a replica down");
+    let verify = |dir: &Path, file: &str, what: &str| {
+        let o = job(dir, file, true).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{what}: fio verify failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    verify(&mnt, "fio.dat", "the mount");
+    let data_bricks: Vec<usize> = (0..n).filter(|b| !(arbiter && *b == n - 1)).collect();
+    for &b in data_bricks.iter().filter(|b| **b != victim) {
+        verify(&pool.brick_dir(&format!("b{b}")), "fio.dat", &format!("brick {b}"));
+    }
+    pool.restart(victim);
+    wait_for_heal(&pool);
+    if data_bricks.contains(&victim) {
+        verify(&pool.brick_dir(&format!("b{victim}")), "fio.dat", "the healed brick");
+    }
+    if arbiter {
+        let a = std::fs::metadata(brick_file(&pool, n - 1, "fio.dat")).unwrap();
+        assert_eq!(a.len(), 0, "the arbiter holds no data");
+    }
+}
+
+#[test]
+fn replica_2_keeps_acknowledged_fio_writes_through_a_kill() {
+    acknowledged_fio_writes_survive_a_kill(2, false, 1);
+}
+
+#[test]
+fn an_arbiter_volume_keeps_acknowledged_fio_writes_through_a_data_brick_kill() {
+    acknowledged_fio_writes_survive_a_kill(3, true, 0);
+}
+
 #[test]
 fn without_quorum_changes_fail_with_erofs_and_reads_go_on() {
     let (mut pool, mnt) = replicated(3, false, &[]);

@@ -47,7 +47,7 @@ impl Replicate {
         if !missing && before.iter().all(|c| c.as_ref().is_some_and(all_zero)) {
             return Ok(Healed::Clean);
         }
-        if self.in_split_brain(gfid, is_dir).await {
+        if self.split_in(&before, is_dir) {
             return Ok(Healed::SplitBrain);
         }
         self.heal_inode(gfid, is_dir).await?;
@@ -64,7 +64,7 @@ impl Replicate {
         }
         if after.iter().flatten().all(all_zero) {
             Ok(Healed::Done)
-        } else if self.in_split_brain(gfid, is_dir).await || is_dir && self.judge(&after, Kind::Entry).split_brain {
+        } else if self.split_in(&after, is_dir) || is_dir && self.judge(&after, Kind::Entry).split_brain {
             Ok(Healed::SplitBrain)
         } else {
             tracing::debug!(subvolume = %self.name, %gfid, ?after, "still pending");
@@ -98,8 +98,8 @@ impl Replicate {
         }
     }
 
-    async fn in_split_brain(&self, gfid: Gfid, is_dir: bool) -> bool {
-        let counters = self.counters(gfid, &self.all()).await;
+    /// Do these counters make the inode a split-brain?
+    fn split_in(&self, counters: &[Option<super::changelog::Counters>], is_dir: bool) -> bool {
         // A directory's entry split-brain is merged by its entry heal; only
         // names left in conflict keep it in split-brain afterwards.
         let kinds: &[Kind] = if is_dir {
@@ -107,7 +107,7 @@ impl Replicate {
         } else {
             &[Kind::Data, Kind::Metadata]
         };
-        kinds.iter().any(|k| self.judge(&counters, *k).split_brain)
+        kinds.iter().any(|k| self.judge(counters, *k).split_brain)
     }
 
     /// `volume heal VOL full`: walks the set's whole namespace and heals

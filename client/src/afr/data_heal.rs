@@ -259,18 +259,9 @@ impl Replicate {
                 return Err(Errno(libc::EIO));
             }
             for (p, &(sink, fh)) in plans.iter().zip(&h.sinks) {
-                let mut j = first;
-                while j < k {
-                    if p[j] != BlockAction::Write {
-                        j += 1;
-                        continue;
-                    }
-                    let from_block = j;
-                    while j < k && p[j] == BlockAction::Write {
-                        j += 1;
-                    }
+                for (from_block, to_block) in runs(&p[..k], BlockAction::Write, first) {
                     let (a, _) = span(from_block);
-                    let (b, b_len) = span(j - 1);
+                    let (b, b_len) = span(to_block - 1);
                     let slice = data.slice((a - start) as usize..(b + b_len - start) as usize);
                     let n = slice.len() as u32;
                     self.on(sink, Fop::Write { fh, offset: a, len: n }, slice).await?;
@@ -279,18 +270,9 @@ impl Replicate {
             }
         }
         for (p, &(sink, fh)) in plans.iter().zip(&h.sinks) {
-            let mut j = 0;
-            while j < blocks {
-                if p[j] != BlockAction::Punch {
-                    j += 1;
-                    continue;
-                }
-                let from_block = j;
-                while j < blocks && p[j] == BlockAction::Punch {
-                    j += 1;
-                }
+            for (from_block, to_block) in runs(p, BlockAction::Punch, 0) {
                 let (a, _) = span(from_block);
-                let (b, b_len) = span(j - 1);
+                let (b, b_len) = span(to_block - 1);
                 self.punch(sink, fh, a, b + b_len - a).await?;
             }
         }
@@ -329,9 +311,43 @@ enum SinkBlock {
 }
 use SinkBlock::{Known, Unknown};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The runs `[start, end)` of consecutive blocks in `plan[from..]` that
+/// call for `action`.
+fn runs(plan: &[BlockAction], action: BlockAction, from: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut j = from;
+    while j < plan.len() {
+        if plan[j] != action {
+            j += 1;
+            continue;
+        }
+        let start = j;
+        while j < plan.len() && plan[j] == action {
+            j += 1;
+        }
+        out.push((start, j));
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum BlockAction {
     Keep,
     Write,
     Punch,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BlockAction::{Keep, Punch, Write};
+
+    #[test]
+    fn runs_group_consecutive_blocks() {
+        let plan = [Write, Write, Keep, Punch, Write, Punch, Punch];
+        assert_eq!(runs(&plan, Write, 0), vec![(0, 2), (4, 5)]);
+        assert_eq!(runs(&plan, Punch, 0), vec![(3, 4), (5, 7)]);
+        assert_eq!(runs(&plan[..5], Write, 1), vec![(1, 2), (4, 5)]);
+        assert_eq!(runs(&plan, Keep, 3), vec![]);
+    }
 }

@@ -13,6 +13,10 @@ use cairn_common::proto::{Attr, Creds, DirEntry, Fop, Reply, SetAttr, TimeSet};
 use cairn_common::Gfid;
 use std::sync::atomic::Ordering;
 
+/// Files up to this size that entry heal makes on a replica are filled at
+/// once (`fill_new_copy`).
+const SMALL_FILE: u64 = 1 << 20;
+
 /// A heal's own lock owner: unlike any writer's (this client's eager hold
 /// included) and any other heal's, since locks are re-entrant per owner.
 pub(super) fn heal_owner() -> u64 {
@@ -49,7 +53,11 @@ impl Replicate {
         F: FnOnce(std::sync::Arc<Replicate>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<(), Errno>> + Send,
     {
-        if !wanted || !self.healing.lock().expect("healing poisoned").insert(key) {
+        // The daemon heals what a heal of its own uncovers (files its
+        // entry heal made) from the index in its next pass, itself, so its
+        // statistics count it and two of its heals never race.
+        if !wanted || self.daemon.load(Ordering::Relaxed) || !self.healing.lock().expect("healing poisoned").insert(key)
+        {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
@@ -213,14 +221,19 @@ impl Replicate {
         sinks: &[usize],
         seen: &[Option<Counters>],
     ) {
+        // Every copy that is not a sink drops its blame of the sinks — the
+        // sources, and also an arbiter, which blames like any replica but
+        // is never a data source (its blame outlived data heals before).
+        let mut keepers: Vec<usize> = sources.to_vec();
+        keepers.extend((0..self.n()).filter(|i| seen[*i].is_some() && !sinks.contains(i) && !sources.contains(i)));
         // Each child once, with everyone it may blame: a child that is both
         // a source and a sink (an entry merge, where every replica is both)
         // must not have its blame subtracted twice.
         let mut blamed_by: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (c, others) in sources
+        for (c, others) in keepers
             .iter()
             .map(|s| (*s, sinks))
-            .chain(sinks.iter().map(|s| (*s, sources)))
+            .chain(sinks.iter().map(|s| (*s, &keepers[..])))
         {
             match blamed_by.iter_mut().find(|(x, _)| *x == c) {
                 Some((_, list)) => {
@@ -350,6 +363,37 @@ impl Replicate {
             wait: true,
         };
         self.lock_each(op, idx).await
+    }
+
+    /// Fills a small file just made on `sink` from `source` at once, under
+    /// the inode lock — data, then metadata — instead of leaving it blamed
+    /// for a later heal: a brick that missed thousands of small files is
+    /// caught up in one pass. False (nothing cleared, the caller blames)
+    /// if `source` is not a clean copy or a step fails.
+    async fn fill_new_copy(&self, gfid: Gfid, source: usize, sink: usize) -> bool {
+        let owner = heal_owner();
+        let pair = [source.min(sink), source.max(sink)];
+        let locked = self.lock_inode(gfid, owner, true, &self.all()).await;
+        let filled = async {
+            if !pair.iter().all(|i| locked.contains(i)) {
+                return Err(Errno(libc::ENOTCONN));
+            }
+            let counters = self.counters(gfid, &locked).await;
+            let clean = !self.is_arbiter(source)
+                && [Kind::Data, Kind::Metadata]
+                    .iter()
+                    .all(|k| self.judge(&counters, *k).sources.contains(&source));
+            if !clean {
+                return Err(Errno(libc::EAGAIN));
+            }
+            if !self.is_arbiter(sink) {
+                self.copy_data(gfid, source, sink).await?;
+            }
+            self.copy_metadata(gfid, source, sink).await
+        }
+        .await;
+        self.lock_inode(gfid, owner, false, &locked).await;
+        filled.is_ok()
     }
 
     /// Removes a stale name from one child (a directory with what is in it:
@@ -560,8 +604,8 @@ impl Replicate {
                 },
             }
         };
-        match self.on(sink, op, Bytes::new()).await {
-            Ok(_) => {}
+        let made = match self.on(sink, op, Bytes::new()).await {
+            Ok(_) => true,
             // Another name of the same file (a hard link) made it already.
             Err(Errno(libc::EEXIST)) => {
                 self.on(
@@ -574,8 +618,13 @@ impl Replicate {
                     Bytes::new(),
                 )
                 .await?;
+                false
             }
             Err(err) => return Err(err),
+        };
+        let small_file = a.mode & libc::S_IFMT == libc::S_IFREG && e.linkto.is_none() && a.size <= SMALL_FILE;
+        if made && small_file && self.fill_new_copy(a.gfid, source, sink).await {
+            return Ok(());
         }
         // The new copy is empty: blame it for data and metadata on the
         // source so the inode heal fills it in.

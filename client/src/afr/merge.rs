@@ -9,7 +9,7 @@
 
 use super::changelog::Kind;
 use super::heal::heal_owner;
-use super::resolve::{pick, Rule};
+use super::resolve::Rule;
 use super::{Policy, Replicate};
 use crate::layer::Errno;
 use cairn_common::proto::{Attr, DirEntry};
@@ -117,16 +117,7 @@ impl Replicate {
             tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), "gfid split-brain of a directory: not settled automatically");
             return Ok(false);
         }
-        let candidates: Vec<(usize, Attr)> = found.iter().copied().filter(|(i, _)| !self.is_arbiter(*i)).collect();
-        let winner = match rule {
-            Rule::Policy(policy) => pick(&candidates, policy, self.n()),
-            Rule::Brick(id) => self
-                .brick_ids
-                .iter()
-                .position(|b| *b == id)
-                .filter(|i| found.iter().any(|(j, _)| j == i)),
-        };
-        let Some(winner) = winner else {
+        let Some(winner) = self.choose(rule, &found) else {
             tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), ?rule, "gfid split-brain: no single copy to keep");
             return Ok(false);
         };

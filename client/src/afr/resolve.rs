@@ -94,15 +94,7 @@ impl Replicate {
                 attrs.push((i, a));
             }
         }
-        let winner = match rule {
-            Rule::Policy(policy) => pick(&attrs, policy, self.n()),
-            Rule::Brick(id) => self
-                .brick_ids
-                .iter()
-                .position(|b| *b == id)
-                .filter(|i| attrs.iter().any(|(j, _)| j == i)),
-        }
-        .ok_or_else(|| {
+        let winner = self.choose(rule, &attrs).ok_or_else(|| {
             tracing::warn!(subvolume = %self.name, %gfid, ?rule, "split-brain: no single copy to keep");
             Errno(libc::EIO)
         })?;
@@ -188,8 +180,25 @@ impl Replicate {
     }
 }
 
+impl Replicate {
+    /// The child whose copy `rule` keeps among `copies`, if it names one.
+    pub(super) fn choose(&self, rule: Rule, copies: &[(usize, Attr)]) -> Option<usize> {
+        match rule {
+            Rule::Policy(policy) => {
+                let data: Vec<(usize, Attr)> = copies.iter().copied().filter(|(i, _)| !self.is_arbiter(*i)).collect();
+                pick(&data, policy, self.n())
+            }
+            Rule::Brick(id) => self
+                .brick_ids
+                .iter()
+                .position(|b| *b == id)
+                .filter(|i| copies.iter().any(|(j, _)| j == i)),
+        }
+    }
+}
+
 /// The copy a policy keeps, if it names exactly one.
-pub(super) fn pick(attrs: &[(usize, Attr)], policy: Policy, n: usize) -> Option<usize> {
+fn pick(attrs: &[(usize, Attr)], policy: Policy, n: usize) -> Option<usize> {
     let best_by = |key: &dyn Fn(&Attr) -> (i64, i64)| {
         let top = attrs.iter().map(|(_, a)| key(a)).max()?;
         let mut winners = attrs.iter().filter(|(_, a)| key(a) == top);
