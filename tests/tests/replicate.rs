@@ -169,7 +169,7 @@ fn acknowledged_fio_writes_survive_a_kill(n: usize, arbiter: bool, victim: usize
         }
         c
     };
-    let mut fio = job(&mnt, "fio.dat", false)
+    let fio = job(&mnt, "fio.dat", false)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("fio is installed (.ci/run installs it)");
