@@ -251,7 +251,9 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
         let mut blamed = false;
         if now >= next_look {
             next_look = now + INDEX_LOOK;
-            blamed = !(asked || returned || sweep_due || retry_due) && index_blames(&node, &sets).await;
+            // While a replica is away its blame cannot be healed anyway.
+            let all_up = reachable.iter().flatten().all(|up| *up);
+            blamed = all_up && !(asked || returned || sweep_due || retry_due) && index_blames(&node, &sets).await;
         }
         if !(asked || returned || sweep_due || retry_due || blamed) {
             continue;

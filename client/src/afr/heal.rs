@@ -7,11 +7,14 @@
 use super::changelog::{Counters, Kind, DIRTY};
 use super::data_heal::DataPlan;
 use super::Replicate;
-use crate::layer::{Errno, FopResult};
+use crate::layer::{join_all, Errno, FopResult};
 use bytes::Bytes;
 use cairn_common::proto::{Attr, Creds, DirEntry, Fop, Reply, SetAttr, TimeSet};
 use cairn_common::Gfid;
 use std::sync::atomic::Ordering;
+
+/// Names an entry heal makes at once.
+const ENTRY_BATCH: usize = 8;
 
 /// Files up to this size that entry heal makes on a replica are filled at
 /// once (`fill_new_copy`).
@@ -372,6 +375,9 @@ impl Replicate {
     /// if `source` is not a clean copy or a step fails.
     async fn fill_new_copy(&self, gfid: Gfid, source: usize, sink: usize) -> bool {
         let owner = heal_owner();
+        let Ok(healers) = self.lock_healing(gfid, owner).await else {
+            return false;
+        };
         let pair = [source.min(sink), source.max(sink)];
         let locked = self.lock_inode(gfid, owner, true, &self.all()).await;
         let filled = async {
@@ -389,10 +395,17 @@ impl Replicate {
             if !self.is_arbiter(sink) {
                 self.copy_data(gfid, source, sink).await?;
             }
-            self.copy_metadata(gfid, source, sink).await
+            self.copy_metadata(gfid, source, sink).await?;
+            // The writes the sink missed are in it now: their blame goes,
+            // exactly as seen (under both locks nothing else moves it).
+            for kind in [Kind::Data, Kind::Metadata] {
+                self.clear_blame(gfid, kind, &[source], &[sink], &counters).await;
+            }
+            Ok(())
         }
         .await;
         self.lock_inode(gfid, owner, false, &locked).await;
+        self.unlock_healing(gfid, owner, &healers).await;
         filled.is_ok()
     }
 
@@ -502,28 +515,36 @@ impl Replicate {
             let pair = [source.min(sink), source.max(sink)];
             // Missing on the sink, or there under another gfid (the name
             // was removed and made again while the sink was away).
-            for e in wanted
+            let missing: Vec<&DirEntry> = wanted
                 .iter()
                 .filter(|e| !have.iter().any(|h| h.name == e.name && h.gfid == e.gfid))
-            {
-                let locked = self.lock_entry(dir, &e.name, owner, true, &pair).await;
-                let result = async {
-                    let Some(want) = self.lookup_on(source, dir, &e.name).await? else {
-                        return Ok(());
-                    };
-                    match self.lookup_on(sink, dir, &e.name).await? {
-                        Some(stale) if stale.gfid != want.gfid => {
-                            self.remove_on(sink, dir, &e.name, stale.is_dir()).await?;
-                            self.recreate(dir, e, source, sink).await?;
+                .collect();
+            // Names are independent (each under its own lock): a batch at a
+            // time, so a wide directory does not heal one round trip at a
+            // time.
+            for batch in missing.chunks(ENTRY_BATCH) {
+                let results = join_all(batch.iter().map(|e| async move {
+                    let locked = self.lock_entry(dir, &e.name, owner, true, &pair).await;
+                    let result = async {
+                        let Some(want) = self.lookup_on(source, dir, &e.name).await? else {
+                            return Ok(());
+                        };
+                        match self.lookup_on(sink, dir, &e.name).await? {
+                            Some(stale) if stale.gfid != want.gfid => {
+                                self.remove_on(sink, dir, &e.name, stale.is_dir()).await?;
+                                self.recreate(dir, e, source, sink).await?;
+                            }
+                            Some(_) => {}
+                            None => self.recreate(dir, e, source, sink).await?,
                         }
-                        Some(_) => {}
-                        None => self.recreate(dir, e, source, sink).await?,
+                        Ok::<(), Errno>(())
                     }
-                    Ok::<(), Errno>(())
-                }
+                    .await;
+                    self.lock_entry(dir, &e.name, owner, false, &locked).await;
+                    result
+                }))
                 .await;
-                self.lock_entry(dir, &e.name, owner, false, &locked).await;
-                result?;
+                results.into_iter().collect::<Result<Vec<()>, Errno>>()?;
             }
             for h in have.iter().filter(|h| !wanted.iter().any(|e| e.name == h.name)) {
                 let locked = self.lock_entry(dir, &h.name, owner, true, &pair).await;

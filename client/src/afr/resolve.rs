@@ -223,3 +223,47 @@ fn pick(attrs: &[(usize, Attr)], policy: Policy, n: usize) -> Option<usize> {
             .map(|(i, _)| *i),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_common::proto::Timespec;
+
+    fn copy(size: u64, mtime: i64, ctime: i64) -> Attr {
+        let t = |sec| Timespec { sec, nsec: 0 };
+        Attr {
+            gfid: Gfid::ROOT,
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size,
+            blocks: 0,
+            blksize: 4096,
+            atime: t(0),
+            mtime: t(mtime),
+            ctime: t(ctime),
+            linkto: None,
+        }
+    }
+
+    #[test]
+    fn each_policy_names_one_copy_or_none() {
+        let copies = [(0, copy(10, 5, 9)), (1, copy(20, 7, 8)), (2, copy(10, 5, 9))];
+        assert_eq!(pick(&copies, Policy::Size, 3), Some(1));
+        assert_eq!(pick(&copies, Policy::Mtime, 3), Some(1));
+        // Copies 0 and 2 share the latest ctime: no single winner.
+        assert_eq!(pick(&copies, Policy::Ctime, 3), None);
+        // Copies 0 and 2 agree on size and mtime: two of three.
+        assert_eq!(pick(&copies, Policy::Majority, 3), Some(0));
+        assert_eq!(
+            pick(&copies[..2], Policy::Majority, 2),
+            None,
+            "one of two is no majority"
+        );
+        assert_eq!(pick(&copies, Policy::None, 3), None);
+        let tied = [(0, copy(10, 5, 5)), (1, copy(10, 5, 5))];
+        assert_eq!(pick(&tied, Policy::Size, 2), None, "equal sizes name nobody");
+    }
+}
