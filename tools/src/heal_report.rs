@@ -136,13 +136,16 @@ pub fn summary(info: &[BrickHealInfo], stats: &[BrickHealStats]) -> Vec<BrickSum
                 let elapsed = (now - c.started).max(1) as u64;
                 (done > 0).then(|| c.entries.saturating_sub(done) * elapsed / done)
             });
+            // What the running crawl has not reached yet, of what the index
+            // still holds (its own heals empty the index ahead of it).
+            let not_reached = crawl
+                .as_ref()
+                .map_or(0, |c| c.entries.saturating_sub(c.healed + c.split_brain + c.failed));
             BrickSummary {
                 brick: b.brick.clone(),
                 total,
                 split_brain,
-                healing: crawl
-                    .as_ref()
-                    .map_or(0, |c| c.entries.saturating_sub(c.healed + c.split_brain + c.failed)),
+                healing: not_reached.min(total.unwrap_or(0).saturating_sub(split_brain)),
                 pending_bytes: st.map_or(0, |s| s.pending_bytes),
                 crawl,
                 eta_seconds,
