@@ -232,8 +232,8 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
             s.set.reconfigure(&spec.options);
             s.set.serve_self_heal_daemon();
         }
-        // A replica that answers again after not answering (or for the
-        // first time) may have missed changes: heal now.
+        // A replica that answers again after not answering may have
+        // missed changes: heal now. (At start, `asked` is already set.)
         let mut returned = false;
         for (s, seen) in sets.iter().zip(reachable.iter_mut()) {
             let now = s.set.probe().await;
