@@ -595,6 +595,29 @@ impl Node {
         })
     }
 
+    /// Each brick's part of a per-node report, in the volume's brick
+    /// order; `missing(brick)` stands for a brick whose node did not
+    /// answer.
+    fn per_brick<T>(
+        &self,
+        spec: &VolumeSpec,
+        req: AdminRequest,
+        unpack: impl Fn(AdminReply) -> Option<Vec<T>>,
+        brick_of: impl Fn(&T) -> Uuid,
+        missing: impl Fn(&BrickSpec) -> T,
+    ) -> Vec<T> {
+        let mut found: HashMap<Uuid, T> = HashMap::new();
+        for part in self.per_node(spec, None, req).into_iter().flatten() {
+            for b in unpack(part).into_iter().flatten() {
+                found.insert(brick_of(&b), b);
+            }
+        }
+        spec.bricks
+            .iter()
+            .map(|b| found.remove(&b.id).unwrap_or_else(|| missing(b)))
+            .collect()
+    }
+
     /// A started replicated volume, or gluster's refusal.
     fn replicated_started(&self, name: &str) -> anyhow::Result<VolumeSpec> {
         let spec = self.volume_spec(name)?;
@@ -649,35 +672,28 @@ impl Node {
     /// its index still holds.
     fn heal_statistics(&self, name: &str) -> anyhow::Result<AdminReply> {
         let spec = self.replicated_started(name)?;
-        let mut found: HashMap<Uuid, cairn_common::proto::BrickHealStats> = HashMap::new();
-        for part in self.per_node(
+        let req = AdminRequest::VolumeHealStatistics {
+            name: name.to_string(),
+            count_only: false,
+        };
+        let unpack = |r| match r {
+            AdminReply::HealStats(list) => Some(list),
+            _ => None,
+        };
+        let missing = |b: &BrickSpec| cairn_common::proto::BrickHealStats {
+            brick: b.label(),
+            brick_id: b.id,
+            pending: None,
+            pending_bytes: 0,
+            crawls: Vec::new(),
+        };
+        Ok(AdminReply::HealStats(self.per_brick(
             &spec,
-            None,
-            AdminRequest::VolumeHealStatistics {
-                name: name.to_string(),
-                count_only: false,
-            },
-        ) {
-            if let Ok(AdminReply::HealStats(list)) = part {
-                for b in list {
-                    found.insert(b.brick_id, b);
-                }
-            }
-        }
-        Ok(AdminReply::HealStats(
-            spec.bricks
-                .iter()
-                .map(|b| {
-                    found.remove(&b.id).unwrap_or(cairn_common::proto::BrickHealStats {
-                        brick: b.label(),
-                        brick_id: b.id,
-                        pending: None,
-                        pending_bytes: 0,
-                        crawls: Vec::new(),
-                    })
-                })
-                .collect(),
-        ))
+            req,
+            unpack,
+            |b| b.brick_id,
+            missing,
+        )))
     }
 
     fn local_heal_statistics(&self, name: &str) -> anyhow::Result<AdminReply> {
@@ -719,32 +735,20 @@ impl Node {
     fn heal_info(&self, name: &str, split_brain_only: bool) -> anyhow::Result<AdminReply> {
         use cairn_common::changelog::{judge, pending_name, Kind};
         let spec = self.replicated_started(name)?;
-        let mut found: HashMap<Uuid, cairn_common::proto::BrickHealInfo> = HashMap::new();
-        for part in self.per_node(
-            &spec,
-            None,
-            AdminRequest::VolumeHealInfo {
-                name: name.to_string(),
-                split_brain: split_brain_only,
-            },
-        ) {
-            if let Ok(AdminReply::HealInfo(list)) = part {
-                for b in list {
-                    found.insert(b.brick_id, b);
-                }
-            }
-        }
-        let mut report: Vec<cairn_common::proto::BrickHealInfo> = spec
-            .bricks
-            .iter()
-            .map(|b| {
-                found.remove(&b.id).unwrap_or(cairn_common::proto::BrickHealInfo {
-                    brick: b.label(),
-                    brick_id: b.id,
-                    entries: None,
-                })
-            })
-            .collect();
+        let req = AdminRequest::VolumeHealInfo {
+            name: name.to_string(),
+            split_brain: split_brain_only,
+        };
+        let unpack = |r| match r {
+            AdminReply::HealInfo(list) => Some(list),
+            _ => None,
+        };
+        let missing = |b: &BrickSpec| cairn_common::proto::BrickHealInfo {
+            brick: b.label(),
+            brick_id: b.id,
+            entries: None,
+        };
+        let mut report = self.per_brick(&spec, req, unpack, |b| b.brick_id, missing);
         let r = spec.replica as usize;
         for (set_bricks, set) in spec.bricks.chunks(r).zip(report.chunks_mut(r)) {
             let names: Vec<String> = set_bricks.iter().map(|b| pending_name(&b.id)).collect();

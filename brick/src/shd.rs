@@ -86,6 +86,9 @@ impl Shape {
 /// What the worker task and the admin requests share.
 struct Shared {
     spec: Mutex<VolumeSpec>,
+    /// This node's bricks of the volume (fixed for a worker: a changed
+    /// brick list makes a new one).
+    local: Vec<Uuid>,
     wake: tokio::sync::Notify,
     /// A crawl was asked for (`volume heal`); `full` if a full one.
     asked: AtomicBool,
@@ -113,6 +116,12 @@ impl SelfHealDaemon {
             }
             let shared = Arc::new(Shared {
                 spec: Mutex::new(spec.clone()),
+                local: spec
+                    .bricks
+                    .iter()
+                    .filter(|b| node.is_local_brick(b))
+                    .map(|b| b.id)
+                    .collect(),
                 wake: tokio::sync::Notify::new(),
                 asked: AtomicBool::new(true),
                 full: AtomicBool::new(false),
@@ -172,15 +181,8 @@ async fn watch_traffic(node: Arc<Node>, shared: std::sync::Weak<Shared>) {
     loop {
         tokio::time::sleep(TRAFFIC_EVERY).await;
         let Some(shared) = shared.upgrade() else { return };
-        let bricks: Vec<Uuid> = {
-            let spec = shared.spec.lock().expect("spec poisoned");
-            spec.bricks
-                .iter()
-                .filter(|b| node.is_local_brick(b))
-                .map(|b| b.id)
-                .collect()
-        };
-        let moved: u64 = bricks
+        let moved: u64 = shared
+            .local
             .iter()
             .flat_map(|b| node.stats.connections_of(b))
             .filter(|c| c.identity.starts_with("client-"))
@@ -208,7 +210,7 @@ struct LocalSet {
 
 async fn work(node: Arc<Node>, shared: Arc<Shared>) {
     let spec = shared.spec.lock().expect("spec poisoned").clone();
-    let sets = match local_sets(&node, &spec) {
+    let sets = match local_sets(&node, &spec, &shared.local) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(volume = %spec.name, error = %format!("{e:#}"), "self-heal daemon cannot reach the volume's bricks");
@@ -221,6 +223,8 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
     // elsewhere, a change in flight) are tried again soon, backing off.
     let mut retry: Option<(tokio::time::Instant, Duration)> = None;
     let mut next_look = tokio::time::Instant::now() + INDEX_LOOK;
+    // `local_sets` applied the options of this version.
+    let mut applied_version = spec.version;
     loop {
         tokio::select! {
             _ = shared.wake.notified() => {}
@@ -228,9 +232,11 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
             _ = tokio::time::sleep_until(next_sweep) => {}
         }
         let spec = shared.spec.lock().expect("spec poisoned").clone();
-        for s in &sets {
-            s.set.reconfigure(&spec.options);
-            s.set.serve_self_heal_daemon();
+        if spec.version != applied_version {
+            applied_version = spec.version;
+            for s in &sets {
+                s.set.reconfigure(&spec.options);
+            }
         }
         // A replica that answers again after not answering may have
         // missed changes: heal now. (At start, `asked` is already set.)
@@ -315,7 +321,7 @@ fn heal_timeout(shared: &Shared) -> Duration {
     Duration::from_secs(effective(&spec.options, "cluster.heal-timeout").parse().unwrap_or(600))
 }
 
-fn local_sets(node: &Node, spec: &VolumeSpec) -> anyhow::Result<Vec<LocalSet>> {
+fn local_sets(node: &Node, spec: &VolumeSpec, local: &[Uuid]) -> anyhow::Result<Vec<LocalSet>> {
     let endpoint = cairn_common::transport::client_endpoint(&node.credentials())?;
     let sets = cairn_client::volume::replica_sets(&endpoint, spec, CALL_TIMEOUT)?;
     let r = spec.replica as usize;
@@ -323,10 +329,10 @@ fn local_sets(node: &Node, spec: &VolumeSpec) -> anyhow::Result<Vec<LocalSet>> {
         .into_iter()
         .zip(spec.bricks.chunks(r))
         .filter_map(|(set, bricks)| {
-            let local: Vec<Uuid> = bricks.iter().filter(|b| node.is_local_brick(b)).map(|b| b.id).collect();
-            (!local.is_empty()).then(|| {
+            let mine: Vec<Uuid> = bricks.iter().map(|b| b.id).filter(|id| local.contains(id)).collect();
+            (!mine.is_empty()).then(|| {
                 set.serve_self_heal_daemon();
-                LocalSet { set, bricks: local }
+                LocalSet { set, bricks: mine }
             })
         })
         .collect())

@@ -30,6 +30,13 @@ pub trait Subvolume: Send + Sync {
     fn reconfigure(&self, _options: &std::collections::BTreeMap<String, String>) {}
 }
 
+/// The flags to open a file with again (after a reconnect, or on a
+/// replica that was away): O_TRUNC, O_CREAT and O_EXCL applied once and
+/// must not be repeated.
+pub fn reopen_flags(flags: i32) -> i32 {
+    flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL)
+}
+
 /// Runs futures concurrently, keeping their order.
 pub async fn join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
 where

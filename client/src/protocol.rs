@@ -53,8 +53,7 @@ impl ProtocolClient {
 
     fn remember(&self, gfid: Gfid, flags: i32, remote: u64, epoch: u64) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        // O_TRUNC and O_CREAT applied once; a reopen must not repeat them.
-        let flags = flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL);
+        let flags = crate::layer::reopen_flags(flags);
         self.open.lock().expect("open poisoned").insert(
             fh,
             OpenState {

@@ -361,12 +361,7 @@ fn names_made_on_each_side_merge_and_a_gfid_split_brain_is_settled() {
         .cli_ok(&["volume", "heal", "rv", "split-brain", "bigger-file", "/d/x"]);
     assert!(out.contains("Healed /d/x."), "{out}");
     assert_eq!(std::fs::read(mnt.join("d/x")).unwrap(), b"made on one, longer");
-    let backups: Vec<String> = std::fs::read_dir(mnt.join("d"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("x.split-brain.0."))
-        .collect();
+    let backups = names_starting(&mnt.join("d"), "x.split-brain.0.");
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(std::fs::read(mnt.join("d").join(&backups[0])).unwrap(), b"made on zero");
     let same = poll(Duration::from_secs(30), || {
@@ -431,12 +426,7 @@ fn a_favorite_child_policy_settles_a_split_brain_and_keeps_the_loser() {
     for b in 0..2 {
         assert_eq!(std::fs::read(brick_file(&pool, b, "f")).unwrap(), b"side one, longer");
     }
-    let backups: Vec<String> = std::fs::read_dir(&mnt)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("f.split-brain.0."))
-        .collect();
+    let backups = names_starting(&mnt, "f.split-brain.0.");
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(std::fs::read(mnt.join(&backups[0])).unwrap(), b"side zero");
     let info = pool.node(1).cli_ok(&["volume", "heal", "rv", "info", "split-brain"]);
@@ -652,6 +642,16 @@ fn wait_for_client(pool: &Pool, mnt: &Path, n: usize) {
             .then_some(())
     });
     assert!(back.is_some(), "the mount never reconnected to node {n}");
+}
+
+/// The names in `dir` that start with `prefix` (split-brain backups).
+fn names_starting(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 /// Waits until every brick's heal index is empty (the self-heal daemons

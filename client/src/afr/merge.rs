@@ -117,15 +117,13 @@ impl Replicate {
             tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), "gfid split-brain of a directory: not settled automatically");
             return Ok(false);
         }
-        let Some(winner) = self.choose(rule, &found) else {
+        let chosen = self
+            .choose(rule, &found)
+            .and_then(|w| found.iter().find(|(i, _)| *i == w).copied());
+        let Some((winner, kept)) = chosen else {
             tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), ?rule, "gfid split-brain: no single copy to keep");
             return Ok(false);
         };
-        let kept = found
-            .iter()
-            .find(|(i, _)| *i == winner)
-            .expect("the winner was found")
-            .1;
         let losers: Vec<(usize, Attr)> = found.iter().copied().filter(|(_, a)| a.gfid != kept.gfid).collect();
         if self.backup.load(Ordering::Relaxed) {
             let mut kept_aside = HashSet::new();

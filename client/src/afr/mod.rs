@@ -395,7 +395,7 @@ impl Replicate {
 
     fn new_handle(&self, gfid: Gfid, children: Vec<Option<u64>>, flags: i32) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let flags = flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL);
+        let flags = crate::layer::reopen_flags(flags);
         self.handles.lock().expect("handles poisoned").insert(
             fh,
             Handle {
