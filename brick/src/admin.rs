@@ -6,12 +6,12 @@
 //! Runs on a blocking thread; pool calls are awaited with `block_on`.
 
 use crate::node::{brick_detail, on_root_filesystem, process_memory, Node};
-use crate::pool::state::Command;
+use crate::pool::state::{busy_message, remove_brick_pending, task_running, Command, MAX_BRICKS};
 use anyhow::{bail, Context};
 use cairn_common::addr::{self, BrickAddr};
 use cairn_common::proto::{
-    AdminReply, AdminRequest, BrickSpec, BrickStatus, PeerInfo, PoolReply, PoolRequest, VolumeSpec, VolumeState,
-    VolumeStatus,
+    AdminReply, AdminRequest, BrickSpec, BrickStatus, PeerInfo, PoolReply, PoolRequest, RebalanceAction, RebalanceKind,
+    RebalanceStatus, RebalanceTask, RemoveBrickAction, TaskState, VolumeSpec, VolumeState, VolumeStatus,
 };
 use cairn_common::tls;
 use cairn_common::transport::RpcError;
@@ -129,6 +129,17 @@ impl Node {
             AdminRequest::VolumeHealInfo { name, split_brain } => self.heal_info(&name, split_brain),
             AdminRequest::VolumeHeal { name, full } => self.heal_launch(&name, full),
             AdminRequest::VolumeHealStatistics { name, .. } => self.heal_statistics(&name),
+            AdminRequest::VolumeAddBrick {
+                name,
+                bricks,
+                replica,
+                force,
+            } => self.volume_add_brick(&name, &bricks, replica, force),
+            AdminRequest::VolumeRemoveBrick { name, bricks, action } => {
+                self.volume_remove_brick(&name, &bricks, action)
+            }
+            AdminRequest::VolumeReplaceBrick { name, old, new } => self.volume_replace_brick(&name, &old, &new),
+            AdminRequest::VolumeRebalance { name, action } => self.volume_rebalance(&name, action),
         }
     }
 
@@ -187,6 +198,17 @@ impl Node {
                 let spec = self.volume_spec(&name)?;
                 let revived = self.revive_empty_bricks(&spec);
                 done(format!("revived: {}", revived.join(", ")))
+            }
+            AdminRequest::VolumeRebalance {
+                name,
+                action: RebalanceAction::Status,
+            } => {
+                let spec = self.volume_spec(&name)?;
+                Ok(AdminReply::Rebalance(RebalanceStatus {
+                    volume: name,
+                    task: spec.task.clone(),
+                    nodes: vec![self.rebalance.local_status(self, &spec)],
+                }))
             }
             other => bail!("{other:?} is not a per-node report"),
         }
@@ -263,6 +285,34 @@ impl Node {
         if bricks.len() > 127 {
             bail!("a volume holds at most 127 bricks");
         }
+        let specs = self.new_bricks(bricks)?;
+        check_replica_sets(&specs, replica, arbiter, force)?;
+        let spec = VolumeSpec {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            state: VolumeState::Created,
+            bricks: specs,
+            options: BTreeMap::new(),
+            version: 1,
+            replica,
+            arbiter,
+            layout_commit: cairn_common::layout::INITIAL_COMMIT,
+            decommissioned: Vec::new(),
+            task: None,
+        };
+        if let Some(msg) = applied.state.overlap(&spec) {
+            bail!(msg);
+        }
+        self.check_on_nodes(&spec.bricks, force)?;
+        self.commit(Command::CreateVolume { spec, force })?;
+        done(format!(
+            "volume create: {name}: success: please start the volume to access data"
+        ))
+    }
+
+    /// Bricks as the CLI names them (`NODE:/path`), each placed on the pool
+    /// member NODE names, with new ids; bricks of one command may not nest.
+    fn new_bricks(&self, bricks: &[String]) -> anyhow::Result<Vec<BrickSpec>> {
         let pool = self.pool();
         let mut specs: Vec<BrickSpec> = Vec::new();
         for text in bricks {
@@ -284,23 +334,14 @@ impl Node {
                 path: b.path,
             });
         }
-        check_replica_sets(&specs, replica, arbiter, force)?;
-        let spec = VolumeSpec {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            state: VolumeState::Created,
-            bricks: specs,
-            options: BTreeMap::new(),
-            version: 1,
-            replica,
-            arbiter,
-        };
-        if let Some(msg) = applied.state.overlap(&spec) {
-            bail!(msg);
-        }
-        // Every node checks its own bricks before anything is committed.
+        Ok(specs)
+    }
+
+    /// Every node checks its own new bricks (`CheckBricks`) before anything
+    /// is committed.
+    fn check_on_nodes(&self, bricks: &[BrickSpec], force: bool) -> anyhow::Result<()> {
         let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for b in &spec.bricks {
+        for b in bricks {
             by_node.entry(b.node.clone()).or_default().push(b.path.clone());
         }
         for (node, paths) in by_node {
@@ -311,10 +352,7 @@ impl Node {
                     .with_context(|| format!("checking bricks on {node}"))?;
             }
         }
-        self.commit(Command::CreateVolume { spec, force })?;
-        done(format!(
-            "volume create: {name}: success: please start the volume to access data"
-        ))
+        Ok(())
     }
 
     /// The brick checks of `volume create` for bricks on this node.
@@ -978,4 +1016,656 @@ fn check_replica_sets(bricks: &[BrickSpec], replica: u32, arbiter: bool, force: 
         }
     }
     Ok(())
+}
+
+/// Seconds since the epoch.
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The distinct nodes holding bricks of `spec`, in brick order.
+fn brick_nodes(bricks: &[BrickSpec]) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
+    for b in bricks {
+        if !nodes.contains(&b.node) {
+            nodes.push(b.node.clone());
+        }
+    }
+    nodes
+}
+
+/// The layout generation a new task's fix-layout writes: above the
+/// volume's and above any earlier task's (a stopped run may have written
+/// its own).
+fn next_commit(spec: &VolumeSpec) -> u32 {
+    spec.layout_commit.max(spec.task.as_ref().map_or(0, |t| t.commit)) + 1
+}
+
+/// The first-brick ids of the replica sets `ids` make up: whole sets, and
+/// not all of them, else gluster's refusals.
+fn whole_sets(spec: &VolumeSpec, ids: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
+    let r = spec.replica.max(1) as usize;
+    if ids.len() % r != 0 {
+        bail!("Remove brick incorrect brick count of {} for replica {r}", ids.len());
+    }
+    let mut firsts = Vec::new();
+    for set in spec.bricks.chunks(r) {
+        let leaving = set.iter().filter(|b| ids.contains(&b.id)).count();
+        if leaving == 0 {
+            continue;
+        }
+        if leaving != set.len() {
+            bail!(
+                "Bricks not from same subvol for replica: remove all {r} bricks of a replica set ({})",
+                set.iter().map(|b| b.label()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        firsts.push(set[0].id);
+    }
+    if firsts.len() * r == spec.bricks.len() {
+        bail!("Deleting all the bricks of the volume is not allowed");
+    }
+    Ok(firsts)
+}
+
+/// Does a node as typed (`HOST[:PORT]`) carry a port?
+fn has_port(node: &str) -> bool {
+    match node.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => node.matches(':').count() == 1,
+    }
+}
+
+/// Do two brick id lists name the same bricks?
+fn same_bricks(a: &[Uuid], b: &[Uuid]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+impl Node {
+    /// A brick of `spec` as the CLI names it: `NODE:/path` with NODE as the
+    /// pool knows it (or any address of it), or the brick's label
+    /// (`HOST:/path`, no port, as `volume info` prints it).
+    fn brick_of<'a>(&self, spec: &'a VolumeSpec, text: &str) -> Option<&'a BrickSpec> {
+        let b = BrickAddr::parse(text).ok()?;
+        let node_text = &text[..text.find(":/")?];
+        let member = self.pool().member_at(&b.node).map(|(_, m)| m.address);
+        let by_address = spec
+            .bricks
+            .iter()
+            .find(|x| x.path == b.path && (member.as_ref() == Some(&x.node) || addr::same_node(&x.node, &b.node)));
+        if by_address.is_some() || has_port(node_text) {
+            return by_address;
+        }
+        let (host, _) = addr::split_host_port(node_text).ok()?;
+        spec.bricks.iter().find(|x| {
+            x.path == b.path
+                && addr::split_host_port(&x.node).is_ok_and(|(h, port)| {
+                    let typed = if host.contains(':') {
+                        format!("[{host}]:{port}")
+                    } else {
+                        format!("{host}:{port}")
+                    };
+                    h == host || addr::same_node(&x.node, &typed)
+                })
+        })
+    }
+
+    /// The volume's task, refused while it runs (or a remove-brick awaits
+    /// its commit), as gluster refuses brick changes then.
+    fn refuse_while_busy(spec: &VolumeSpec) -> anyhow::Result<()> {
+        if let Some(t) = &spec.task {
+            if task_running(t) || remove_brick_pending(spec) {
+                bail!(busy_message(&spec.name, t));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (at most `START_WAIT`) until the bricks `ids` of a started
+    /// volume are served; returns the ones that are not, with why.
+    fn wait_served(&self, name: &str, ids: &[Uuid]) -> Vec<String> {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let Ok(spec) = self.volume_spec(name) else {
+                return Vec::new();
+            };
+            if spec.state != VolumeState::Started {
+                return Vec::new();
+            }
+            let status = self.pool_status(&spec);
+            // A node that has not applied a replace-brick yet may still
+            // report the brick's old place online: only its new place counts.
+            let waiting: Vec<&BrickStatus> = status
+                .bricks
+                .iter()
+                .filter(|b| ids.contains(&b.brick.id))
+                .filter(|b| !b.online || !spec.bricks.iter().any(|x| x == &b.brick))
+                .collect();
+            let describe = |b: &&BrickStatus| match (&b.error, b.reachable) {
+                (Some(e), _) => format!("{}: {e}", b.brick.label()),
+                (None, false) => format!("{}: its node is not reachable", b.brick.label()),
+                (None, true) => format!("{}: not online yet", b.brick.label()),
+            };
+            if waiting.is_empty() {
+                return Vec::new();
+            }
+            if waiting.iter().any(|b| b.error.is_some()) || Instant::now() > deadline {
+                return waiting.iter().map(describe).collect();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Asks the self-heal daemons on `nodes` for a full crawl (a new or
+    /// replaced brick is filled from its replicas). A node that has not
+    /// started its daemon for the volume yet is asked again, for
+    /// `START_WAIT` at most; failures are logged.
+    fn ask_full_heal(&self, spec: &VolumeSpec, nodes: &[String]) {
+        if spec.state != VolumeState::Started || !shd_configured(spec) {
+            return;
+        }
+        let req = AdminRequest::VolumeHeal {
+            name: spec.name.clone(),
+            full: true,
+        };
+        let deadline = Instant::now() + START_WAIT;
+        let mut pending: Vec<String> = nodes.to_vec();
+        loop {
+            let mut failed = Vec::new();
+            for node in pending {
+                let outcome = if self.is_local(&node) {
+                    self.admin_local(req.clone()).map(|_| ())
+                } else {
+                    self.ask(&node, PoolRequest::Local(req.clone())).map(|_| ())
+                };
+                if let Err(e) = outcome {
+                    failed.push((node, e));
+                }
+            }
+            if failed.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                for (node, e) in failed {
+                    tracing::warn!(volume = %spec.name, %node, error = %format!("{e:#}"), "full heal not launched");
+                }
+                return;
+            }
+            pending = failed.into_iter().map(|(node, _)| node).collect();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `volume add-brick VOL [replica N] BRICKS… [force]`.
+    fn volume_add_brick(
+        &self,
+        name: &str,
+        bricks: &[String],
+        replica: Option<u32>,
+        force: bool,
+    ) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        Self::refuse_while_busy(&spec)?;
+        if bricks.is_empty() {
+            bail!("add-brick needs at least one brick (NODE:/path)");
+        }
+        let old_r = spec.replica.max(1);
+        let new_r = replica.unwrap_or(old_r);
+        if new_r < old_r {
+            bail!("Incorrect replica count ({new_r}) supplied. Volume already has ({old_r})");
+        }
+        if new_r > old_r && spec.arbiter {
+            bail!("Volume {name} has arbiter bricks: changing the replica count of an arbiter volume is not supported");
+        }
+        if new_r > 8 {
+            bail!("replica count must be 2 to 8");
+        }
+        let added = self.new_bricks(bricks)?;
+        let list: Vec<BrickSpec> = if new_r == old_r {
+            if added.len() % old_r as usize != 0 {
+                bail!(
+                    "Incorrect number of bricks supplied {} with count {old_r}: add whole replica sets of {old_r}",
+                    added.len()
+                );
+            }
+            spec.bricks.iter().chain(&added).cloned().collect()
+        } else {
+            // gluster's order: each set's old bricks, then its new ones.
+            let sets = spec.bricks.len() / old_r as usize;
+            let per_set = (new_r - old_r) as usize;
+            if added.len() != sets * per_set {
+                bail!(
+                    "Incorrect number of bricks supplied {} for replica {new_r}: volume {name} has {sets} replica set(s) of {old_r}, so it takes {sets} x {per_set} = {} new bricks",
+                    added.len(),
+                    sets * per_set
+                );
+            }
+            spec.bricks
+                .chunks(old_r as usize)
+                .zip(added.chunks(per_set))
+                .flat_map(|(old, new)| old.iter().chain(new).cloned())
+                .collect()
+        };
+        if list.len() > MAX_BRICKS {
+            bail!("a volume holds at most {MAX_BRICKS} bricks");
+        }
+        check_replica_sets(&list, new_r, spec.arbiter, force)?;
+        if let Some(msg) = self.applied().state.overlap_bricks(&added, &[]) {
+            bail!(msg);
+        }
+        self.check_on_nodes(&added, force)?;
+        self.commit(Command::AddBricks {
+            name: name.to_string(),
+            bricks: list,
+            replica: new_r,
+            force,
+        })?;
+        let mut message = "volume add-brick: success".to_string();
+        let ids: Vec<Uuid> = added.iter().map(|b| b.id).collect();
+        let offline = self.wait_served(name, &ids);
+        for o in &offline {
+            tracing::warn!(volume = %name, brick = %o, "a new brick is not online");
+            message.push_str(&format!("\nwarning: brick {o}"));
+        }
+        if new_r > old_r {
+            let spec = self.volume_spec(name)?;
+            self.ask_full_heal(&spec, &brick_nodes(&spec.bricks));
+        }
+        done(message)
+    }
+
+    /// `volume rebalance VOL fix-layout start | start [force] | stop | status`.
+    fn volume_rebalance(&self, name: &str, action: RebalanceAction) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        match action {
+            RebalanceAction::FixLayoutStart | RebalanceAction::Start { .. } => {
+                if spec.state != VolumeState::Started {
+                    bail!("Volume {name} needs to be started to perform rebalance");
+                }
+                if spec.bricks.len() <= spec.replica.max(1) as usize {
+                    bail!(
+                        "Volume {name} is not a distribute volume or contains only 1 brick.\nNot performing rebalance"
+                    );
+                }
+                if let Some(t) = spec.task.as_ref().filter(|t| task_running(t)) {
+                    if !matches!(t.kind, RebalanceKind::RemoveBrick { .. }) {
+                        bail!("Rebalance on {name} is already started");
+                    }
+                }
+                if remove_brick_pending(&spec) {
+                    bail!("A remove-brick task on volume {name} is not yet committed. Either commit or stop the remove-brick task.");
+                }
+                Self::refuse_while_busy(&spec)?;
+                let kind = match action {
+                    RebalanceAction::Start { force } => RebalanceKind::Migrate { force },
+                    _ => RebalanceKind::FixLayout,
+                };
+                let task = RebalanceTask {
+                    id: Uuid::new_v4(),
+                    kind,
+                    commit: next_commit(&spec),
+                    started: now_unix(),
+                    stopped: false,
+                    nodes: brick_nodes(&spec.bricks),
+                    finished: BTreeMap::new(),
+                };
+                let id = task.id;
+                self.commit(Command::StartTask {
+                    name: name.to_string(),
+                    task,
+                    decommission: Vec::new(),
+                })?;
+                done(format!(
+                    "volume rebalance: {name}: success: Rebalance on {name} has been started successfully. Use rebalance status command to check status of the rebalance process.\nID: {id}"
+                ))
+            }
+            RebalanceAction::Stop => {
+                let task = self.rebalance_task(&spec)?;
+                if !task_running(&task) {
+                    bail!(
+                        "Rebalance is not running on volume {name} (it {})",
+                        if task.stopped { "was stopped" } else { "has finished" }
+                    );
+                }
+                self.commit(Command::StopTask {
+                    name: name.to_string(),
+                    id: task.id,
+                })?;
+                let spec = self.volume_spec(name)?;
+                let task = spec.task.clone().unwrap_or(task);
+                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+            }
+            RebalanceAction::Status => {
+                let task = self.rebalance_task(&spec)?;
+                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+            }
+        }
+    }
+
+    /// The volume's rebalance task (not a remove-brick's), or gluster's
+    /// refusal.
+    fn rebalance_task(&self, spec: &VolumeSpec) -> anyhow::Result<RebalanceTask> {
+        let name = &spec.name;
+        match &spec.task {
+            None => bail!("Rebalance not started for volume {name}"),
+            Some(t) if matches!(t.kind, RebalanceKind::RemoveBrick { .. }) => bail!(
+                "Rebalance not started for volume {name}: its task is a remove-brick (see 'volume remove-brick {name} BRICK... status')"
+            ),
+            Some(t) => Ok(t.clone()),
+        }
+    }
+
+    /// Every node's row of `task`: asked of each node of the task in
+    /// parallel; a node that does not answer shows what it recorded when
+    /// it finished, or an empty row, marked unreachable.
+    fn task_status(&self, spec: &VolumeSpec, task: &RebalanceTask) -> RebalanceStatus {
+        let recorded = |node: &str, reachable: bool| {
+            let mut row = task
+                .finished
+                .get(node)
+                .cloned()
+                .unwrap_or_else(|| crate::rebalance::idle_row(node));
+            row.reachable = reachable;
+            row
+        };
+        let local: Vec<bool> = task.nodes.iter().map(|n| self.is_local(n)).collect();
+        let req = PoolRequest::Local(AdminRequest::VolumeRebalance {
+            name: spec.name.clone(),
+            action: RebalanceAction::Status,
+        });
+        let peers = self.pool().peers.clone();
+        let answers: Vec<Option<RebalanceStatus>> = block_on(futures::future::join_all(
+            task.nodes.iter().zip(&local).map(|(node, is_local)| {
+                let peers = peers.clone();
+                let req = req.clone();
+                async move {
+                    if *is_local {
+                        return None;
+                    }
+                    match peers.call(node, req, FAN_OUT_TIMEOUT).await {
+                        Ok(PoolReply::Report(AdminReply::Rebalance(st))) => Some(st),
+                        Ok(other) => {
+                            tracing::warn!(%node, reply = ?other, "unexpected rebalance status reply");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::debug!(%node, error = %e, "no rebalance status");
+                            None
+                        }
+                    }
+                }
+            }),
+        ));
+        let nodes = task
+            .nodes
+            .iter()
+            .zip(local)
+            .zip(answers)
+            .map(|((node, is_local), answer)| {
+                let mut row = if is_local {
+                    self.rebalance.local_status(self, spec)
+                } else {
+                    match answer {
+                        // A node that has not applied this task yet
+                        // reports another task's row: it has done nothing.
+                        Some(st) if st.task.as_ref().is_some_and(|t| t.id == task.id) => {
+                            st.nodes.into_iter().next().unwrap_or_else(|| recorded(node, true))
+                        }
+                        Some(_) => recorded(node, true),
+                        None => recorded(node, false),
+                    }
+                };
+                row.node = node.clone();
+                row
+            })
+            .collect();
+        RebalanceStatus {
+            volume: spec.name.clone(),
+            task: Some(task.clone()),
+            nodes,
+        }
+    }
+
+    /// `volume remove-brick VOL BRICKS… start|status|stop|commit|force`.
+    fn volume_remove_brick(
+        &self,
+        name: &str,
+        bricks: &[String],
+        action: RemoveBrickAction,
+    ) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        if bricks.is_empty() {
+            bail!("remove-brick needs at least one brick (NODE:/path)");
+        }
+        let mut ids: Vec<Uuid> = Vec::new();
+        for text in bricks {
+            let b = self
+                .brick_of(&spec, text)
+                .with_context(|| format!("Incorrect brick {text} for volume {name}"))?;
+            if ids.contains(&b.id) {
+                bail!("Brick {text} is given more than once");
+            }
+            ids.push(b.id);
+        }
+        // In the volume's order, as the task records them.
+        let ids: Vec<Uuid> = spec.bricks.iter().map(|b| b.id).filter(|id| ids.contains(id)).collect();
+        let labels = |ids: &[Uuid]| {
+            spec.bricks
+                .iter()
+                .filter(|b| ids.contains(&b.id))
+                .map(|b| b.label())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // The remove-brick task for exactly these bricks.
+        let this_task = || -> anyhow::Result<RebalanceTask> {
+            match &spec.task {
+                Some(t) => match &t.kind {
+                    RebalanceKind::RemoveBrick { bricks } if same_bricks(bricks, &ids) => Ok(t.clone()),
+                    RebalanceKind::RemoveBrick { bricks } => bail!(
+                        "the remove-brick task of volume {name} is for other bricks: {}",
+                        labels(bricks)
+                    ),
+                    _ => bail!("remove-brick not started for volume {name}"),
+                },
+                None => bail!("remove-brick not started for volume {name}"),
+            }
+        };
+        match action {
+            RemoveBrickAction::Start => {
+                let firsts = whole_sets(&spec, &ids)?;
+                if spec.state != VolumeState::Started {
+                    bail!(
+                        "Volume {name} needs to be started before remove-brick (you can use 'force' or 'commit' to override this behavior)"
+                    );
+                }
+                Self::refuse_while_busy(&spec)?;
+                // Data moves off these bricks: each must be up.
+                let status = self.pool_status(&spec);
+                if let Some(down) = status.bricks.iter().find(|b| ids.contains(&b.brick.id) && !b.online) {
+                    bail!(
+                        "Found stopped brick {}. Use force option to remove the offline brick",
+                        down.brick.label()
+                    );
+                }
+                let task = RebalanceTask {
+                    id: Uuid::new_v4(),
+                    kind: RebalanceKind::RemoveBrick { bricks: ids.clone() },
+                    commit: next_commit(&spec),
+                    started: now_unix(),
+                    stopped: false,
+                    nodes: brick_nodes(&spec.bricks),
+                    finished: BTreeMap::new(),
+                };
+                let id = task.id;
+                self.commit(Command::StartTask {
+                    name: name.to_string(),
+                    task,
+                    decommission: firsts,
+                })?;
+                done(format!("volume remove-brick start: success\nID: {id}"))
+            }
+            RemoveBrickAction::Status => {
+                let task = this_task()?;
+                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+            }
+            RemoveBrickAction::Stop => {
+                let task = this_task()?;
+                if task.stopped {
+                    bail!("the remove-brick task of volume {name} was already stopped");
+                }
+                self.commit(Command::StopTask {
+                    name: name.to_string(),
+                    id: task.id,
+                })?;
+                let spec = self.volume_spec(name)?;
+                let task = spec.task.clone().unwrap_or(task);
+                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+            }
+            RemoveBrickAction::Commit => {
+                let task = this_task().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}: run 'volume remove-brick {name} {} start' and wait until its status shows completed, or use 'force' to remove the bricks without migrating their data",
+                        labels(&ids)
+                    )
+                })?;
+                if task.stopped {
+                    bail!(
+                        "the remove-brick task of volume {name} was stopped: start it again, or use 'force' to remove the bricks without migrating their data"
+                    );
+                }
+                if task_running(&task) {
+                    bail!(
+                        "remove-brick is still in progress on volume {name}: wait until 'volume remove-brick {name} {} status' shows completed on every node",
+                        labels(&ids)
+                    );
+                }
+                let unclean: Vec<String> = task
+                    .nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let r = task.finished.get(n)?;
+                        let host = addr::split_host_port(n).map_or(n.clone(), |(h, _)| h);
+                        match r.state {
+                            TaskState::Completed if r.failures + r.skipped == 0 => None,
+                            TaskState::Completed => Some(format!("{host}: {} failures", r.failures + r.skipped)),
+                            other => Some(format!("{host}: {other:?}")),
+                        }
+                    })
+                    .collect();
+                if !unclean.is_empty() {
+                    bail!(
+                        "remove-brick did not migrate every file off the bricks ({}): check 'volume remove-brick {name} {} status' and the nodes' logs, start it again, or use 'force' to remove the bricks anyway",
+                        unclean.join(", "),
+                        labels(&ids)
+                    );
+                }
+                self.commit(Command::RemoveBricks {
+                    name: name.to_string(),
+                    bricks: ids,
+                })?;
+                done(
+                    "volume remove-brick commit: success\nCheck the removed bricks to ensure all files are migrated.\nIf files with data are found on the brick path, copy them via a cairn mount point before re-purposing the removed brick.",
+                )
+            }
+            RemoveBrickAction::Force => {
+                whole_sets(&spec, &ids)?;
+                if let Some(t) = &spec.task {
+                    let same = matches!(&t.kind, RebalanceKind::RemoveBrick { bricks } if same_bricks(bricks, &ids));
+                    // The remove-brick of these very bricks may be cut
+                    // short once stopped or finished; anything else waits.
+                    if task_running(t) || (remove_brick_pending(&spec) && !same) {
+                        bail!(busy_message(name, t));
+                    }
+                }
+                self.commit(Command::RemoveBricks {
+                    name: name.to_string(),
+                    bricks: ids,
+                })?;
+                done(
+                    "volume remove-brick commit force: success\nThe removed bricks' files were not migrated: they are no longer part of the volume. If you need them, copy them from the brick paths into a cairn mount point before re-purposing the bricks.",
+                )
+            }
+        }
+    }
+
+    /// `volume replace-brick VOL OLD NEW commit force`: NEW takes OLD's
+    /// place (and id) in its replica set, and is filled by a full heal.
+    fn volume_replace_brick(&self, name: &str, old: &str, new: &str) -> anyhow::Result<AdminReply> {
+        let spec = self.volume_spec(name)?;
+        if spec.replica < 2 {
+            bail!(
+                "replace-brick is not permitted on distribute only volumes. Please use add-brick and remove-brick operations instead."
+            );
+        }
+        let old_brick = self
+            .brick_of(&spec, old)
+            .with_context(|| format!("brick: {old} does not exist in volume: {name}"))?
+            .clone();
+        let mut added = self.new_bricks(&[new.to_string()])?;
+        let mut new_brick = added.remove(0);
+        if let Some(b) = spec.bricks.iter().find(|b| {
+            b.path == new_brick.path && (b.node == new_brick.node || addr::same_node(&b.node, &new_brick.node))
+        }) {
+            if b.id == old_brick.id {
+                bail!("{new} is already the brick being replaced; to rebuild a brick on a replaced disk use 'volume start {name} force'");
+            }
+            bail!("Brick: {new} not available. It is already a brick of volume {name}");
+        }
+        Self::refuse_while_busy(&spec)?;
+        let r = spec.replica as usize;
+        let set = spec
+            .bricks
+            .chunks(r)
+            .find(|set| set.iter().any(|b| b.id == old_brick.id))
+            .expect("the brick is in a set");
+        if !addr::same_node(&old_brick.node, &new_brick.node) {
+            if let Some(other) = set
+                .iter()
+                .find(|b| b.id != old_brick.id && addr::same_node(&b.node, &new_brick.node))
+            {
+                bail!(
+                    "Multiple bricks of a replicate volume would be on the same server ({} and {new}): bricks of a replica set must be on different nodes",
+                    other.label()
+                );
+            }
+        }
+        new_brick.id = old_brick.id;
+        if let Some(msg) = self
+            .applied()
+            .state
+            .overlap_bricks(std::slice::from_ref(&new_brick), &[old_brick.id])
+        {
+            bail!(msg);
+        }
+        // `commit force`: as gluster's, the root file system check is waived.
+        self.check_on_nodes(std::slice::from_ref(&new_brick), true)?;
+        self.commit(Command::ReplaceBrick {
+            name: name.to_string(),
+            id: old_brick.id,
+            node: new_brick.node.clone(),
+            path: new_brick.path.clone(),
+        })?;
+        let mut message = "volume replace-brick: success: replace-brick commit force operation successful".to_string();
+        let offline = self.wait_served(name, &[old_brick.id]);
+        for o in &offline {
+            tracing::warn!(volume = %name, brick = %o, "the new brick is not online");
+            message.push_str(&format!("\nwarning: brick {o}"));
+        }
+        let spec = self.volume_spec(name)?;
+        if let Some(set) = spec
+            .bricks
+            .chunks(r)
+            .find(|set| set.iter().any(|b| b.id == old_brick.id))
+        {
+            self.ask_full_heal(&spec, &brick_nodes(set));
+        }
+        done(message)
+    }
 }

@@ -6,10 +6,12 @@ mod diagnostics;
 mod domain_locks;
 mod locks;
 mod metrics;
+mod migration;
 mod node;
 mod notify;
 mod pool;
 mod pool_service;
+mod rebalance;
 mod server;
 mod shd;
 mod stats;
@@ -133,6 +135,7 @@ async fn follow_configuration(node: Arc<node::Node>) {
             tracing::error!(error = %e, "applying the configuration failed");
         }
         node.shd.sync(&node, &volumes);
+        node.rebalance.sync(&node, &volumes);
         if changes.changed().await.is_err() {
             return;
         }

@@ -34,9 +34,11 @@ pub struct Node {
     /// The endpoint serving this node, to swap its TLS on join and leave.
     server: OnceLock<quinn::Endpoint>,
     served: RwLock<HashMap<Uuid, Arc<Brick>>>,
-    /// Bricks this node has initialized (once: a brick that later lacks its
-    /// marks is a disk that is not mounted, never a brick to make again).
-    prepared: Mutex<BTreeSet<Uuid>>,
+    /// Bricks this node has initialized, with the path each was made at
+    /// (once: a brick that later lacks its marks is a disk that is not
+    /// mounted, never a brick to make again). `replace-brick` moves a
+    /// brick id to a new path, which is then prepared again.
+    prepared: Mutex<BTreeMap<Uuid, String>>,
     /// I/O statistics of the bricks served here.
     pub stats: crate::stats::NodeStats,
     brick_errors: Mutex<HashMap<Uuid, String>>,
@@ -45,6 +47,8 @@ pub struct Node {
     profiled: Mutex<BTreeSet<String>>,
     /// The self-heal daemon's workers for this node's bricks.
     pub shd: crate::shd::SelfHealDaemon,
+    /// Rebalance and remove-brick workers for this node's bricks.
+    pub rebalance: crate::rebalance::RebalanceDaemon,
 }
 
 fn prepared_file(dir: &Path) -> PathBuf {
@@ -130,8 +134,8 @@ impl Node {
             );
         }
         let prepared = match std::fs::read(prepared_file(state_dir)) {
-            Ok(b) => serde_json::from_slice(&b).context("parsing prepared.json")?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Ok(b) => parse_prepared(&b).context("parsing prepared.json")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).context("reading prepared.json"),
         };
         let address = addr::canonical_node(listen)?;
@@ -152,6 +156,7 @@ impl Node {
             brick_errors: Mutex::new(HashMap::new()),
             profiled: Mutex::new(BTreeSet::new()),
             shd: crate::shd::SelfHealDaemon::default(),
+            rebalance: crate::rebalance::RebalanceDaemon::default(),
         })
     }
 
@@ -234,6 +239,13 @@ impl Node {
                 }
                 if v.state == VolumeState::Started {
                     wanted.insert(b.id);
+                    // A brick replaced on this node serves from its new path.
+                    if self
+                        .brick(&b.id)
+                        .is_some_and(|served| served.path != Path::new(&b.path))
+                    {
+                        self.served.write().expect("served poisoned").remove(&b.id);
+                    }
                     if self.brick(&b.id).is_none() {
                         self.open_brick(v, b);
                     }
@@ -250,18 +262,21 @@ impl Node {
     /// Initializes a local brick the first time this node sees it.
     fn prepare(&self, v: &VolumeSpec, b: &BrickSpec, force: bool) -> bool {
         let mut prepared = self.prepared.lock().expect("prepared poisoned");
-        if prepared.contains(&b.id) {
-            return true;
+        match prepared.get(&b.id) {
+            Some(path) if *path == b.path => return true,
+            // Recorded before paths were (the old set form): the brick was
+            // made where the configuration still says.
+            Some(path) if path.is_empty() => {
+                prepared.insert(b.id, b.path.clone());
+                self.save_prepared(&prepared);
+                return true;
+            }
+            _ => {}
         }
         match Brick::initialize(Path::new(&b.path), b.id, v.id, &v.name, force) {
             Ok(()) => {
-                prepared.insert(b.id);
-                if let Err(e) = serde_json::to_vec(&*prepared)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|bytes| state::write_private(&prepared_file(&self.state_dir), &bytes))
-                {
-                    tracing::error!(error = %format!("{e:#}"), "could not record a prepared brick");
-                }
+                prepared.insert(b.id, b.path.clone());
+                self.save_prepared(&prepared);
                 tracing::info!(volume = %v.name, brick = %b.path, "brick prepared");
                 true
             }
@@ -273,6 +288,15 @@ impl Node {
                     .insert(b.id, format!("preparing brick {}: {e:#}", b.label()));
                 false
             }
+        }
+    }
+
+    fn save_prepared(&self, prepared: &BTreeMap<Uuid, String>) {
+        if let Err(e) = serde_json::to_vec(prepared)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| state::write_private(&prepared_file(&self.state_dir), &bytes))
+        {
+            tracing::error!(error = %format!("{e:#}"), "could not record a prepared brick");
         }
     }
 
@@ -406,6 +430,21 @@ impl Node {
     }
 }
 
+/// `prepared.json`: brick id → path, or (before `replace-brick`) a set
+/// of ids, read as paths not yet known (empty).
+fn parse_prepared(bytes: &[u8]) -> serde_json::Result<BTreeMap<Uuid, String>> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Paths(BTreeMap<Uuid, String>),
+        Ids(BTreeSet<Uuid>),
+    }
+    Ok(match serde_json::from_slice(bytes)? {
+        Form::Paths(m) => m,
+        Form::Ids(ids) => ids.into_iter().map(|id| (id, String::new())).collect(),
+    })
+}
+
 /// This process's memory from /proc/self/status.
 pub(crate) fn process_memory() -> Option<cairn_common::proto::ProcessMemory> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -477,4 +516,23 @@ pub(crate) fn on_root_filesystem(path: &Path) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepared_json_reads_both_forms() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let old = serde_json::to_vec(&BTreeSet::from([a, b])).unwrap();
+        let m = parse_prepared(&old).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m.values().all(String::is_empty));
+        let new = serde_json::to_vec(&BTreeMap::from([(a, "/b/1".to_string())])).unwrap();
+        assert_eq!(parse_prepared(&new).unwrap()[&a], "/b/1");
+        assert!(parse_prepared(b"{\"x\": 1}").is_err());
+        assert!(parse_prepared(b"[]").unwrap().is_empty());
+    }
 }

@@ -26,6 +26,8 @@ pub struct Server {
     locks: Arc<LockManager>,
     /// Replicate's inode and entry locks.
     domain_locks: Arc<crate::domain_locks::DomainLocks>,
+    /// Files being migrated away (rebalance): frozen or moved.
+    migrations: crate::migration::Migrations,
     next_conn: AtomicU64,
 }
 
@@ -59,6 +61,7 @@ impl Server {
             node,
             locks: Arc::new(LockManager::new()),
             domain_locks: Arc::new(crate::domain_locks::DomainLocks::default()),
+            migrations: crate::migration::Migrations::default(),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -134,6 +137,7 @@ impl Server {
         state.closed.store(true, Ordering::SeqCst);
         self.locks.release_connection(state.id);
         self.domain_locks.release_connection(state.id);
+        self.migrations.release_connection(state.id);
         state.files.lock().expect("files poisoned").clear();
     }
 
@@ -306,7 +310,25 @@ impl Server {
                 .await
                 .map_err(|e| FsError::new(libc::EIO, e.to_string()))?,
         };
+        let concern = crate::migration::concern(&op, |fh| {
+            let files = state.files.lock().expect("files poisoned");
+            files.get(&fh).filter(|f| f.brick == brick_id).map(|f| f.gfid)
+        });
+        let _pass = self.migrations.enter(brick_id, concern).await?;
         match op {
+            Fop::MigrateFreeze { gfid, freeze } => {
+                if freeze {
+                    self.migrations.freeze(brick_id, gfid, state.id).await?;
+                } else {
+                    self.migrations.thaw(brick_id, gfid, state.id);
+                }
+                Ok((Reply::Empty, Bytes::new()))
+            }
+            Fop::MigrateDone { gfid, target } => {
+                self.migrations.mark_moved(brick_id, gfid, state.id)?;
+                tracing::debug!(brick = %brick_id, %gfid, %target, "file migrated away");
+                Ok((Reply::Empty, Bytes::new()))
+            }
             Fop::GetLk { fh, lock } => {
                 let (_, gfid) = self.open_file(state, &brick, fh)?;
                 let owner = LockOwner {
@@ -739,11 +761,17 @@ fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) 
             target,
         } => (Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?), none),
         Fop::Xattrop { gfid, deltas } => (Reply::Counters(brick.xattrop(&gfid, &deltas)?), none),
+        Fop::SetLinkto { gfid, target } => {
+            brick.set_linkto(&gfid, target.as_ref())?;
+            (Reply::Empty, none)
+        }
         Fop::GetLk { .. }
         | Fop::SetLk { .. }
         | Fop::Flush { .. }
         | Fop::Release { .. }
         | Fop::InodeLk { .. }
-        | Fop::EntryLk { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),
+        | Fop::EntryLk { .. }
+        | Fop::MigrateFreeze { .. }
+        | Fop::MigrateDone { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),
     })
 }

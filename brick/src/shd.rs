@@ -67,7 +67,9 @@ impl Drop for Worker {
 #[derive(PartialEq, Eq, Clone)]
 struct Shape {
     volume: Uuid,
-    bricks: Vec<(Uuid, String)>,
+    /// Each brick's id, node and path (a brick replaced on the same node
+    /// changes only its path).
+    bricks: Vec<(Uuid, String, String)>,
     replica: u32,
     arbiter: bool,
 }
@@ -76,7 +78,11 @@ impl Shape {
     fn of(spec: &VolumeSpec) -> Shape {
         Shape {
             volume: spec.id,
-            bricks: spec.bricks.iter().map(|b| (b.id, b.node.clone())).collect(),
+            bricks: spec
+                .bricks
+                .iter()
+                .map(|b| (b.id, b.node.clone(), b.path.clone()))
+                .collect(),
             replica: spec.replica,
             arbiter: spec.arbiter,
         }
@@ -107,12 +113,18 @@ impl SelfHealDaemon {
         workers.retain(|name, _| volumes.get(name).is_some_and(|v| wanted(node, v)));
         for spec in volumes.values().filter(|v| wanted(node, v)) {
             let shape = Shape::of(spec);
+            // A worker rebuilt because bricks were added, replaced or
+            // removed starts with a full crawl: a new or replaced brick is
+            // empty and must be filled from its replicas. A first worker
+            // starts with an index crawl.
+            let mut rebuilt = false;
             if let Some(w) = workers.get(&spec.name) {
                 if w.shape == shape {
                     *w.shared.spec.lock().expect("spec poisoned") = spec.clone();
                     w.shared.wake.notify_one();
                     continue;
                 }
+                rebuilt = w.shape.volume == shape.volume;
             }
             let shared = Arc::new(Shared {
                 spec: Mutex::new(spec.clone()),
@@ -124,13 +136,13 @@ impl SelfHealDaemon {
                     .collect(),
                 wake: tokio::sync::Notify::new(),
                 asked: AtomicBool::new(true),
-                full: AtomicBool::new(false),
+                full: AtomicBool::new(rebuilt),
                 crawls: Mutex::new(HashMap::new()),
                 busy: AtomicBool::new(false),
             });
             let task = tokio::spawn(work(node.clone(), shared.clone()));
             tokio::spawn(watch_traffic(node.clone(), Arc::downgrade(&shared)));
-            tracing::info!(volume = %spec.name, "self-heal daemon started");
+            tracing::info!(volume = %spec.name, full_crawl = rebuilt, "self-heal daemon started");
             workers.insert(spec.name.clone(), Worker { shape, shared, task });
         }
     }

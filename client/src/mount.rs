@@ -340,8 +340,8 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let mut servers = vec![opts.node.clone()];
     servers.extend(opts.backup_servers.iter().cloned());
     let spec = crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
-    let graph = crate::volume::build_graph(&endpoint, &spec, opts.call_timeout)?;
-    let counting = Arc::new(crate::counting::Counting::new(graph));
+    let graph = crate::volume::Graph::build(&endpoint, &spec, opts.call_timeout)?;
+    let counting = Arc::new(crate::counting::Counting::new(graph.top.clone()));
     let top: Arc<dyn crate::layer::Subvolume> = counting.clone();
     top.reconfigure(&spec.options);
     tokio::spawn(crate::volume::follow_spec(
@@ -349,6 +349,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
         servers,
         spec,
         top.clone(),
+        graph,
         opts.call_timeout,
     ));
     let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr));

@@ -5,11 +5,12 @@ use crate::layer::Subvolume;
 use crate::protocol::ProtocolClient;
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use cairn_common::proto::{AdminReply, AdminRequest, Reply, Request, VolumeSpec};
+use cairn_common::proto::{AdminReply, AdminRequest, BrickSpec, Reply, Request, VolumeSpec};
 use cairn_common::transport::NodeClient;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Fetches `volume`'s spec from the first of `servers` that answers.
 pub async fn fetch_spec(
@@ -34,62 +35,146 @@ pub async fn fetch_spec(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no volfile server given"))).context("fetching the volume spec")
 }
 
-/// A protocol client per brick, in brick order; one connection per node,
-/// shared by all of that node's bricks.
-fn brick_layers(endpoint: &quinn::Endpoint, spec: &VolumeSpec, call_timeout: Duration) -> Vec<Arc<dyn Subvolume>> {
-    let mut nodes: HashMap<String, Arc<NodeClient>> = HashMap::new();
-    spec.bricks
-        .iter()
-        .map(|b| {
-            let node = nodes
-                .entry(b.node.clone())
-                .or_insert_with(|| Arc::new(NodeClient::new(endpoint.clone(), b.node.clone(), call_timeout)))
-                .clone();
-            Arc::new(ProtocolClient::new(node, b.id, b.label())) as Arc<dyn Subvolume>
-        })
-        .collect()
+/// A volume's client graph — distribute over its replica sets (or over
+/// its bricks, without replication) — kept in step with the volume's spec:
+/// when bricks are added, replaced or removed, the layers of what did not
+/// change are kept (their connections, handles and caches) and only new or
+/// changed replica sets are built.
+pub struct Graph {
+    endpoint: quinn::Endpoint,
+    call_timeout: Duration,
+    pub top: Arc<Distribute>,
+    parts: Mutex<Parts>,
 }
 
-/// The graph's top layer for `spec`.
-pub fn build_graph(
-    endpoint: &quinn::Endpoint,
-    spec: &VolumeSpec,
-    call_timeout: Duration,
-) -> anyhow::Result<Arc<dyn Subvolume>> {
-    let bricks = brick_layers(endpoint, spec, call_timeout);
-    let r = spec.replica.max(1) as usize;
-    if bricks.is_empty() || bricks.len() % r != 0 {
-        bail!(
-            "volume {} has {} bricks, not a multiple of replica {r}",
-            spec.name,
-            bricks.len()
+/// Layers built so far, by what they were built from.
+#[derive(Default)]
+struct Parts {
+    nodes: HashMap<String, Arc<NodeClient>>,
+    bricks: HashMap<(Uuid, String), Arc<dyn Subvolume>>,
+    /// A replica set by its bricks (id and node, in order) and arbiter flag.
+    sets: HashMap<(Vec<(Uuid, String)>, bool), Arc<dyn Subvolume>>,
+}
+
+/// Is a rebalance or remove-brick migrating now (some node not finished)?
+pub fn rebalancing(spec: &VolumeSpec) -> bool {
+    spec.task
+        .as_ref()
+        .is_some_and(|t| !t.stopped && t.nodes.iter().any(|n| !t.finished.contains_key(n)))
+}
+
+impl Graph {
+    pub fn build(endpoint: &quinn::Endpoint, spec: &VolumeSpec, call_timeout: Duration) -> anyhow::Result<Arc<Graph>> {
+        let mut parts = Parts::default();
+        let children = parts.children(endpoint, spec, call_timeout)?;
+        let top = Arc::new(Distribute::new(children, spec.layout_commit)?);
+        top.reshape(
+            top.kids().to_vec(),
+            spec.layout_commit,
+            spec.decommissioned.clone(),
+            rebalancing(spec),
         );
+        Ok(Arc::new(Graph {
+            endpoint: endpoint.clone(),
+            call_timeout,
+            top,
+            parts: Mutex::new(parts),
+        }))
     }
-    // Consecutive bricks form a replica set; each set (or each brick,
-    // without replication) is one subvolume of distribute.
-    let mut children = Vec::new();
-    for (k, (set, layers)) in spec.bricks.chunks(r).zip(bricks.chunks(r)).enumerate() {
-        let layer: Arc<dyn Subvolume> = if r == 1 {
-            layers[0].clone()
-        } else {
-            let ids: Vec<uuid::Uuid> = set.iter().map(|b| b.id).collect();
-            crate::afr::Replicate::new(
-                format!("{}-replicate-{k}", spec.name),
-                layers.to_vec(),
-                &ids,
-                spec.arbiter,
-            )?
-        };
-        // A set is named by its first brick's id (link files name it).
-        children.push(Child { id: set[0].id, layer });
+
+    /// Takes a new spec of the same volume: a changed brick list reshapes
+    /// distribute; layout generation and rebalance state apply at once.
+    pub fn apply(&self, spec: &VolumeSpec) -> anyhow::Result<()> {
+        let mut parts = self.parts.lock().expect("parts poisoned");
+        let before: Vec<*const ()> = parts.sets.values().map(|l| Arc::as_ptr(l) as *const ()).collect();
+        let children = parts.children(&self.endpoint, spec, self.call_timeout)?;
+        for c in &children {
+            if !before.contains(&(Arc::as_ptr(&c.layer) as *const ())) {
+                c.layer.reconfigure(&spec.options);
+            }
+        }
+        // Forget what the spec no longer names.
+        let wanted: Vec<*const ()> = children.iter().map(|c| Arc::as_ptr(&c.layer) as *const ()).collect();
+        parts
+            .sets
+            .retain(|_, l| wanted.contains(&(Arc::as_ptr(l) as *const ())));
+        let bricks: Vec<(Uuid, String)> = spec.bricks.iter().map(|b| (b.id, b.node.clone())).collect();
+        parts.bricks.retain(|k, _| bricks.contains(k));
+        parts.nodes.retain(|n, _| spec.bricks.iter().any(|b| &b.node == n));
+        drop(parts);
+        self.top.reshape(
+            children,
+            spec.layout_commit,
+            spec.decommissioned.clone(),
+            rebalancing(spec),
+        );
+        Ok(())
     }
-    if children.len() == 1 {
-        return Ok(children.pop().expect("one subvolume").layer);
+}
+
+impl Parts {
+    /// Distribute's children for `spec`, reusing layers already built.
+    fn children(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        spec: &VolumeSpec,
+        call_timeout: Duration,
+    ) -> anyhow::Result<Vec<Child>> {
+        let r = spec.replica.max(1) as usize;
+        if spec.bricks.is_empty() || spec.bricks.len() % r != 0 {
+            bail!(
+                "volume {} has {} bricks, not a multiple of replica {r}",
+                spec.name,
+                spec.bricks.len()
+            );
+        }
+        let mut children = Vec::new();
+        // Consecutive bricks form a replica set; each set (or each brick,
+        // without replication) is one subvolume of distribute.
+        for (k, set) in spec.bricks.chunks(r).enumerate() {
+            let key: Vec<(Uuid, String)> = set.iter().map(|b| (b.id, b.node.clone())).collect();
+            let layers: Vec<Arc<dyn Subvolume>> = set.iter().map(|b| self.brick(endpoint, b, call_timeout)).collect();
+            let layer = if r == 1 {
+                layers[0].clone()
+            } else if let Some(l) = self.sets.get(&(key.clone(), spec.arbiter)) {
+                l.clone()
+            } else {
+                let ids: Vec<uuid::Uuid> = set.iter().map(|b| b.id).collect();
+                let l: Arc<dyn Subvolume> =
+                    crate::afr::Replicate::new(format!("{}-replicate-{k}", spec.name), layers, &ids, spec.arbiter)?;
+                self.sets.insert((key, spec.arbiter), l.clone());
+                l
+            };
+            // A set is named by its first brick's id (link files name it).
+            children.push(Child { id: set[0].id, layer });
+        }
+        Ok(children)
     }
-    Ok(Arc::new(Distribute::new(
-        children,
-        cairn_common::layout::INITIAL_COMMIT,
-    )?))
+
+    /// The protocol client of one brick; one connection per node, shared
+    /// by all of that node's bricks.
+    fn brick(&mut self, endpoint: &quinn::Endpoint, b: &BrickSpec, call_timeout: Duration) -> Arc<dyn Subvolume> {
+        if let Some(l) = self.bricks.get(&(b.id, b.node.clone())) {
+            return l.clone();
+        }
+        let node = self
+            .nodes
+            .entry(b.node.clone())
+            .or_insert_with(|| Arc::new(NodeClient::new(endpoint.clone(), b.node.clone(), call_timeout)))
+            .clone();
+        let l: Arc<dyn Subvolume> = Arc::new(ProtocolClient::new(node, b.id, b.label()));
+        self.bricks.insert((b.id, b.node.clone()), l.clone());
+        l
+    }
+}
+
+/// A protocol client per brick, in brick order.
+fn brick_layers(endpoint: &quinn::Endpoint, spec: &VolumeSpec, call_timeout: Duration) -> Vec<Arc<dyn Subvolume>> {
+    let mut parts = Parts::default();
+    spec.bricks
+        .iter()
+        .map(|b| parts.brick(endpoint, b, call_timeout))
+        .collect()
 }
 
 /// The volume's replica sets as their own layers (for tools that act on
@@ -129,6 +214,7 @@ pub async fn follow_spec(
     servers: Vec<String>,
     mut current: VolumeSpec,
     top: Arc<dyn Subvolume>,
+    graph: Arc<Graph>,
     timeout: Duration,
 ) {
     loop {
@@ -161,7 +247,15 @@ pub async fn follow_spec(
             top.reconfigure(&spec.options);
         }
         if spec.bricks != current.bricks {
-            tracing::warn!("the volume's bricks changed; this mount keeps its bricks until remounted");
+            tracing::info!(
+                bricks = spec.bricks.len(),
+                replica = spec.replica,
+                "the volume's bricks changed"
+            );
+        }
+        if let Err(e) = graph.apply(&spec) {
+            tracing::error!(error = %format!("{e:#}"), "could not take the volume's new shape");
+            continue;
         }
         current = spec;
     }

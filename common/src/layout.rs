@@ -132,6 +132,57 @@ pub fn compute(weights: &[u64], rotation: u32, commit: u32) -> Vec<LayoutEntry> 
     out
 }
 
+/// How many hash values two ranges share.
+fn overlap(a: Option<Range>, b: Option<Range>) -> u64 {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let start = u64::from(a.start.max(b.start));
+            let end = u64::from(a.end.min(b.end));
+            if start <= end {
+                end - start + 1
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// Re-deals `new`'s ranges among its subvolumes so that as much of the
+/// ring as possible stays with the subvolume that had it in `old` (fewer
+/// files to move after a fix-layout; gluster's maximize-overlap). Only
+/// ranges of (nearly) equal size trade places, so weights are kept: call
+/// it for equal weights.
+pub fn keep_overlap(old: &[LayoutEntry], new: &mut [LayoutEntry]) {
+    let n = new.len().min(old.len());
+    let same_size = |a: Option<Range>, b: Option<Range>| match (a, b) {
+        (Some(a), Some(b)) => a.size().abs_diff(b.size()) <= 1,
+        _ => false,
+    };
+    // Each swap strictly grows the total overlap, so this ends.
+    for _ in 0..n * n {
+        let mut improved = false;
+        for i in 0..n {
+            for j in i + 1..n {
+                let (ri, rj) = (new[i].range, new[j].range);
+                if !same_size(ri, rj) {
+                    continue;
+                }
+                let now = overlap(old[i].range, ri) + overlap(old[j].range, rj);
+                let swapped = overlap(old[i].range, rj) + overlap(old[j].range, ri);
+                if swapped > now {
+                    new[i].range = rj;
+                    new[j].range = ri;
+                    improved = true;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
 /// Where a hash falls in a set of entries (the first match).
 pub fn find(entries: &[LayoutEntry], hash: u32) -> Option<usize> {
     entries.iter().position(|e| e.range.is_some_and(|r| r.contains(hash)))
@@ -233,7 +284,36 @@ mod tests {
         assert!(counts.iter().all(|&c| (9_500..=10_500).contains(&c)), "{counts:?}");
     }
 
+    #[test]
+    fn growing_keeps_most_of_the_ring_in_place() {
+        // 2 → 3 equal subvolumes: at best a third of the ring moves.
+        for rot in [0u32, 1, 2, 7, 12345] {
+            let old = {
+                let mut o = compute(&[1, 1, 0], rot, 1);
+                o[2] = LayoutEntry { commit: 1, range: None };
+                o
+            };
+            let mut new = compute(&[1, 1, 1], rot.wrapping_add(1), 2);
+            keep_overlap(&old, &mut new);
+            assert!(is_complete(&new));
+            let kept: u64 = old.iter().zip(&new).map(|(a, b)| overlap(a.range, b.range)).sum();
+            let moved = (1u64 << 32) - kept;
+            assert!(moved <= (1u64 << 32) / 3 + 4, "rot {rot}: {moved} moved");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn keeping_overlap_keeps_a_valid_layout(n in 1usize..8, rot in any::<u32>(), rot2 in any::<u32>()) {
+            let old = compute(&vec![1; n], rot, 1);
+            let mut new = compute(&vec![1; n + 1], rot2, 2);
+            let mut old_ext = old.clone();
+            old_ext.push(LayoutEntry { commit: 1, range: None });
+            keep_overlap(&old_ext, &mut new);
+            prop_assert!(is_complete(&new));
+            prop_assert!(new.iter().all(|e| e.range.is_some()));
+        }
+
         #[test]
         fn layouts_tile_the_ring(weights in proptest::collection::vec(0u64..1_000_000_000_000, 1..12), rot in any::<u32>(), commit in any::<u32>()) {
             let layout = compute(&weights, rot, commit);

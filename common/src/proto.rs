@@ -406,6 +406,29 @@ pub enum Fop {
         lock: bool,
         wait: bool,
     },
+    /// Rebalance: holds (`freeze`) or lets go of changes to a file being
+    /// migrated away from this brick. While held, writes, truncates and
+    /// attribute changes wait (at most a minute; the hold also ends with
+    /// the holder's connection); the reply comes once changes already
+    /// under way have finished. EBUSY if another migrator holds it.
+    MigrateFreeze {
+        gfid: Gfid,
+        freeze: bool,
+    },
+    /// Rebalance: the file now lives on subvolume `target`. Only the
+    /// holder of the freeze may say so; from then on every request on the
+    /// file's open handles here (and opens of it) fails with EREMCHG, so
+    /// clients find it again where it went and nothing reaches the old copy.
+    MigrateDone {
+        gfid: Gfid,
+        target: Uuid,
+    },
+    /// Sets (`Some`) or removes (`None`) a file's distribute link target:
+    /// rebalance turns the link file it filled with data into the file.
+    SetLinkto {
+        gfid: Gfid,
+        target: Option<Uuid>,
+    },
 }
 
 impl Fop {
@@ -449,6 +472,9 @@ impl Fop {
             Fop::Checksum { .. } => "checksum",
             Fop::InodeLk { .. } => "inodelk",
             Fop::EntryLk { .. } => "entrylk",
+            Fop::MigrateFreeze { .. } => "migrate_freeze",
+            Fop::MigrateDone { .. } => "migrate_done",
+            Fop::SetLinkto { .. } => "set_linkto",
         }
     }
 
@@ -585,10 +611,121 @@ pub struct VolumeSpec {
     /// metadata, no data).
     #[serde(default)]
     pub arbiter: bool,
+    /// The layout generation lookups trust: a directory whose layout
+    /// carries it has every file where the layout says (or a link file
+    /// there). A completed rebalance moves it to the generation its
+    /// fix-layout wrote.
+    #[serde(default = "initial_commit")]
+    pub layout_commit: u32,
+    /// Subvolumes (named by their first brick's id) that `remove-brick
+    /// start` is draining: new layouts give them no range.
+    #[serde(default)]
+    pub decommissioned: Vec<Uuid>,
+    /// The volume's rebalance or remove-brick task, running or finished.
+    #[serde(default)]
+    pub task: Option<RebalanceTask>,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn initial_commit() -> u32 {
+    crate::layout::INITIAL_COMMIT
+}
+
+/// What a rebalance task does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RebalanceKind {
+    /// `rebalance VOL fix-layout start`: new layouts, no data moves.
+    FixLayout,
+    /// `rebalance VOL start [force]`: new layouts, then every file to its
+    /// hashed subvolume. Without `force`, a file is not moved onto a
+    /// subvolume with less free space (in percent) than its source.
+    Migrate { force: bool },
+    /// `remove-brick VOL BRICKS start`: the bricks' subvolumes
+    /// (`VolumeSpec::decommissioned`) are drained onto the others.
+    RemoveBrick { bricks: Vec<Uuid> },
+}
+
+/// A rebalance or remove-brick run, as the pool configuration records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RebalanceTask {
+    /// gluster prints it as the task's `ID`.
+    pub id: Uuid,
+    pub kind: RebalanceKind,
+    /// The layout generation this task's fix-layout writes; it becomes
+    /// the volume's `layout_commit` when every node has migrated
+    /// everything (a plain fix-layout never settles, as gluster's).
+    pub commit: u32,
+    /// Unix seconds.
+    pub started: i64,
+    /// `rebalance stop` / `remove-brick stop` was committed.
+    pub stopped: bool,
+    /// Nodes (`host:port`) that run a worker for this task: those with
+    /// bricks of the volume when it started.
+    pub nodes: Vec<String>,
+    /// What each node reported when its worker finished (by node address).
+    pub finished: BTreeMap<String, NodeRebalance>,
+}
+
+/// A node's rebalance worker state, as gluster's status column says it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TaskState {
+    NotStarted,
+    InProgress,
+    Stopped,
+    Completed,
+    Failed,
+}
+
+/// One node's row of `rebalance status` / `remove-brick status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRebalance {
+    /// `host:port`.
+    pub node: String,
+    /// Files moved and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Entries looked at.
+    pub scanned: u64,
+    pub failures: u64,
+    pub skipped: u64,
+    /// Directories whose layout was rewritten.
+    pub fixed_dirs: u64,
+    pub state: TaskState,
+    /// Seconds the worker has run.
+    pub run_time_s: u64,
+    /// Estimated seconds left, when the worker can tell.
+    pub estimate_s: Option<u64>,
+    /// Did the node answer? (Else the row is what the pool recorded, or
+    /// empty.)
+    pub reachable: bool,
+}
+
+/// `rebalance VOL status` / `remove-brick VOL … status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RebalanceStatus {
+    pub volume: String,
+    pub task: Option<RebalanceTask>,
+    pub nodes: Vec<NodeRebalance>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RebalanceAction {
+    FixLayoutStart,
+    Start { force: bool },
+    Stop,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RemoveBrickAction {
+    Start,
+    Status,
+    Stop,
+    Commit,
+    Force,
 }
 
 impl VolumeSpec {
@@ -768,6 +905,31 @@ pub enum AdminRequest {
         /// CLI shows less).
         count_only: bool,
     },
+    /// `volume add-brick VOL [replica N] BRICKS… [force]`.
+    VolumeAddBrick {
+        name: String,
+        bricks: Vec<String>,
+        /// A new replica count (gluster's `replica N`); None keeps it.
+        replica: Option<u32>,
+        force: bool,
+    },
+    /// `volume remove-brick VOL BRICKS… start|status|stop|commit|force`.
+    VolumeRemoveBrick {
+        name: String,
+        bricks: Vec<String>,
+        action: RemoveBrickAction,
+    },
+    /// `volume replace-brick VOL OLD NEW commit force`.
+    VolumeReplaceBrick {
+        name: String,
+        old: String,
+        new: String,
+    },
+    /// `volume rebalance VOL fix-layout start | start [force] | stop | status`.
+    VolumeRebalance {
+        name: String,
+        action: RebalanceAction,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -846,6 +1008,7 @@ pub enum AdminReply {
     Peers(Vec<PeerInfo>),
     HealInfo(Vec<BrickHealInfo>),
     HealStats(Vec<BrickHealStats>),
+    Rebalance(RebalanceStatus),
 }
 
 /// One brick's part of `volume heal VOL info`.

@@ -4,6 +4,7 @@ mod bench;
 mod heal;
 mod heal_report;
 mod output;
+mod rebalance;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -138,6 +139,42 @@ enum VolumeCommand {
     Heal {
         name: String,
         #[arg(num_args = 0.., allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Add bricks: `volume add-brick VOL [replica N] NODE:/path ... [force]`.
+    /// Without `replica`, whole replica sets are appended; `replica N`
+    /// (higher than now) gives each set N - old new bricks, in set order,
+    /// which self-heal fills. No data moves until `volume rebalance`.
+    AddBrick {
+        name: String,
+        /// `[replica N] NODE:/path ... [force]`.
+        #[arg(required = true, num_args = 1.., value_name = "BRICK")]
+        words: Vec<String>,
+    },
+    /// Remove whole replica sets: `volume remove-brick VOL NODE:/path ...
+    /// start|status [--watch]|stop|commit|force`. `start` migrates their
+    /// files to the other bricks, `commit` removes them once that completed,
+    /// `force` removes them at once without migrating.
+    RemoveBrick {
+        name: String,
+        /// `NODE:/path ... start|status [--watch]|stop|commit|force`.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "BRICK")]
+        words: Vec<String>,
+    },
+    /// Replace a brick of a replicated volume: `volume replace-brick VOL
+    /// OLD-BRICK NEW-BRICK commit force`; self-heal fills the new brick.
+    ReplaceBrick {
+        name: String,
+        /// `OLD-BRICK NEW-BRICK commit force`.
+        #[arg(num_args = 0.., value_name = "WORD")]
+        words: Vec<String>,
+    },
+    /// Spread files over the bricks: `volume rebalance VOL fix-layout start
+    /// | start [force] | stop | status [--watch]`.
+    Rebalance {
+        name: String,
+        /// `fix-layout start`, `start [force]`, `stop` or `status [--watch]`.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "ACTION")]
         words: Vec<String>,
     },
     /// Busiest files, or a brick throughput test:
@@ -301,6 +338,37 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 .context("cannot start")?;
             rt.block_on(heal_summary(cli.node, cli.state_dir, cli.json, name, watch))
         }
+        Command::Volume {
+            action: VolumeCommand::Rebalance { name, words },
+        } => {
+            let (req, watch) = rebalance::parse_rebalance(name, words)?;
+            task_command(cli.node, cli.state_dir, cli.json, req, watch)
+        }
+        Command::Volume {
+            action: VolumeCommand::RemoveBrick { name, words },
+        } => {
+            let (req, watch) = rebalance::parse_remove_brick(name, words)?;
+            task_command(cli.node, cli.state_dir, cli.json, req, watch)
+        }
+        Command::Volume {
+            action: VolumeCommand::Status { name, detail: None },
+        } if !cli.json => {
+            let req = AdminRequest::VolumeStatus { name: name.clone() };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start")?;
+            let reply = rt.block_on(volume(cli.node.clone(), cli.state_dir.clone(), req.clone()))?;
+            // The Task Status block comes from the volumes' definitions.
+            let specs = match rt.block_on(volume(cli.node, cli.state_dir, AdminRequest::VolumeInfo { name })) {
+                Ok(AdminReply::Volumes(v)) => v,
+                _ => Vec::new(),
+            };
+            Ok(match &reply {
+                AdminReply::Status(s) if !s.is_empty() => output::status_text(s, &specs),
+                _ => output::text(&req, &reply, output::StatusView::Plain),
+            })
+        }
         Command::Volume { action } => {
             // Validate everything before touching the network: bad input changes nothing.
             let view = match &action {
@@ -323,6 +391,36 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 output::text(&req, &reply, view)
             })
         }
+    }
+}
+
+/// A rebalance or remove-brick request; with `watch` (status only), the
+/// report again every 2 s while some node is still in progress.
+fn task_command(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    json: bool,
+    req: AdminRequest,
+    watch: bool,
+) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start")?;
+    loop {
+        let reply = rt.block_on(volume(node.clone(), state_dir.clone(), req.clone()))?;
+        let text = if json {
+            output::json(&reply)?
+        } else {
+            output::text(&req, &reply, output::StatusView::Plain)
+        };
+        let running = matches!(&reply, AdminReply::Rebalance(st) if rebalance::in_progress(st));
+        if !watch || !running {
+            return Ok(text);
+        }
+        print!("{text}");
+        println!("-- in progress; refreshing every 2 s (Ctrl-C stops) --\n");
+        std::thread::sleep(Duration::from_secs(2));
     }
 }
 
@@ -517,6 +615,10 @@ fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
             },
         },
         VolumeCommand::Top { name, metric, rest } => top_request(name, metric, &rest)?,
+        VolumeCommand::AddBrick { name, words } => rebalance::parse_add_brick(name, words)?,
+        VolumeCommand::ReplaceBrick { name, words } => rebalance::parse_replace_brick(name, &words)?,
+        VolumeCommand::RemoveBrick { name, words } => rebalance::parse_remove_brick(name, words)?.0,
+        VolumeCommand::Rebalance { name, words } => rebalance::parse_rebalance(name, words)?.0,
         VolumeCommand::Heal { name, words } => {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             match words.as_slice() {
@@ -656,9 +758,31 @@ async fn volume(node: Option<String>, state_dir: Option<PathBuf>, req: AdminRequ
     Ok(reply)
 }
 
-/// gluster prefixes failures with the command: `volume start: gv0: failed: …`.
+/// gluster prefixes failures with the command: `volume start: gv0: failed: …`
+/// (brick changes without the name: `volume add-brick: failed: …`).
 fn command_prefix(req: &AdminRequest, message: &str) -> String {
+    use cairn_common::proto::RemoveBrickAction;
+    let unnamed = match req {
+        AdminRequest::VolumeAddBrick { .. } => Some("volume add-brick"),
+        AdminRequest::VolumeReplaceBrick { .. } => Some("volume replace-brick"),
+        AdminRequest::VolumeRemoveBrick { action, .. } => Some(match action {
+            RemoveBrickAction::Start => "volume remove-brick start",
+            RemoveBrickAction::Status => "volume remove-brick status",
+            RemoveBrickAction::Stop => "volume remove-brick stop",
+            RemoveBrickAction::Commit => "volume remove-brick commit",
+            RemoveBrickAction::Force => "volume remove-brick commit force",
+        }),
+        _ => None,
+    };
+    if let Some(verb) = unnamed {
+        return if message.starts_with(verb) {
+            message.to_string()
+        } else {
+            format!("{verb}: failed: {message}")
+        };
+    }
     let (verb, name) = match req {
+        AdminRequest::VolumeRebalance { name, .. } => ("volume rebalance", name.as_str()),
         AdminRequest::VolumeCreate { name, .. } => ("volume create", name.as_str()),
         AdminRequest::VolumeStart { name, .. } => ("volume start", name.as_str()),
         AdminRequest::VolumeStop { name, .. } => ("volume stop", name.as_str()),

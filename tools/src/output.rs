@@ -16,6 +16,7 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
         AdminReply::Peers(p) => serde_json::json!({ "ok": true, "peers": p }),
         AdminReply::HealInfo(h) => serde_json::json!({ "ok": true, "heal": h }),
         AdminReply::HealStats(h) => serde_json::json!({ "ok": true, "heal_statistics": h }),
+        AdminReply::Rebalance(r) => serde_json::json!({ "ok": true, "rebalance": r }),
         AdminReply::Options(o) => serde_json::json!({
             "ok": true,
             "options": o.iter().map(|(k, v, d)| serde_json::json!({ "key": k, "value": v, "default": d })).collect::<Vec<_>>(),
@@ -48,7 +49,7 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
         }
         AdminReply::Status(s) if view == StatusView::Clients => s.iter().map(status_clients).collect(),
         AdminReply::Status(s) if view == StatusView::Memory => s.iter().map(status_memory).collect(),
-        AdminReply::Status(s) => s.iter().map(status).collect::<Vec<_>>().join("\n"),
+        AdminReply::Status(s) => status_text(s, &[]),
         AdminReply::Spec(s) => info(s),
         AdminReply::Profile(p) => p.iter().map(profile).collect(),
         AdminReply::Top(t) => t.iter().map(top).collect(),
@@ -56,6 +57,7 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
         AdminReply::Peers(p) => peers_text(req, &AdminReply::Peers(p.clone()), PeerView::Status),
         AdminReply::HealInfo(bricks) => crate::heal_report::info(req, bricks),
         AdminReply::HealStats(bricks) => crate::heal_report::statistics(req, bricks),
+        AdminReply::Rebalance(st) => crate::rebalance::status_text(req, st),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
@@ -152,7 +154,17 @@ fn info(v: &VolumeSpec) -> String {
 
 const RULE: &str = "------------------------------------------------------------------------------";
 
-fn status(v: &VolumeStatus) -> String {
+/// `volume status [VOL]`, each volume with the Task Status block of its
+/// definition among `specs`.
+pub fn status_text(statuses: &[VolumeStatus], specs: &[VolumeSpec]) -> String {
+    statuses
+        .iter()
+        .map(|v| status(v, specs.iter().find(|s| s.name == v.name)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn status(v: &VolumeStatus, spec: Option<&VolumeSpec>) -> String {
     // gluster's 44-column process field, widened so long brick paths never
     // run into the port column.
     let names: Vec<String> = v.bricks.iter().map(|b| format!("Brick {}", b.brick.label())).collect();
@@ -182,9 +194,7 @@ fn status(v: &VolumeStatus) -> String {
         let online = if d.online { "Y" } else { "N" };
         let _ = writeln!(s, "{name:<width$}{:<10}{:<11}{online:<8}{pid}", "N/A", "N/A");
     }
-    let _ = writeln!(s, " \nTask Status of Volume {}", v.name);
-    let _ = writeln!(s, "{RULE}");
-    let _ = writeln!(s, "There are no active volume tasks\n ");
+    s.push_str(&crate::rebalance::task_block(&v.name, spec));
     s
 }
 

@@ -4,7 +4,7 @@
 //! rules are unit-tested apart from the consensus machinery.
 
 use cairn_common::addr;
-use cairn_common::proto::{VolumeSpec, VolumeState};
+use cairn_common::proto::{BrickSpec, NodeRebalance, RebalanceKind, RebalanceTask, TaskState, VolumeSpec, VolumeState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -74,6 +74,46 @@ pub enum Command {
     },
     RevokeClient {
         name: String,
+    },
+    /// `volume add-brick`: `bricks` is the volume's complete new brick list,
+    /// in order (existing bricks keep their ids; with a higher `replica`
+    /// the new bricks sit inside their sets).
+    AddBricks {
+        name: String,
+        bricks: Vec<BrickSpec>,
+        replica: u32,
+        force: bool,
+    },
+    /// `rebalance … start` or `remove-brick … start`: records the task, and
+    /// the subvolumes (first brick ids) it drains.
+    StartTask {
+        name: String,
+        task: RebalanceTask,
+        decommission: Vec<Uuid>,
+    },
+    /// `rebalance … stop` / `remove-brick … stop`.
+    StopTask {
+        name: String,
+        id: Uuid,
+    },
+    /// A node's rebalance worker ended; `report` is its final row.
+    TaskNodeFinished {
+        name: String,
+        id: Uuid,
+        report: NodeRebalance,
+    },
+    /// `remove-brick … commit` / `… force`: whole replica sets leave.
+    RemoveBricks {
+        name: String,
+        bricks: Vec<Uuid>,
+    },
+    /// `replace-brick … commit force`: the brick keeps its id (it names the
+    /// replica set's changelog) and moves to `node:path`.
+    ReplaceBrick {
+        name: String,
+        id: Uuid,
+        node: String,
+        path: String,
     },
 }
 
@@ -159,7 +199,196 @@ impl PoolState {
                 self.clients_revoked.insert(name.clone());
                 Ok(())
             }
+            Command::AddBricks {
+                name,
+                bricks,
+                replica,
+                force,
+            } => self.add_bricks(name, bricks, *replica, *force),
+            Command::StartTask {
+                name,
+                task,
+                decommission,
+            } => self.start_task(name, task, decommission),
+            Command::StopTask { name, id } => self.stop_task(name, *id),
+            Command::TaskNodeFinished { name, id, report } => self.task_node_finished(name, *id, report),
+            Command::RemoveBricks { name, bricks } => self.remove_bricks(name, bricks),
+            Command::ReplaceBrick { name, id, node, path } => self.replace_brick(name, *id, node, path),
         }
+    }
+
+    fn add_bricks(&mut self, name: &str, bricks: &[BrickSpec], replica: u32, force: bool) -> CommandResult {
+        let v = self.volume_mut(name)?;
+        refuse_while_busy(v)?;
+        let old_r = v.replica.max(1);
+        if replica < old_r {
+            return Err(format!(
+                "Incorrect replica count ({replica}) supplied. Volume already has ({old_r})"
+            ));
+        }
+        if replica > old_r && v.arbiter {
+            return Err(format!(
+                "Volume {name} has arbiter bricks: changing its replica count is not supported"
+            ));
+        }
+        if bricks.len() <= v.bricks.len() || bricks.len() % replica as usize != 0 {
+            return Err(format!(
+                "Incorrect number of bricks: {} bricks do not form replica sets of {replica}",
+                bricks.len()
+            ));
+        }
+        if bricks.len() > MAX_BRICKS {
+            return Err(format!("a volume holds at most {MAX_BRICKS} bricks"));
+        }
+        if let Some(gone) = v.bricks.iter().find(|b| !bricks.iter().any(|n| n.id == b.id)) {
+            return Err(format!("brick {} would be dropped by add-brick", gone.label()));
+        }
+        let old: Vec<Uuid> = v.bricks.iter().map(|b| b.id).collect();
+        let added: Vec<BrickSpec> = bricks.iter().filter(|b| !old.contains(&b.id)).cloned().collect();
+        if let Some(msg) = nested_within(&added) {
+            return Err(msg);
+        }
+        if let Some(msg) = self.overlap_bricks(&added, &[]) {
+            return Err(msg);
+        }
+        if force {
+            self.forced.insert(name.to_string());
+        }
+        let v = self.volume_mut(name)?;
+        v.bricks = bricks.to_vec();
+        v.replica = replica;
+        v.version += 1;
+        Ok(())
+    }
+
+    fn start_task(&mut self, name: &str, task: &RebalanceTask, decommission: &[Uuid]) -> CommandResult {
+        let v = self.volume_mut(name)?;
+        refuse_while_busy(v)?;
+        let r = v.replica.max(1) as usize;
+        let firsts: Vec<Uuid> = v.bricks.chunks(r).map(|set| set[0].id).collect();
+        if let Some(id) = decommission.iter().find(|id| !firsts.contains(id)) {
+            return Err(format!("{id} names no replica set of volume {name}"));
+        }
+        if !decommission.is_empty() && decommission.len() >= firsts.len() {
+            return Err("Deleting all the bricks of the volume is not allowed".to_string());
+        }
+        v.task = Some(task.clone());
+        v.decommissioned = decommission.to_vec();
+        v.version += 1;
+        Ok(())
+    }
+
+    fn stop_task(&mut self, name: &str, id: Uuid) -> CommandResult {
+        let v = self.volume_mut(name)?;
+        let Some(task) = v.task.as_mut().filter(|t| t.id == id) else {
+            return Err(format!("task {id} is not the current task of volume {name}"));
+        };
+        let remove_brick = matches!(task.kind, RebalanceKind::RemoveBrick { .. });
+        // A finished remove-brick may still be stopped: that cancels the
+        // decommission instead of committing it.
+        if task.stopped || (!remove_brick && !task_running(task)) {
+            return Err(format!("{} is not running on volume {name}", task_name(task)));
+        }
+        task.stopped = true;
+        if remove_brick {
+            v.decommissioned.clear();
+        }
+        v.version += 1;
+        Ok(())
+    }
+
+    fn task_node_finished(&mut self, name: &str, id: Uuid, report: &NodeRebalance) -> CommandResult {
+        let v = self.volume_mut(name)?;
+        let Some(task) = v.task.as_mut().filter(|t| t.id == id) else {
+            return Err(format!("task {id} is not the current task of volume {name}"));
+        };
+        // Recorded under the task's own spelling of the node's address.
+        let node = task
+            .nodes
+            .iter()
+            .find(|n| **n == report.node)
+            .or_else(|| task.nodes.iter().find(|n| addr::same_node(n, &report.node)))
+            .cloned()
+            .unwrap_or_else(|| report.node.clone());
+        let mut report = report.clone();
+        report.node = node.clone();
+        task.finished.insert(node, report);
+        let all_done = task.nodes.iter().all(|n| task.finished.contains_key(n));
+        let clean = task
+            .finished
+            .values()
+            .all(|r| r.state == TaskState::Completed && r.failures == 0);
+        if all_done && clean && matches!(task.kind, RebalanceKind::Migrate { .. }) {
+            v.layout_commit = task.commit;
+        }
+        v.version += 1;
+        Ok(())
+    }
+
+    fn remove_bricks(&mut self, name: &str, bricks: &[Uuid]) -> CommandResult {
+        let v = self.volume_mut(name)?;
+        if v.task.as_ref().is_some_and(task_running) {
+            return Err(busy_message(name, v.task.as_ref().expect("checked")));
+        }
+        if let Some(id) = bricks.iter().find(|id| !v.bricks.iter().any(|b| b.id == **id)) {
+            return Err(format!("brick {id} is not a brick of volume {name}"));
+        }
+        let r = v.replica.max(1) as usize;
+        let mut left = Vec::new();
+        for set in v.bricks.chunks(r) {
+            let leaving = set.iter().filter(|b| bricks.contains(&b.id)).count();
+            if leaving == 0 {
+                left.extend_from_slice(set);
+            } else if leaving != set.len() {
+                return Err(format!(
+                    "Bricks not from same subvol for replica: remove all {r} bricks of a replica set (the set of {})",
+                    set[0].label()
+                ));
+            }
+        }
+        if left.is_empty() {
+            return Err("Deleting all the bricks of the volume is not allowed".to_string());
+        }
+        v.bricks = left;
+        v.decommissioned.clear();
+        if v.task
+            .as_ref()
+            .is_some_and(|t| matches!(t.kind, RebalanceKind::RemoveBrick { .. }))
+        {
+            v.task = None;
+        }
+        v.version += 1;
+        Ok(())
+    }
+
+    fn replace_brick(&mut self, name: &str, id: Uuid, node: &str, path: &str) -> CommandResult {
+        let v = self.volume_mut(name)?;
+        if v.task.as_ref().is_some_and(task_running) {
+            return Err(busy_message(name, v.task.as_ref().expect("checked")));
+        }
+        let Some(old) = v.bricks.iter().find(|b| b.id == id) else {
+            return Err(format!("brick {id} is not a brick of volume {name}"));
+        };
+        if old.node == node && old.path == path {
+            return Err(format!("{} is already the brick {}", old.label(), old.label()));
+        }
+        let new = BrickSpec {
+            id,
+            node: node.to_string(),
+            path: path.to_string(),
+        };
+        if let Some(msg) = self.overlap_bricks(std::slice::from_ref(&new), &[id]) {
+            return Err(msg);
+        }
+        // `replace-brick … commit force` is forced, as gluster's: the node
+        // prepares the new brick even in a directory that was a brick.
+        self.forced.insert(name.to_string());
+        let v = self.volume_mut(name)?;
+        let b = v.bricks.iter_mut().find(|b| b.id == id).expect("checked");
+        b.node = new.node;
+        b.path = new.path;
+        v.version += 1;
+        Ok(())
     }
 
     fn volume_mut(&mut self, name: &str) -> Result<&mut VolumeSpec, String> {
@@ -171,9 +400,15 @@ impl PoolState {
     /// A brick of `spec` nested in (or holding) a brick of another volume
     /// on the same node.
     pub fn overlap(&self, spec: &VolumeSpec) -> Option<String> {
-        for b in &spec.bricks {
+        self.overlap_bricks(&spec.bricks, &[])
+    }
+
+    /// A brick of `bricks` nested in (or holding) a brick of any volume on
+    /// the same node, leaving out the bricks `skip` names.
+    pub fn overlap_bricks(&self, bricks: &[BrickSpec], skip: &[Uuid]) -> Option<String> {
+        for b in bricks {
             for v in self.volumes.values() {
-                for other in &v.bricks {
+                for other in v.bricks.iter().filter(|o| !skip.contains(&o.id)) {
                     if addr::same_node(&other.node, &b.node)
                         && (addr::path_within(&b.path, &other.path) || addr::path_within(&other.path, &b.path))
                     {
@@ -200,6 +435,70 @@ impl PoolState {
     }
 }
 
+/// Most bricks a volume may list.
+pub const MAX_BRICKS: usize = 127;
+
+/// Is the task still running: not stopped, and some node of it has not
+/// reported its end?
+pub fn task_running(task: &RebalanceTask) -> bool {
+    !task.stopped && !task.nodes.iter().all(|n| task.finished.contains_key(n))
+}
+
+/// Has `remove-brick start` drained bricks that are neither committed nor
+/// stopped yet? (The volume's layouts leave those subvolumes out.)
+pub fn remove_brick_pending(v: &VolumeSpec) -> bool {
+    !v.decommissioned.is_empty()
+        && v.task
+            .as_ref()
+            .is_some_and(|t| !t.stopped && matches!(t.kind, RebalanceKind::RemoveBrick { .. }))
+}
+
+fn task_name(task: &RebalanceTask) -> &'static str {
+    match task.kind {
+        RebalanceKind::RemoveBrick { .. } => "remove-brick",
+        _ => "Rebalance",
+    }
+}
+
+/// gluster's refusals while a task holds the volume.
+pub fn busy_message(name: &str, task: &RebalanceTask) -> String {
+    match task.kind {
+        RebalanceKind::RemoveBrick { .. } if task_running(task) => format!(
+            "A remove-brick task on volume {name} is in progress. Either wait for it to complete and commit it, or stop it"
+        ),
+        RebalanceKind::RemoveBrick { .. } => format!(
+            "An earlier remove-brick task exists for volume {name}. Either commit it or stop it before starting a new task."
+        ),
+        _ => format!("Volume {name} rebalance is in progress. Please retry after completion"),
+    }
+}
+
+/// Refuses a change to the volume's bricks or a new task while a task
+/// runs or a remove-brick awaits its commit.
+fn refuse_while_busy(v: &VolumeSpec) -> CommandResult {
+    match &v.task {
+        Some(t) if task_running(t) || remove_brick_pending(v) => Err(busy_message(&v.name, t)),
+        _ => Ok(()),
+    }
+}
+
+/// Two of `bricks` on one node, one inside the other.
+fn nested_within(bricks: &[BrickSpec]) -> Option<String> {
+    for (i, a) in bricks.iter().enumerate() {
+        if let Some(b) = bricks[i + 1..].iter().find(|b| {
+            addr::same_node(&a.node, &b.node)
+                && (addr::path_within(&a.path, &b.path) || addr::path_within(&b.path, &a.path))
+        }) {
+            return Some(format!(
+                "Brick: {} overlaps brick {} of the same command",
+                b.label(),
+                a.label()
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +521,9 @@ mod tests {
             version: 1,
             replica: 1,
             arbiter: false,
+            layout_commit: cairn_common::layout::INITIAL_COMMIT,
+            decommissioned: Vec::new(),
+            task: None,
         }
     }
 
@@ -280,5 +582,318 @@ mod tests {
         s.apply(&Command::IssueClient { name: "m1".into() }).unwrap();
         s.apply(&Command::RevokeClient { name: "m1".into() }).unwrap();
         assert!(s.apply(&Command::IssueClient { name: "m1".into() }).is_err());
+    }
+
+    fn brick(node: &str, path: &str) -> BrickSpec {
+        BrickSpec {
+            id: Uuid::new_v4(),
+            node: node.into(),
+            path: path.into(),
+        }
+    }
+
+    fn pool_with(v: VolumeSpec) -> PoolState {
+        let mut s = PoolState::default();
+        s.apply(&Command::CreateVolume { spec: v, force: false }).unwrap();
+        s
+    }
+
+    fn task(kind: RebalanceKind, nodes: &[&str]) -> RebalanceTask {
+        RebalanceTask {
+            id: Uuid::new_v4(),
+            kind,
+            commit: 2,
+            started: 0,
+            stopped: false,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            finished: BTreeMap::new(),
+        }
+    }
+
+    fn report(node: &str, state: TaskState, failures: u64) -> NodeRebalance {
+        NodeRebalance {
+            node: node.into(),
+            files: 1,
+            bytes: 10,
+            scanned: 2,
+            failures,
+            skipped: 0,
+            fixed_dirs: 1,
+            state,
+            run_time_s: 1,
+            estimate_s: None,
+            reachable: true,
+        }
+    }
+
+    fn start(s: &mut PoolState, t: &RebalanceTask, decommission: Vec<Uuid>) -> CommandResult {
+        s.apply(&Command::StartTask {
+            name: "gv0".into(),
+            task: t.clone(),
+            decommission,
+        })
+    }
+
+    fn finish(s: &mut PoolState, t: &RebalanceTask, r: NodeRebalance) -> CommandResult {
+        s.apply(&Command::TaskNodeFinished {
+            name: "gv0".into(),
+            id: t.id,
+            report: r,
+        })
+    }
+
+    #[test]
+    fn add_bricks_keeps_existing_ones_and_refuses_overlaps() {
+        let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b1")]));
+        s.apply(&Command::CreateVolume {
+            spec: spec("other", &[("h3:1", "/o")]),
+            force: false,
+        })
+        .unwrap();
+        let old = s.volumes["gv0"].bricks.clone();
+        let add = |bricks: Vec<BrickSpec>, replica| Command::AddBricks {
+            name: "gv0".into(),
+            bricks,
+            replica,
+            force: false,
+        };
+        // Dropping an existing brick, overlapping another volume or the
+        // volume itself, or nesting new bricks in each other is refused.
+        assert!(PoolState::clone(&s)
+            .apply(&add(vec![old[0].clone(), brick("h3:1", "/n"), brick("h3:1", "/m")], 1))
+            .unwrap_err()
+            .contains("dropped"));
+        let mut with = old.clone();
+        with.push(brick("h3:1", "/o/inner"));
+        assert!(s.apply(&add(with, 1)).unwrap_err().contains("of volume other"));
+        let mut with = old.clone();
+        with.push(brick("h1:1", "/b1/x"));
+        assert!(s.apply(&add(with, 1)).unwrap_err().contains("of volume gv0"));
+        let mut with = old.clone();
+        with.extend([brick("h3:1", "/n"), brick("h3:1", "/n/m")]);
+        assert!(s.apply(&add(with, 1)).unwrap_err().contains("same command"));
+        let mut with = old.clone();
+        with.push(brick("h3:1", "/n"));
+        assert!(s.apply(&add(with.clone(), 2)).unwrap_err().contains("Incorrect number"));
+        assert_eq!(s.volumes["gv0"].version, 1, "nothing changed on refusals");
+        // The volume's own bricks are not flagged against themselves.
+        s.apply(&Command::AddBricks {
+            name: "gv0".into(),
+            bricks: with.clone(),
+            replica: 1,
+            force: true,
+        })
+        .unwrap();
+        let v = &s.volumes["gv0"];
+        assert_eq!((v.bricks.len(), v.replica, v.version), (3, 1, 2));
+        assert!(s.forced.contains("gv0"));
+        // A lower replica count is refused.
+        assert!(s.apply(&add(with, 0)).is_err());
+    }
+
+    #[test]
+    fn add_bricks_raises_the_replica_count() {
+        let mut s = pool_with(spec("gv0", &[("h1:1", "/b"), ("h2:1", "/b")]));
+        let old = s.volumes["gv0"].bricks.clone();
+        let bricks = vec![old[0].clone(), brick("h3:1", "/b"), old[1].clone(), brick("h4:1", "/b")];
+        s.apply(&Command::AddBricks {
+            name: "gv0".into(),
+            bricks: bricks.clone(),
+            replica: 2,
+            force: false,
+        })
+        .unwrap();
+        assert_eq!(s.volumes["gv0"].bricks, bricks);
+        assert_eq!(s.volumes["gv0"].replica, 2);
+        assert!(!s.forced.contains("gv0"));
+    }
+
+    #[test]
+    fn tasks_block_brick_changes_while_they_run() {
+        let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b2")]));
+        let t = task(RebalanceKind::Migrate { force: false }, &["h1:1", "h2:1"]);
+        start(&mut s, &t, vec![]).unwrap();
+        assert_eq!(s.volumes["gv0"].version, 2);
+        let mut bricks = s.volumes["gv0"].bricks.clone();
+        bricks.push(brick("h3:1", "/b3"));
+        let add = Command::AddBricks {
+            name: "gv0".into(),
+            bricks,
+            replica: 1,
+            force: false,
+        };
+        assert!(s.apply(&add).unwrap_err().contains("rebalance is in progress"));
+        let second = task(RebalanceKind::FixLayout, &["h1:1"]);
+        assert!(start(&mut s, &second, vec![]).is_err());
+        let first = s.volumes["gv0"].bricks[0].id;
+        assert!(s
+            .apply(&Command::RemoveBricks {
+                name: "gv0".into(),
+                bricks: vec![first],
+            })
+            .is_err());
+        finish(&mut s, &t, report("h1:1", TaskState::Completed, 0)).unwrap();
+        assert!(s.apply(&add).is_err(), "h2 has not finished");
+        finish(&mut s, &t, report("h2:1", TaskState::Completed, 0)).unwrap();
+        assert_eq!(
+            s.volumes["gv0"].layout_commit, 2,
+            "a clean migration settles the layout"
+        );
+        s.apply(&add).unwrap();
+        // A finished task cannot be stopped; another may start.
+        assert!(s
+            .apply(&Command::StopTask {
+                name: "gv0".into(),
+                id: t.id,
+            })
+            .is_err());
+        start(&mut s, &second, vec![]).unwrap();
+    }
+
+    #[test]
+    fn layout_commit_moves_only_after_a_clean_migration() {
+        for (kind, state, failures) in [
+            (RebalanceKind::FixLayout, TaskState::Completed, 0),
+            (RebalanceKind::Migrate { force: true }, TaskState::Completed, 1),
+            (RebalanceKind::Migrate { force: true }, TaskState::Failed, 0),
+        ] {
+            let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b2")]));
+            let t = task(kind, &["h1:1"]);
+            start(&mut s, &t, vec![]).unwrap();
+            finish(&mut s, &t, report("h1:1", state, failures)).unwrap();
+            let v = &s.volumes["gv0"];
+            assert_eq!(v.layout_commit, cairn_common::layout::INITIAL_COMMIT);
+            assert!(v.task.as_ref().unwrap().finished.contains_key("h1:1"));
+        }
+        // A report for another task is refused.
+        let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b2")]));
+        let t = task(RebalanceKind::FixLayout, &["h1:1"]);
+        start(&mut s, &t, vec![]).unwrap();
+        let other = task(RebalanceKind::FixLayout, &["h1:1"]);
+        assert!(finish(&mut s, &other, report("h1:1", TaskState::Completed, 0)).is_err());
+    }
+
+    #[test]
+    fn a_stopped_task_records_late_reports_and_settles_nothing() {
+        let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b2")]));
+        let t = task(RebalanceKind::Migrate { force: false }, &["h1:1"]);
+        start(&mut s, &t, vec![]).unwrap();
+        let stop = Command::StopTask {
+            name: "gv0".into(),
+            id: t.id,
+        };
+        s.apply(&stop).unwrap();
+        assert!(s.volumes["gv0"].task.as_ref().unwrap().stopped);
+        assert!(s.apply(&stop).is_err(), "already stopped");
+        finish(&mut s, &t, report("h1:1", TaskState::Stopped, 0)).unwrap();
+        assert_eq!(s.volumes["gv0"].task.as_ref().unwrap().finished.len(), 1);
+        assert_eq!(s.volumes["gv0"].layout_commit, cairn_common::layout::INITIAL_COMMIT);
+    }
+
+    #[test]
+    fn remove_brick_decommissions_then_commits_whole_sets() {
+        let mut v = spec("gv0", &[("h1:1", "/a"), ("h2:1", "/a"), ("h1:1", "/b"), ("h2:1", "/b")]);
+        v.replica = 2;
+        let mut s = pool_with(v);
+        let ids: Vec<Uuid> = s.volumes["gv0"].bricks.iter().map(|b| b.id).collect();
+        let t = task(
+            RebalanceKind::RemoveBrick {
+                bricks: vec![ids[2], ids[3]],
+            },
+            &["h1:1", "h2:1"],
+        );
+        // Only first bricks of sets can be decommissioned, not every set.
+        assert!(start(&mut s, &t, vec![ids[3]]).is_err());
+        assert!(start(&mut s, &t, vec![ids[0], ids[2]]).is_err());
+        start(&mut s, &t, vec![ids[2]]).unwrap();
+        assert_eq!(s.volumes["gv0"].decommissioned, vec![ids[2]]);
+        finish(&mut s, &t, report("h1:1", TaskState::Completed, 0)).unwrap();
+        finish(&mut s, &t, report("h2:1", TaskState::Completed, 0)).unwrap();
+        // Finished but not committed: no new task.
+        let reb = task(RebalanceKind::FixLayout, &["h1:1"]);
+        assert!(start(&mut s, &reb, vec![])
+            .unwrap_err()
+            .contains("An earlier remove-brick task exists"));
+        let remove = |bricks| Command::RemoveBricks {
+            name: "gv0".into(),
+            bricks,
+        };
+        assert!(s
+            .apply(&remove(vec![ids[1], ids[2]]))
+            .unwrap_err()
+            .contains("same subvol"));
+        assert!(s.apply(&remove(ids.clone())).unwrap_err().contains("all the bricks"));
+        assert!(s.apply(&remove(vec![Uuid::new_v4()])).is_err());
+        let before = s.volumes["gv0"].version;
+        s.apply(&remove(vec![ids[2], ids[3]])).unwrap();
+        let v = &s.volumes["gv0"];
+        assert_eq!(v.bricks.iter().map(|b| b.id).collect::<Vec<_>>(), ids[..2].to_vec());
+        assert!(v.decommissioned.is_empty());
+        assert!(v.task.is_none());
+        assert_eq!(v.version, before + 1);
+    }
+
+    #[test]
+    fn stopping_a_remove_brick_cancels_the_decommission() {
+        let mut s = pool_with(spec("gv0", &[("h1:1", "/a"), ("h2:1", "/b")]));
+        let ids: Vec<Uuid> = s.volumes["gv0"].bricks.iter().map(|b| b.id).collect();
+        let t = task(RebalanceKind::RemoveBrick { bricks: vec![ids[1]] }, &["h1:1", "h2:1"]);
+        start(&mut s, &t, vec![ids[1]]).unwrap();
+        finish(&mut s, &t, report("h1:1", TaskState::Completed, 0)).unwrap();
+        finish(&mut s, &t, report("h2:1", TaskState::Completed, 0)).unwrap();
+        // Finished, yet still stoppable: that abandons it.
+        s.apply(&Command::StopTask {
+            name: "gv0".into(),
+            id: t.id,
+        })
+        .unwrap();
+        assert!(s.volumes["gv0"].decommissioned.is_empty());
+        // A plain remove (force) still works afterwards.
+        s.apply(&Command::RemoveBricks {
+            name: "gv0".into(),
+            bricks: vec![ids[1]],
+        })
+        .unwrap();
+        assert_eq!(s.volumes["gv0"].bricks.len(), 1);
+    }
+
+    #[test]
+    fn replace_brick_keeps_the_id_and_checks_the_new_path() {
+        let mut v = spec("gv0", &[("h1:1", "/a"), ("h2:1", "/a")]);
+        v.replica = 2;
+        let mut s = pool_with(v);
+        s.apply(&Command::CreateVolume {
+            spec: spec("other", &[("h3:1", "/o")]),
+            force: false,
+        })
+        .unwrap();
+        let id = s.volumes["gv0"].bricks[1].id;
+        let replace = |node: &str, path: &str| Command::ReplaceBrick {
+            name: "gv0".into(),
+            id,
+            node: node.into(),
+            path: path.into(),
+        };
+        assert!(s.apply(&replace("h3:1", "/o/x")).unwrap_err().contains("overlaps"));
+        assert!(s.apply(&replace("h2:1", "/a")).is_err(), "the same brick");
+        assert!(s
+            .apply(&Command::ReplaceBrick {
+                name: "gv0".into(),
+                id: Uuid::new_v4(),
+                node: "h3:1".into(),
+                path: "/n".into(),
+            })
+            .is_err());
+        // Nested in its own old path on the same node: the old brick does
+        // not count against its replacement.
+        s.apply(&replace("h2:1", "/a/new")).unwrap();
+        s.apply(&replace("h3:1", "/n")).unwrap();
+        let v = &s.volumes["gv0"];
+        assert_eq!(
+            (v.bricks[1].id, v.bricks[1].node.as_str(), v.bricks[1].path.as_str()),
+            (id, "h3:1", "/n")
+        );
+        assert_eq!(v.version, 3);
+        assert!(s.forced.contains("gv0"));
     }
 }

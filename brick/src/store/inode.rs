@@ -122,6 +122,24 @@ impl Brick {
         sys::lsetxattr(&path, &cname, value, flags).ctx(|| "setxattr".into())
     }
 
+    /// Sets or removes a file's distribute link target (rebalance makes a
+    /// link file it filled into the file by removing it).
+    pub fn set_linkto(&self, gfid: &Gfid, target: Option<&uuid::Uuid>) -> FsResult<()> {
+        let node = self.resolve(gfid)?;
+        if matches!(node, super::Node::Dir(_)) {
+            return Err(FsError::new(libc::EISDIR, "a directory has no link target"));
+        }
+        let path = self.node_proc_path(&node)?;
+        let name = super::c(super::LINKTO_XATTR);
+        match target {
+            Some(t) => sys::lsetxattr(&path, &name, t.as_bytes(), 0).ctx(|| "setting the link target".into()),
+            None => match sys::lremovexattr(&path, &name) {
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+                r => r.ctx(|| "removing the link target".into()),
+            },
+        }
+    }
+
     pub fn listxattr(&self, gfid: &Gfid) -> FsResult<Vec<Vec<u8>>> {
         let node = self.resolve(gfid)?;
         let path = self.node_proc_path(&node)?;

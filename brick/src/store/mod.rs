@@ -505,10 +505,11 @@ impl Brick {
     }
 }
 
-/// Link files are empty, mode `---------T`: only those are worth an xattr
-/// read to tell them from user files.
+/// Link files have mode `---------T`: only those are worth an xattr read
+/// to tell them from user files. (Empty, except while rebalance fills one
+/// that is becoming the file.)
 pub fn looks_like_link(st: &libc::stat) -> bool {
-    st.st_mode == libc::S_IFREG | libc::S_ISVTX && st.st_size == 0
+    st.st_mode == libc::S_IFREG | libc::S_ISVTX
 }
 
 pub fn read_linkto(path: &CStr) -> Option<Uuid> {

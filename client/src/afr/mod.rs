@@ -771,10 +771,49 @@ impl Replicate {
                     .await;
                 first_success(results)
             }
-            Fop::Xattrop { .. } | Fop::InodeLk { .. } | Fop::EntryLk { .. } | Fop::Checksum { .. } => {
-                Err(Errno(libc::EINVAL))
+            Fop::Checksum { fh, offset, len } => {
+                let h = self.handle(fh)?;
+                self.read(h.gfid, Kind::Data, false, |i| {
+                    h.children[i].map(|c| Fop::Checksum { fh: c, offset, len })
+                })
+                .await
             }
+            Fop::MigrateFreeze { gfid, freeze } => self.migrate_freeze(gfid, freeze).await,
+            op @ Fop::MigrateDone { .. } => {
+                // Every replica must refuse the old copy from now on.
+                let results = self.on_each(&self.all(), |_| Some((op.clone(), Bytes::new()))).await;
+                match results.into_iter().find_map(|(_, r)| r.err()) {
+                    Some(e) => Err(e),
+                    None => Ok((Reply::Empty, Bytes::new())),
+                }
+            }
+            Fop::Xattrop { .. } | Fop::InodeLk { .. } | Fop::EntryLk { .. } => Err(Errno(libc::EINVAL)),
             op => self.transact(op, payload).await,
+        }
+    }
+}
+
+impl Replicate {
+    /// Freezes (or thaws) a file being migrated away on every replica: a
+    /// change that reached one replica must not slip past the freeze on
+    /// another, so a replica that cannot freeze fails the whole freeze.
+    async fn migrate_freeze(&self, gfid: Gfid, freeze: bool) -> FopResult {
+        let results = self
+            .on_each(&self.all(), |_| {
+                Some((Fop::MigrateFreeze { gfid, freeze }, Bytes::new()))
+            })
+            .await;
+        let failed = results.iter().find_map(|(_, r)| r.as_ref().err().cloned());
+        match failed {
+            Some(e) if freeze => {
+                let held: Vec<usize> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+                self.on_each(&held, |_| {
+                    Some((Fop::MigrateFreeze { gfid, freeze: false }, Bytes::new()))
+                })
+                .await;
+                Err(e)
+            }
+            _ => Ok((Reply::Empty, Bytes::new())),
         }
     }
 }

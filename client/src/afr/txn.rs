@@ -38,6 +38,12 @@ impl Outcome {
             .collect()
     }
 
+    /// A replica said the file was migrated to another subvolume: the
+    /// change must go there instead, and nobody missed anything here.
+    fn moved(&self) -> bool {
+        self.failed.iter().any(|(_, e)| e.0 == libc::EREMCHG)
+    }
+
     /// The caller's error when every replica failed: the request's own
     /// refusal if one said so, else EIO.
     fn first_error(&self) -> Errno {
@@ -104,9 +110,10 @@ impl Replicate {
                 };
                 inode(if set.size.is_some() { Kind::Data } else { Kind::Metadata }, *gfid, h)
             }
-            Fop::SetXattr { gfid, .. } | Fop::RemoveXattr { gfid, .. } | Fop::LayoutSet { gfid, .. } => {
-                inode(Kind::Metadata, *gfid, None)
-            }
+            Fop::SetXattr { gfid, .. }
+            | Fop::RemoveXattr { gfid, .. }
+            | Fop::LayoutSet { gfid, .. }
+            | Fop::SetLinkto { gfid, .. } => inode(Kind::Metadata, *gfid, None),
             Fop::Mknod { parent, name, .. }
             | Fop::Mkdir { parent, name, .. }
             | Fop::Symlink { parent, name, .. }
@@ -369,12 +376,19 @@ impl Replicate {
         if !out.done.is_empty() {
             self.replace_stale_names(&op, &plan, &payload, &mut out).await;
         }
-        if out.done.is_empty() {
+        if out.done.is_empty() || out.moved() {
             // Failed everywhere: the request was refused (EEXIST, ENOTEMPTY,
             // ENOSPC…) or every replica is unreachable. Nobody is behind.
+            // Or the file moved away (rebalance) while some replicas still
+            // took the change: distribute sends it to the new copy, and
+            // the old one is on its way out.
             self.mark(&plan, &prepared, &self.pre_op(plan.kind, &absent, -1)).await;
             self.unlock_all(&plan, &locked).await;
-            return Err(out.first_error());
+            return Err(if out.moved() {
+                Errno(libc::EREMCHG)
+            } else {
+                out.first_error()
+            });
         }
         let succeeded = out.succeeded();
         // Locked but failed (the pre-op or the change): blame them now.
@@ -414,6 +428,11 @@ impl Replicate {
         let n = self.n();
         let members = self.join_hold(gfid, &plan).await?;
         let out = self.apply_change(&op, &payload, &plan, &members).await;
+        if out.moved() {
+            // Migrated away (see `transact`): nobody is to blame.
+            self.leave_hold(gfid, &[]);
+            return Err(Errno(libc::EREMCHG));
+        }
         let succeeded = out.succeeded();
         let failed: Vec<usize> = out.failed.iter().map(|(i, _)| *i).collect();
         if !out.done.is_empty() && !failed.is_empty() {

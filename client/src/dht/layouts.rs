@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// How long a complete layout is trusted before it is read again (a
 /// fix-layout elsewhere changes it; a miss then refreshes it sooner).
 const LAYOUT_TTL: Duration = Duration::from_secs(30);
+/// The same while a rebalance rewrites layouts: its migration starts only
+/// once every mount has stopped using a layout from before its fix-layout
+/// (see `rebalance::LAYOUT_SETTLE`).
+pub const LAYOUT_TTL_REBALANCING: Duration = Duration::from_secs(2);
 const CACHE_LIMIT: usize = 1 << 16;
 
 #[derive(Debug)]
@@ -35,9 +39,16 @@ pub struct LayoutCache {
 }
 
 impl LayoutCache {
-    pub fn get(&self, gfid: &Gfid) -> Option<Arc<DirLayout>> {
+    pub fn get(&self, gfid: &Gfid, ttl: Duration) -> Option<Arc<DirLayout>> {
         let dirs = self.dirs.lock().expect("layouts poisoned");
-        dirs.get(gfid).filter(|l| l.fetched.elapsed() < LAYOUT_TTL).cloned()
+        dirs.get(gfid).filter(|l| l.fetched.elapsed() < ttl).cloned()
+    }
+
+    /// Forgets every layout and the subvolumes' weights (the volume's
+    /// shape changed).
+    pub fn clear(&self) {
+        self.dirs.lock().expect("layouts poisoned").clear();
+        *self.weights.lock().expect("weights poisoned") = None;
     }
 
     fn put(&self, gfid: Gfid, l: Arc<DirLayout>) {
@@ -66,7 +77,7 @@ impl Distribute {
         if let Some(w) = self.layouts.weights.lock().expect("weights poisoned").clone() {
             return Ok(w);
         }
-        let mut w = Vec::with_capacity(self.children.len());
+        let mut w = Vec::with_capacity(self.kids().len());
         for r in self.everywhere(&Fop::Statfs).await {
             match r? {
                 (Reply::Statfs(s), _) => w.push((s.blocks.saturating_mul(u64::from(s.frsize)) >> 20).max(1)),
@@ -79,12 +90,45 @@ impl Distribute {
 
     /// The layout a new directory gets.
     pub(super) async fn fresh_layout(&self, gfid: &Gfid) -> Result<Vec<LayoutEntry>, Errno> {
-        let weights = if self.weighted.load(std::sync::atomic::Ordering::Relaxed) {
+        self.layout_for(gfid, self.commit(), None).await
+    }
+
+    /// A layout of generation `commit` over today's subvolumes (weighted
+    /// by size, drained ones left out). Given the directory's `old` layout
+    /// and equal weights, ranges are handed out so that as many names as
+    /// possible keep their subvolume (gluster's maximize-overlap).
+    pub(super) async fn layout_for(
+        &self,
+        gfid: &Gfid,
+        commit: u32,
+        old: Option<&[LayoutEntry]>,
+    ) -> Result<Vec<LayoutEntry>, Errno> {
+        let kids = self.kids();
+        let mut weights = if self.weighted.load(std::sync::atomic::Ordering::Relaxed) {
             self.weights().await?
         } else {
-            vec![1; self.children.len()]
+            vec![1; kids.len()]
         };
-        Ok(layout::compute(&weights, rotation(gfid), self.commit))
+        if weights.len() != kids.len() {
+            return Err(Errno(libc::EAGAIN));
+        }
+        let drained = self.decommissioned.read().expect("poisoned").clone();
+        for (w, c) in weights.iter_mut().zip(kids.iter()) {
+            if drained.contains(&c.id) {
+                *w = 0;
+            }
+        }
+        if weights.iter().all(|&w| w == 0) {
+            return Err(Errno(libc::ENOSPC));
+        }
+        let mut entries = layout::compute(&weights, rotation(gfid), commit);
+        if let Some(old) = old {
+            let active: Vec<u64> = weights.iter().copied().filter(|&w| w > 0).collect();
+            if old.len() == entries.len() && active.windows(2).all(|p| p[0] == p[1]) {
+                layout::keep_overlap(old, &mut entries);
+            }
+        }
+        Ok(entries)
     }
 
     /// Writes `entries` to every copy of the directory and caches it.
@@ -94,7 +138,8 @@ impl Distribute {
         entries: Vec<LayoutEntry>,
         authoritative: bool,
     ) -> Arc<DirLayout> {
-        let writes = self.children.iter().zip(&entries).map(|(c, e)| {
+        let kids = self.kids();
+        let writes = kids.iter().zip(&entries).map(|(c, e)| {
             c.layer.call(
                 Fop::LayoutSet {
                     gfid,
@@ -120,14 +165,22 @@ impl Distribute {
     /// The layout of directory `gfid`, read from every subvolume and
     /// repaired if it is incomplete.
     pub(super) async fn layout_of(&self, gfid: Gfid) -> Result<Arc<DirLayout>, Errno> {
-        if let Some(l) = self.layouts.get(&gfid) {
+        let ttl = if self.rebalancing.load(std::sync::atomic::Ordering::Relaxed) {
+            LAYOUT_TTL_REBALANCING
+        } else {
+            LAYOUT_TTL
+        };
+        if let Some(l) = self.layouts.get(&gfid, ttl) {
             return Ok(l);
         }
         self.read_layout(gfid).await
     }
 
-    pub(super) async fn read_layout(&self, gfid: Gfid) -> Result<Arc<DirLayout>, Errno> {
-        let mut found: Vec<Option<LayoutEntry>> = Vec::with_capacity(self.children.len());
+    /// Every subvolume's layout entry of a directory, as stored (`None`:
+    /// none, or unreadable), and which subvolumes lack the directory or
+    /// did not answer.
+    pub(super) async fn raw_layout(&self, gfid: Gfid) -> (Vec<Option<LayoutEntry>>, Vec<usize>, bool) {
+        let mut found = Vec::new();
         let mut unreachable = false;
         let mut missing_dir = Vec::new();
         for (i, r) in self.everywhere(&Fop::LayoutGet { gfid }).await.into_iter().enumerate() {
@@ -145,13 +198,18 @@ impl Distribute {
                 }
             }
         }
-        if missing_dir.len() == self.children.len() {
+        (found, missing_dir, unreachable)
+    }
+
+    pub(super) async fn read_layout(&self, gfid: Gfid) -> Result<Arc<DirLayout>, Errno> {
+        let (found, missing_dir, unreachable) = self.raw_layout(gfid).await;
+        if missing_dir.len() == found.len() {
             return Err(Errno(libc::ESTALE));
         }
         if found.iter().all(Option::is_some) {
             let entries: Vec<LayoutEntry> = found.iter().flatten().copied().collect();
             if layout::is_complete(&entries) {
-                let authoritative = entries[0].commit == self.commit;
+                let authoritative = entries[0].commit == self.commit();
                 let l = Arc::new(DirLayout {
                     entries,
                     authoritative,
@@ -173,6 +231,36 @@ impl Distribute {
                 authoritative: false,
                 fetched: Instant::now(),
             }));
+        }
+        // Subvolumes added since the layout was written have no entry yet:
+        // as in gluster, they take no new files here until a fix-layout,
+        // and the files stay where the layout says.
+        let present: Vec<LayoutEntry> = found.iter().flatten().copied().collect();
+        if !present.is_empty() && layout::is_complete(&present) {
+            let commit = present[0].commit;
+            let entries: Vec<LayoutEntry> = found
+                .iter()
+                .map(|e| e.unwrap_or(LayoutEntry { commit, range: None }))
+                .collect();
+            let kids = self.kids();
+            for (i, _) in found.iter().enumerate().filter(|(_, e)| e.is_none()) {
+                let set = Fop::LayoutSet {
+                    gfid,
+                    entry: entries[i].encode().to_vec(),
+                };
+                if let Some(c) = kids.get(i) {
+                    if let Err(e) = c.layer.call(set, bytes::Bytes::new()).await {
+                        tracing::warn!(dir = %gfid, subvolume = i, errno = e.0, "could not write a layout entry");
+                    }
+                }
+            }
+            let l = Arc::new(DirLayout {
+                authoritative: commit == self.commit(),
+                entries,
+                fetched: Instant::now(),
+            });
+            self.layouts.put(gfid, l.clone());
+            return Ok(l);
         }
         // Every subvolume answered but the layout is missing or broken:
         // write a fresh one. If the copies that have entries agree with it,

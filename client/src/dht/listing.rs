@@ -12,9 +12,10 @@ use cairn_common::Gfid;
 impl Distribute {
     pub(super) async fn readdir(&self, gfid: Gfid, cookie: u64, plus: bool, max_entries: u32) -> FopResult {
         let (mut idx, mut brick_cookie) = split_cookie(cookie);
+        let count = self.kids().len();
         let mut out = Vec::new();
         let want = max_entries.clamp(1, 4096) as usize;
-        while idx < self.children.len() && out.len() < want {
+        while idx < count && out.len() < want {
             let op = Fop::Readdir {
                 gfid,
                 cookie: brick_cookie,
@@ -52,12 +53,12 @@ impl Distribute {
             // The first entry of the next subvolume resumes from its start:
             // make the last kept entry's cookie say so.
             if let Some(last) = out.last_mut() {
-                if idx < self.children.len() {
+                if idx < count {
                     last.cookie = cookie_of(idx, 0);
                 }
             }
         }
-        let eof = idx >= self.children.len();
+        let eof = idx >= count;
         Ok((Reply::Dir { entries: out, eof }, Bytes::new()))
     }
 }

@@ -13,6 +13,7 @@
 mod layouts;
 mod listing;
 mod namespace;
+pub mod rebalance;
 mod space;
 
 use crate::layer::{Errno, FopFuture, FopResult, Subvolume};
@@ -20,8 +21,9 @@ use bytes::Bytes;
 use cairn_common::proto::{Attr, Fop, Reply, Statfs};
 use cairn_common::Gfid;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Subvolume indexes ride above the bricks' 56-bit directory cookies.
@@ -30,7 +32,12 @@ const COOKIE_SHIFT: u32 = 56;
 pub const MAX_SUBVOLUMES: usize = 127;
 /// Bound on the gfid → subvolume memory; forgetting only costs a fan-out.
 const LOCATION_LIMIT: usize = 1 << 20;
+/// Tries at finding a file again after it moved (rebalance) while a
+/// request was on its way: the old copy answers EREMCHG from the moment the
+/// new one is complete until its name is gone, a few milliseconds.
+const MOVE_TRIES: u32 = 12;
 
+#[derive(Clone)]
 pub struct Child {
     /// The subvolume's id, as link files name it (its first brick's id).
     pub id: Uuid,
@@ -44,15 +51,35 @@ enum Place {
     File(usize),
 }
 
+/// A file open through this layer: which subvolume's handle it maps to.
+#[derive(Clone)]
+struct OpenFile {
+    idx: usize,
+    child_fh: u64,
+    /// The layer `child_fh` belongs to: when the volume's shape changes and
+    /// this subvolume's layer is rebuilt, the file is opened again on the
+    /// new one.
+    layer: Arc<dyn Subvolume>,
+    gfid: Gfid,
+    flags: i32,
+}
+
 pub struct Distribute {
-    children: Vec<Child>,
+    /// Replaced whole when bricks are added, replaced or removed; a
+    /// request works on one snapshot.
+    children: RwLock<Arc<Vec<Child>>>,
     /// The volume's layout generation: a directory whose layout carries it
     /// has every file where its layout says (or linked from there).
-    commit: u32,
+    commit: AtomicU32,
+    /// Subvolumes being drained (remove-brick): no range in new layouts.
+    decommissioned: RwLock<Vec<Uuid>>,
+    /// A rebalance or remove-brick is running: layouts change under us, so
+    /// they are trusted for seconds, not half a minute.
+    rebalancing: AtomicBool,
     layouts: layouts::LayoutCache,
     space: space::SpaceWatch,
     places: Mutex<HashMap<Gfid, Place>>,
-    handles: Mutex<HashMap<u64, (usize, u64)>>,
+    handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     /// `cluster.weighted-rebalance`
     weighted: AtomicBool,
@@ -75,8 +102,10 @@ impl Distribute {
             );
         }
         Ok(Distribute {
-            children,
-            commit,
+            children: RwLock::new(Arc::new(children)),
+            commit: AtomicU32::new(commit),
+            decommissioned: RwLock::new(Vec::new()),
+            rebalancing: AtomicBool::new(false),
             layouts: layouts::LayoutCache::default(),
             space: space::SpaceWatch::default(),
             places: Mutex::new(HashMap::new()),
@@ -88,18 +117,85 @@ impl Distribute {
         })
     }
 
+    /// The subvolumes now.
+    pub fn kids(&self) -> Arc<Vec<Child>> {
+        self.children.read().expect("children poisoned").clone()
+    }
+
+    fn commit(&self) -> u32 {
+        self.commit.load(Ordering::Relaxed)
+    }
+
     fn child_by_id(&self, id: &Uuid) -> Option<usize> {
-        self.children.iter().position(|c| c.id == *id)
+        self.kids().iter().position(|c| c.id == *id)
+    }
+
+    fn layer_of(&self, idx: usize) -> Result<Arc<dyn Subvolume>, Errno> {
+        self.kids().get(idx).map(|c| c.layer.clone()).ok_or(Errno(libc::ESTALE))
     }
 
     async fn on(&self, idx: usize, op: Fop) -> FopResult {
-        self.children[idx].layer.call(op, Bytes::new()).await
+        self.layer_of(idx)?.call(op, Bytes::new()).await
     }
 
     /// Sends `op` to every subvolume at once; results in subvolume order.
     async fn everywhere(&self, op: &Fop) -> Vec<FopResult> {
-        let futures = self.children.iter().map(|c| c.layer.call(op.clone(), Bytes::new()));
+        let kids = self.kids();
+        let futures = kids.iter().map(|c| c.layer.call(op.clone(), Bytes::new()));
         crate::layer::join_all(futures).await
+    }
+
+    /// Takes the volume's new shape: its subvolumes (existing ones keep
+    /// their layers, so open files and caches carry over), its layout
+    /// generation, the subvolumes being drained, and whether a rebalance
+    /// runs. Layouts are read again; files open on a rebuilt subvolume
+    /// are opened again on their next use.
+    pub fn reshape(&self, children: Vec<Child>, commit: u32, decommissioned: Vec<Uuid>, rebalancing: bool) {
+        if children.is_empty() || children.len() > MAX_SUBVOLUMES {
+            tracing::error!(
+                count = children.len(),
+                "ignoring a volume shape with no or too many subvolumes"
+            );
+            return;
+        }
+        let old = self.kids();
+        let changed = old.len() != children.len()
+            || old
+                .iter()
+                .zip(&children)
+                .any(|(a, b)| a.id != b.id || !Arc::ptr_eq(&a.layer, &b.layer));
+        let reshaped = changed
+            || self.commit() != commit
+            || *self.decommissioned.read().expect("poisoned") != decommissioned
+            || self.rebalancing.load(Ordering::Relaxed) != rebalancing;
+        if !reshaped {
+            return;
+        }
+        {
+            let mut handles = self.handles.lock().expect("handles poisoned");
+            for h in handles.values_mut() {
+                let id = old.get(h.idx).map(|c| c.id);
+                if let Some(j) = children.iter().position(|c| Some(c.id) == id) {
+                    h.idx = j;
+                }
+            }
+        }
+        if changed {
+            let mut places = self.places.lock().expect("places poisoned");
+            places.retain(|_, p| *p == Place::Dir);
+        }
+        *self.children.write().expect("children poisoned") = Arc::new(children);
+        self.commit.store(commit, Ordering::Relaxed);
+        *self.decommissioned.write().expect("poisoned") = decommissioned;
+        self.rebalancing.store(rebalancing, Ordering::Relaxed);
+        self.layouts.clear();
+        self.space.clear();
+        tracing::info!(
+            subvolumes = self.kids().len(),
+            commit,
+            rebalancing,
+            "volume shape changed"
+        );
     }
 
     fn remember(&self, gfid: Gfid, place: Place) {
@@ -178,13 +274,9 @@ impl Distribute {
     /// Applies a directory change to every copy, subvolume 0 first (its
     /// answer decides), then returns the merged attributes.
     async fn dir_change(&self, op: Fop) -> FopResult {
-        let first = self.on(0, op.clone()).await?;
-        let rest = crate::layer::join_all(
-            self.children[1..]
-                .iter()
-                .map(|c| c.layer.call(op.clone(), Bytes::new())),
-        )
-        .await;
+        let kids = self.kids();
+        let first = kids[0].layer.call(op.clone(), Bytes::new()).await?;
+        let rest = crate::layer::join_all(kids[1..].iter().map(|c| c.layer.call(op.clone(), Bytes::new()))).await;
         for (i, r) in rest.iter().enumerate() {
             if let Err(e) = r {
                 tracing::warn!(
@@ -207,42 +299,120 @@ impl Distribute {
         }
     }
 
-    fn new_handle(&self, idx: usize, child_fh: u64) -> u64 {
+    fn new_handle(&self, idx: usize, child_fh: u64, gfid: Gfid, flags: i32) -> Result<u64, Errno> {
+        let layer = self.layer_of(idx)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .expect("handles poisoned")
-            .insert(fh, (idx, child_fh));
-        fh
+        self.handles.lock().expect("handles poisoned").insert(
+            fh,
+            OpenFile {
+                idx,
+                child_fh,
+                layer,
+                gfid,
+                flags: crate::layer::reopen_flags(flags),
+            },
+        );
+        Ok(fh)
     }
 
-    fn handle(&self, fh: u64) -> Result<(usize, u64), Errno> {
+    fn handle(&self, fh: u64) -> Result<OpenFile, Errno> {
         self.handles
             .lock()
             .expect("handles poisoned")
             .get(&fh)
-            .copied()
+            .cloned()
             .ok_or(Errno(libc::EBADF))
     }
 
-    /// Runs a handle-based op on the subvolume that opened the file.
+    /// Is the handle's layer still the subvolume's layer?
+    fn is_current(&self, h: &OpenFile) -> bool {
+        self.kids().get(h.idx).is_some_and(|c| Arc::ptr_eq(&c.layer, &h.layer))
+    }
+
+    /// Opens `fh`'s file again where it lives now (it was migrated, or its
+    /// subvolume was rebuilt) and lets go of the old handle.
+    async fn reopen(&self, fh: u64) -> Result<(), Errno> {
+        let old = self.handle(fh)?;
+        let mut pause = Duration::from_millis(2);
+        let mut last = Errno(libc::ESTALE);
+        for _ in 0..MOVE_TRIES {
+            self.forget(&old.gfid);
+            let Place::File(i) = self.locate(&old.gfid).await? else {
+                return Err(Errno(libc::EISDIR));
+            };
+            let layer = self.layer_of(i)?;
+            let open = Fop::Open {
+                gfid: old.gfid,
+                flags: old.flags,
+            };
+            match layer.call(open, Bytes::new()).await {
+                Ok((Reply::Opened { fh: child_fh }, _)) => {
+                    let replaced = self.handles.lock().expect("handles poisoned").insert(
+                        fh,
+                        OpenFile {
+                            idx: i,
+                            child_fh,
+                            layer,
+                            ..old.clone()
+                        },
+                    );
+                    if let Some(prev) = replaced {
+                        tokio::spawn(async move {
+                            let _ = prev.layer.call(Fop::Release { fh: prev.child_fh }, Bytes::new()).await;
+                        });
+                    }
+                    tracing::debug!(gfid = %old.gfid, subvolume = i, "open file followed its file");
+                    return Ok(());
+                }
+                Ok(_) => return Err(Errno(libc::EIO)),
+                Err(e) if is_moved(&e) => last = e,
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        Err(last)
+    }
+
+    /// Runs a handle-based op on the subvolume that opened the file,
+    /// following the file if it moved.
     async fn by_handle(&self, op: Fop, payload: Bytes) -> FopResult {
         let handles = op.handles();
-        let Some(first) = handles.first() else {
+        if handles.is_empty() {
             return Err(Errno(libc::EINVAL));
-        };
-        let mut mapped = Vec::with_capacity(handles.len());
-        for fh in &handles {
-            mapped.push((*fh, self.handle(*fh)?));
         }
-        let idx = self.handle(*first)?.0;
-        if mapped.iter().any(|(_, (i, _))| *i != idx) {
-            // copy_file_range between subvolumes: the kernel falls back to
-            // copying through read and write.
-            return Err(Errno(libc::EOPNOTSUPP));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut mapped = Vec::with_capacity(handles.len());
+            for fh in &handles {
+                let h = self.handle(*fh)?;
+                if !self.is_current(&h) && tries < MOVE_TRIES {
+                    self.reopen(*fh).await?;
+                }
+                mapped.push((*fh, self.handle(*fh)?));
+            }
+            let first = mapped[0].1.clone();
+            if mapped.iter().any(|(_, h)| h.idx != first.idx) {
+                // copy_file_range between subvolumes: the kernel falls back to
+                // copying through read and write.
+                return Err(Errno(libc::EOPNOTSUPP));
+            }
+            let child_op = op.clone().map_handles(|fh| {
+                mapped
+                    .iter()
+                    .find(|(ours, _)| *ours == fh)
+                    .map_or(fh, |(_, h)| h.child_fh)
+            });
+            match first.layer.call(child_op, payload.clone()).await {
+                Err(e) if tries < MOVE_TRIES && (is_moved(&e) || (tries == 1 && e.0 == libc::EBADF)) => {
+                    for fh in &handles {
+                        self.reopen(*fh).await?;
+                    }
+                }
+                r => return r,
+            }
         }
-        let op = op.map_handles(|fh| mapped.iter().find(|(ours, _)| *ours == fh).map_or(fh, |(_, (_, c))| *c));
-        self.children[idx].layer.call(op, payload).await
     }
 
     async fn statfs(&self) -> FopResult {
@@ -268,20 +438,49 @@ impl Distribute {
         Ok((Reply::Statfs(sum.ok_or(Errno(libc::EIO))?), Bytes::new()))
     }
 
+    /// A file's operation on the subvolume holding it, looking again when
+    /// the file turns out to have moved since we learned its place.
+    async fn on_file(&self, gfid: Gfid, first: usize, op: Fop) -> FopResult {
+        self.on_file_at(gfid, first, op).await.0
+    }
+
+    /// Opens a file where it is (see `on_file`); also says where.
+    async fn open_on(&self, gfid: Gfid, first: usize, flags: i32) -> Result<((Reply, Bytes), usize), Errno> {
+        let (r, at) = self.on_file_at(gfid, first, Fop::Open { gfid, flags }).await;
+        Ok((r?, at))
+    }
+
+    async fn on_file_at(&self, gfid: Gfid, first: usize, op: Fop) -> (FopResult, usize) {
+        let mut at = first;
+        let mut pause = Duration::from_millis(2);
+        for tries in 1.. {
+            let r = self.on(at, op.clone()).await;
+            let moved = match &r {
+                Err(e) if is_moved(e) => true,
+                Err(Errno(libc::ESTALE | libc::ENOENT)) => tries == 1,
+                _ => false,
+            };
+            if !moved || tries >= MOVE_TRIES {
+                return (r, at);
+            }
+            if tries > 1 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            self.forget(&gfid);
+            match self.locate(&gfid).await {
+                Ok(Place::File(j)) => at = j,
+                Ok(Place::Dir) => return (r, at),
+                Err(e) => return (Err(e), at),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     /// Inode operations addressed by gfid.
     async fn by_gfid(&self, gfid: Gfid, op: Fop) -> FopResult {
         match self.locate(&gfid).await? {
-            Place::File(i) => {
-                let r = self.on(i, op.clone()).await;
-                if matches!(r, Err(Errno(libc::ESTALE)) | Err(Errno(libc::ENOENT))) {
-                    // Moved since we learned its place: look again.
-                    self.forget(&gfid);
-                    if let Place::File(j) = self.locate(&gfid).await? {
-                        return self.on(j, op).await;
-                    }
-                }
-                r
-            }
+            Place::File(i) => self.on_file(gfid, i, op).await,
             Place::Dir => match op {
                 Fop::GetAttr { gfid } => Ok((Reply::Attr(self.dir_attr(gfid).await?), Bytes::new())),
                 Fop::SetAttr { .. } | Fop::SetXattr { .. } | Fop::RemoveXattr { .. } | Fop::Fsyncdir { .. } => {
@@ -304,21 +503,25 @@ impl Distribute {
             | Fop::RemoveXattr { gfid, .. }
             | Fop::Fsyncdir { gfid, .. } => self.by_gfid(gfid, op).await,
             Fop::Open { gfid, flags } => match self.locate(&gfid).await? {
-                Place::File(i) => match self.on(i, Fop::Open { gfid, flags }).await? {
-                    (Reply::Opened { fh }, d) => Ok((
-                        Reply::Opened {
-                            fh: self.new_handle(i, fh),
-                        },
-                        d,
-                    )),
-                    _ => Err(Errno(libc::EIO)),
-                },
+                Place::File(i) => {
+                    // The file may move while it opens: note where it opened.
+                    let (reply, at) = self.open_on(gfid, i, flags).await?;
+                    match reply {
+                        (Reply::Opened { fh }, d) => Ok((
+                            Reply::Opened {
+                                fh: self.new_handle(at, fh, gfid, flags)?,
+                            },
+                            d,
+                        )),
+                        _ => Err(Errno(libc::EIO)),
+                    }
+                }
                 Place::Dir => Err(Errno(libc::EISDIR)),
             },
             Fop::Release { fh } => {
-                let (i, c) = self.handle(fh)?;
+                let h = self.handle(fh)?;
                 self.handles.lock().expect("handles poisoned").remove(&fh);
-                self.on(i, Fop::Release { fh: c }).await
+                h.layer.call(Fop::Release { fh: h.child_fh }, Bytes::new()).await
             }
             Fop::Mknod { .. } | Fop::Symlink { .. } | Fop::Create { .. } => self.create_file(op).await,
             Fop::Mkdir { .. } => self.mkdir(op).await,
@@ -343,8 +546,14 @@ impl Distribute {
                 max_entries,
             } => self.readdir(gfid, cookie, plus, max_entries).await,
             Fop::Statfs => self.statfs().await,
-            // Layout and link-file operations are this layer's own business.
-            Fop::LayoutGet { .. } | Fop::LayoutSet { .. } | Fop::MakeLink { .. } => Err(Errno(libc::EPERM)),
+            // Layout, link-file and migration operations are this layer's
+            // own business.
+            Fop::LayoutGet { .. }
+            | Fop::LayoutSet { .. }
+            | Fop::MakeLink { .. }
+            | Fop::SetLinkto { .. }
+            | Fop::MigrateFreeze { .. }
+            | Fop::MigrateDone { .. } => Err(Errno(libc::EPERM)),
             op => self.by_handle(op, payload).await,
         }
     }
@@ -356,7 +565,7 @@ impl Subvolume for Distribute {
     }
 
     fn name(&self) -> String {
-        format!("distribute({})", self.children.len())
+        format!("distribute({})", self.kids().len())
     }
 
     fn reconfigure(&self, options: &std::collections::BTreeMap<String, String>) {
@@ -368,10 +577,15 @@ impl Subvolume for Distribute {
             .store(flag("cluster.lookup-optimize"), Ordering::Relaxed);
         let min_free = parse_percent(effective(options, "cluster.min-free-disk")).unwrap_or(10);
         self.min_free_percent.store(min_free, Ordering::Relaxed);
-        for c in &self.children {
+        for c in self.kids().iter() {
             c.layer.reconfigure(options);
         }
     }
+}
+
+/// The file is now on another subvolume (rebalance moved it).
+fn is_moved(e: &Errno) -> bool {
+    e.0 == libc::EREMCHG
 }
 
 /// Names a subvolume in cookies.

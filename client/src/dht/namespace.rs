@@ -187,7 +187,7 @@ impl Distribute {
             parent,
             name: name.to_vec(),
             gfid,
-            target: self.children[data].id,
+            target: self.kids().get(data).ok_or(Errno(libc::ESTALE))?.id,
         };
         match self.on(at, op).await {
             Ok(_) => Ok(()),
@@ -274,6 +274,10 @@ impl Distribute {
             }
         }
         let target = self.placement_for_new_file(h).await?;
+        let open_flags = match &op {
+            Fop::Create { flags, .. } => *flags,
+            _ => 0,
+        };
         let gfid = match &op {
             Fop::Create { gfid, .. } | Fop::Mknod { gfid, .. } | Fop::Symlink { gfid, .. } => *gfid,
             _ => return Err(Errno(libc::EINVAL)),
@@ -301,7 +305,7 @@ impl Distribute {
                 Ok((
                     Reply::Created {
                         attr,
-                        fh: self.new_handle(target, fh),
+                        fh: self.new_handle(target, fh, attr.gfid, open_flags)?,
                     },
                     d,
                 ))
@@ -328,7 +332,8 @@ impl Distribute {
             (Reply::Entry(a), _) => a,
             _ => return Err(Errno(libc::EIO)),
         };
-        let others = self.children.iter().enumerate().filter(|(i, _)| *i != h);
+        let kids = self.kids();
+        let others = kids.iter().enumerate().filter(|(i, _)| *i != h);
         let op = &op;
         let rest = crate::layer::join_all(
             others.map(|(i, c)| async move { (i, c.layer.call(op.clone(), Bytes::new()).await) }),
@@ -369,7 +374,7 @@ impl Distribute {
         // Every other copy first, the hashed one last: the name resolves
         // until the directory is gone everywhere.
         let h = found.hashed;
-        for i in (0..self.children.len()).filter(|&i| i != h) {
+        for i in (0..self.kids().len()).filter(|&i| i != h) {
             match self
                 .on(
                     i,
@@ -407,7 +412,7 @@ impl Distribute {
     /// rmdir must see only link files in the copies; those go first. A real
     /// entry anywhere makes the directory not empty.
     async fn clear_stale_links(&self, dir: Gfid) -> Result<(), Errno> {
-        for (i, c) in self.children.iter().enumerate() {
+        for (i, c) in self.kids().iter().enumerate() {
             let op = Fop::Readdir {
                 gfid: dir,
                 cookie: 0,

@@ -16,6 +16,12 @@ pub struct SpaceWatch {
     seen: Mutex<Option<(Instant, Vec<Option<u64>>)>>,
 }
 
+impl SpaceWatch {
+    pub fn clear(&self) {
+        *self.seen.lock().expect("space poisoned") = None;
+    }
+}
+
 impl Distribute {
     async fn free_permille(&self) -> Vec<Option<u64>> {
         if let Some((at, v)) = self.space.seen.lock().expect("space poisoned").as_ref() {
@@ -45,8 +51,10 @@ impl Distribute {
         if has_room(hashed) {
             return Ok(hashed);
         }
-        let best = (0..self.children.len())
-            .filter(|&i| i != hashed && has_room(i))
+        let kids = self.kids();
+        let drained = self.decommissioned.read().expect("poisoned").clone();
+        let best = (0..kids.len())
+            .filter(|&i| i != hashed && has_room(i) && !drained.contains(&kids[i].id))
             .max_by_key(|&i| free[i].unwrap_or(0));
         if let Some(b) = best {
             tracing::debug!(
