@@ -219,18 +219,33 @@ impl Distribute {
 
     /// Finds where `gfid` lives, asking every subvolume if we do not know.
     async fn locate(&self, gfid: &Gfid) -> Result<Place, Errno> {
+        self.locate_avoiding(gfid, None).await
+    }
+
+    /// The same, passing over subvolume `moved_from` (the file was just
+    /// found moved away from it) and, while another copy exists, copies
+    /// with no name left (a migrated file's old copy, kept alive by handles
+    /// still open on it).
+    async fn locate_avoiding(&self, gfid: &Gfid, moved_from: Option<usize>) -> Result<Place, Errno> {
         if let Some(p) = self.place_of(gfid) {
-            return Ok(p);
+            if moved_from.is_none_or(|m| p != Place::File(m)) {
+                return Ok(p);
+            }
         }
         let results = self.everywhere(&Fop::GetAttr { gfid: *gfid }).await;
         let mut first_err = None;
+        let mut unnamed = None;
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 Ok((Reply::Attr(a), _)) if a.is_dir() => {
                     self.remember(*gfid, Place::Dir);
                     return Ok(Place::Dir);
                 }
-                Ok((Reply::Attr(a), _)) if a.linkto.is_none() => {
+                Ok((Reply::Attr(a), _)) if a.linkto.is_none() && Some(i) != moved_from => {
+                    if a.nlink == 0 {
+                        unnamed.get_or_insert(i);
+                        continue;
+                    }
                     self.remember(*gfid, Place::File(i));
                     return Ok(Place::File(i));
                 }
@@ -239,6 +254,9 @@ impl Distribute {
                     first_err.get_or_insert(e);
                 }
             }
+        }
+        if let Some(i) = unnamed {
+            return Ok(Place::File(i));
         }
         Err(first_err.unwrap_or(Errno(libc::ESTALE)))
     }
@@ -331,13 +349,14 @@ impl Distribute {
 
     /// Opens `fh`'s file again where it lives now (it was migrated, or its
     /// subvolume was rebuilt) and lets go of the old handle.
-    async fn reopen(&self, fh: u64) -> Result<(), Errno> {
+    async fn reopen(&self, fh: u64, moved: bool) -> Result<(), Errno> {
         let old = self.handle(fh)?;
         let mut pause = Duration::from_millis(2);
         let mut last = Errno(libc::ESTALE);
+        let mut avoid = moved.then_some(old.idx);
         for _ in 0..MOVE_TRIES {
             self.forget(&old.gfid);
-            let Place::File(i) = self.locate(&old.gfid).await? else {
+            let Place::File(i) = self.locate_avoiding(&old.gfid, avoid).await? else {
                 return Err(Errno(libc::EISDIR));
             };
             let layer = self.layer_of(i)?;
@@ -365,7 +384,10 @@ impl Distribute {
                     return Ok(());
                 }
                 Ok(_) => return Err(Errno(libc::EIO)),
-                Err(e) if is_moved(&e) => last = e,
+                Err(e) if is_moved(&e) => {
+                    avoid = Some(i);
+                    last = e;
+                }
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(pause).await;
@@ -388,7 +410,7 @@ impl Distribute {
             for fh in &handles {
                 let h = self.handle(*fh)?;
                 if !self.is_current(&h) && tries < MOVE_TRIES {
-                    self.reopen(*fh).await?;
+                    self.reopen(*fh, false).await?;
                 }
                 mapped.push((*fh, self.handle(*fh)?));
             }
@@ -407,7 +429,7 @@ impl Distribute {
             match first.layer.call(child_op, payload.clone()).await {
                 Err(e) if tries < MOVE_TRIES && (is_moved(&e) || (tries == 1 && e.0 == libc::EBADF)) => {
                     for fh in &handles {
-                        self.reopen(*fh).await?;
+                        self.reopen(*fh, is_moved(&e)).await?;
                     }
                 }
                 r => return r,
@@ -468,7 +490,8 @@ impl Distribute {
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
             self.forget(&gfid);
-            match self.locate(&gfid).await {
+            let moved_from = matches!(&r, Err(e) if is_moved(e)).then_some(at);
+            match self.locate_avoiding(&gfid, moved_from).await {
                 Ok(Place::File(j)) => at = j,
                 Ok(Place::Dir) => return (r, at),
                 Err(e) => return (Err(e), at),

@@ -385,7 +385,9 @@ impl Distribute {
     }
 
     /// Would moving `size` bytes leave `to` with a smaller free share than
-    /// `from` has now? (gluster's check without `force`.)
+    /// `from` would then have? In whole percent, as gluster's
+    /// `__dht_check_free_space` (so bricks sharing a file system, whose
+    /// shares move together, do not refuse every file).
     async fn has_room_for(&self, from: usize, to: usize, size: u64) -> bool {
         let statfs = |i| async move {
             match self.on(i, Fop::Statfs).await {
@@ -396,12 +398,11 @@ impl Distribute {
         let (Some(f), Some(t)) = (statfs(from).await, statfs(to).await) else {
             return false;
         };
-        let share = |avail: u64, blocks: u64| avail as f64 / blocks as f64;
-        let to_after = share(
-            (t.bavail * u64::from(t.frsize)).saturating_sub(size) / u64::from(t.frsize.max(1)),
-            t.blocks,
-        );
-        to_after >= share(f.bavail, f.blocks)
+        let bytes = |blocks: u64, frsize: u32| u128::from(blocks) * u128::from(frsize.max(1));
+        let size = u128::from(size);
+        let dst_after = bytes(t.bavail, t.frsize).saturating_sub(size) * 100 / bytes(t.blocks, t.frsize);
+        let src_after = (bytes(f.bavail, f.frsize) + size) * 100 / bytes(f.blocks, f.frsize);
+        dst_after >= src_after
     }
 
     /// Makes sure `name`'s hashed subvolume `at` has a link file to `data`.
