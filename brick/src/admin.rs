@@ -204,11 +204,11 @@ impl Node {
                 action: RebalanceAction::Status,
             } => {
                 let spec = self.volume_spec(&name)?;
-                Ok(AdminReply::Rebalance(RebalanceStatus {
+                Ok(AdminReply::Rebalance(Box::new(RebalanceStatus {
                     volume: name,
                     task: spec.task.clone(),
                     nodes: vec![self.rebalance.local_status(self, &spec)],
-                }))
+                })))
             }
             other => bail!("{other:?} is not a per-node report"),
         }
@@ -1339,11 +1339,11 @@ impl Node {
                 })?;
                 let spec = self.volume_spec(name)?;
                 let task = spec.task.clone().unwrap_or(task);
-                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+                Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
             }
             RebalanceAction::Status => {
                 let task = self.rebalance_task(&spec)?;
-                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+                Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
             }
         }
     }
@@ -1389,7 +1389,7 @@ impl Node {
                         return None;
                     }
                     match peers.call(node, req, FAN_OUT_TIMEOUT).await {
-                        Ok(PoolReply::Report(AdminReply::Rebalance(st))) => Some(st),
+                        Ok(PoolReply::Report(AdminReply::Rebalance(st))) => Some(*st),
                         Ok(other) => {
                             tracing::warn!(%node, reply = ?other, "unexpected rebalance status reply");
                             None
@@ -1513,7 +1513,7 @@ impl Node {
             }
             RemoveBrickAction::Status => {
                 let task = this_task()?;
-                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+                Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
             }
             RemoveBrickAction::Stop => {
                 let task = this_task()?;
@@ -1526,7 +1526,7 @@ impl Node {
                 })?;
                 let spec = self.volume_spec(name)?;
                 let task = spec.task.clone().unwrap_or(task);
-                Ok(AdminReply::Rebalance(self.task_status(&spec, &task)))
+                Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
             }
             RemoveBrickAction::Commit => {
                 let task = this_task().map_err(|e| {

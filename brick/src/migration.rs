@@ -280,7 +280,7 @@ mod tests {
         // Reads are not held back.
         assert!(m.enter(brick, Concern::Uses(gfid)).await.is_ok());
         m.mark_moved(brick, gfid, 7).unwrap();
-        let err = writer.await.unwrap().err().expect("moved");
+        let err = writer.await.unwrap().expect_err("moved");
         assert_eq!(err.errno, libc::EREMCHG);
         assert_eq!(
             m.enter(brick, Concern::Uses(gfid)).await.err().unwrap().errno,

@@ -52,9 +52,11 @@ pub struct Graph {
 struct Parts {
     nodes: HashMap<String, Arc<NodeClient>>,
     bricks: HashMap<(Uuid, String), Arc<dyn Subvolume>>,
-    /// A replica set by its bricks (id and node, in order) and arbiter flag.
-    sets: HashMap<(Vec<(Uuid, String)>, bool), Arc<dyn Subvolume>>,
+    sets: HashMap<SetKey, Arc<dyn Subvolume>>,
 }
+
+/// A replica set by its bricks (id and node, in order) and arbiter flag.
+type SetKey = (Vec<(Uuid, String)>, bool);
 
 /// Is a rebalance or remove-brick migrating now (some node not finished)?
 pub fn rebalancing(spec: &VolumeSpec) -> bool {

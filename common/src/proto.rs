@@ -1008,7 +1008,7 @@ pub enum AdminReply {
     Peers(Vec<PeerInfo>),
     HealInfo(Vec<BrickHealInfo>),
     HealStats(Vec<BrickHealStats>),
-    Rebalance(RebalanceStatus),
+    Rebalance(Box<RebalanceStatus>),
 }
 
 /// One brick's part of `volume heal VOL info`.
@@ -1129,6 +1129,10 @@ pub enum Reply {
     Checksums(Vec<Option<u64>>),
 }
 
+// A reply lives for one request and is moved a few times; boxing the
+// large variants (a volume spec with its task) would cost an allocation on
+// every file operation's reply to save a copy on rare management ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Response {
     Ok(Reply),

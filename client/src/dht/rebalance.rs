@@ -77,6 +77,13 @@ pub struct Plan {
     pub owns: Arc<Owner>,
 }
 
+/// A name's entries in one directory, by subvolume.
+#[derive(Default)]
+struct Copies {
+    data: Vec<(usize, DirEntry)>,
+    links: Vec<(usize, DirEntry)>,
+}
+
 /// How one file's move ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Moved {
@@ -183,17 +190,16 @@ impl Distribute {
     /// subvolume and belong to this worker; removes stale link files.
     pub async fn migrate_dir(&self, dir: Gfid, plan: &Plan, counters: &Counters, stop: &AtomicBool) {
         let kids = self.kids();
-        // name → (data copies, link copies) by subvolume.
-        let mut names: BTreeMap<Vec<u8>, (Vec<(usize, DirEntry)>, Vec<(usize, DirEntry)>)> = BTreeMap::new();
+        let mut names: BTreeMap<Vec<u8>, Copies> = BTreeMap::new();
         for i in 0..kids.len() {
             match self.list_on(i, dir).await {
                 Ok(entries) => {
                     for e in entries.into_iter().filter(|e| e.kind != libc::S_IFDIR) {
                         let slot = names.entry(e.name.clone()).or_default();
                         if e.linkto.is_some() {
-                            slot.1.push((i, e));
+                            slot.links.push((i, e));
                         } else {
-                            slot.0.push((i, e));
+                            slot.data.push((i, e));
                         }
                     }
                 }
@@ -214,7 +220,7 @@ impl Distribute {
                 return;
             }
         };
-        for (name, (data, links)) in names {
+        for (name, Copies { data, links }) in names {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
