@@ -1036,6 +1036,20 @@ fn brick_nodes(bricks: &[BrickSpec]) -> Vec<String> {
     nodes
 }
 
+/// A new task of `kind` for `spec`: every node with bricks takes part, and
+/// its fix-layout writes the next layout generation.
+fn new_task(spec: &VolumeSpec, kind: RebalanceKind) -> RebalanceTask {
+    RebalanceTask {
+        id: Uuid::new_v4(),
+        kind,
+        commit: next_commit(spec),
+        started: now_unix(),
+        stopped: false,
+        nodes: brick_nodes(&spec.bricks),
+        finished: BTreeMap::new(),
+    }
+}
+
 /// The layout generation a new task's fix-layout writes: above the
 /// volume's and above any earlier task's (a stopped run may have written
 /// its own).
@@ -1306,15 +1320,7 @@ impl Node {
                     RebalanceAction::Start { force } => RebalanceKind::Migrate { force },
                     _ => RebalanceKind::FixLayout,
                 };
-                let task = RebalanceTask {
-                    id: Uuid::new_v4(),
-                    kind,
-                    commit: next_commit(&spec),
-                    started: now_unix(),
-                    stopped: false,
-                    nodes: brick_nodes(&spec.bricks),
-                    finished: BTreeMap::new(),
-                };
+                let task = new_task(&spec, kind);
                 let id = task.id;
                 self.commit(Command::StartTask {
                     name: name.to_string(),
@@ -1494,15 +1500,7 @@ impl Node {
                         down.brick.label()
                     );
                 }
-                let task = RebalanceTask {
-                    id: Uuid::new_v4(),
-                    kind: RebalanceKind::RemoveBrick { bricks: ids.clone() },
-                    commit: next_commit(&spec),
-                    started: now_unix(),
-                    stopped: false,
-                    nodes: brick_nodes(&spec.bricks),
-                    finished: BTreeMap::new(),
-                };
+                let task = new_task(&spec, RebalanceKind::RemoveBrick { bricks: ids.clone() });
                 let id = task.id;
                 self.commit(Command::StartTask {
                     name: name.to_string(),

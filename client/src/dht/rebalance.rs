@@ -275,22 +275,8 @@ impl Distribute {
     /// Removes `name` on subvolume `idx` if it is still a link file for
     /// `gfid` (a data file that arrived meanwhile stays).
     async fn remove_if_link(&self, idx: usize, dir: Gfid, name: &[u8], gfid: Gfid) {
-        let look = Fop::Lookup {
-            parent: dir,
-            name: name.to_vec(),
-        };
-        if let Ok((Reply::Entry(a), _)) = self.on(idx, look).await {
-            if a.linkto.is_some() && a.gfid == gfid {
-                let _ = self
-                    .on(
-                        idx,
-                        Fop::Unlink {
-                            parent: dir,
-                            name: name.to_vec(),
-                        },
-                    )
-                    .await;
-            }
+        if let Ok(layer) = self.layer_of(idx) {
+            remove_name(&layer, dir, name, gfid, true).await;
         }
     }
 
@@ -369,7 +355,7 @@ impl Distribute {
         src: &Child,
         gfid: Gfid,
     ) -> Result<Moved, Errno> {
-        self.remove_child_link(at, dir, name, gfid).await;
+        remove_name(&at.layer, dir, name, gfid, true).await;
         let link = Fop::Link {
             gfid,
             new_parent: dir,
@@ -386,7 +372,7 @@ impl Distribute {
                 self.ensure_link(&kids[h], at, dir, name, gfid).await?;
             }
         }
-        self.remove_child_entry(src, dir, name, gfid).await;
+        remove_name(&src.layer, dir, name, gfid, false).await;
         Ok(Moved::Done(0))
     }
 
@@ -491,7 +477,7 @@ impl Distribute {
         // The link file standing for it goes first; the name resolves
         // through the other subvolumes in between (the directory is not
         // settled while a rebalance runs).
-        self.remove_child_link(dst, dir, name, attr.gfid).await;
+        remove_name(&dst.layer, dir, name, attr.gfid, true).await;
         dst.layer.call(make, Bytes::new()).await?;
         let set = SetAttr {
             atime: Some(TimeSet::At(attr.atime)),
@@ -511,54 +497,8 @@ impl Distribute {
                 )
                 .await;
         }
-        self.remove_child_entry(src, dir, name, attr.gfid).await;
+        remove_name(&src.layer, dir, name, attr.gfid, false).await;
         Ok(Moved::Done(0))
-    }
-
-    async fn remove_child_link(&self, at: &Child, dir: Gfid, name: &[u8], gfid: Gfid) {
-        let look = Fop::Lookup {
-            parent: dir,
-            name: name.to_vec(),
-        };
-        if let Ok((Reply::Entry(a), _)) = at.layer.call(look, Bytes::new()).await {
-            if a.gfid == gfid && a.linkto.is_some() {
-                let _ = at
-                    .layer
-                    .call(
-                        Fop::Unlink {
-                            parent: dir,
-                            name: name.to_vec(),
-                        },
-                        Bytes::new(),
-                    )
-                    .await;
-            }
-        }
-    }
-
-    /// Removes `name` from `at` if it still names `gfid`.
-    async fn remove_child_entry(&self, at: &Child, dir: Gfid, name: &[u8], gfid: Gfid) {
-        let look = Fop::Lookup {
-            parent: dir,
-            name: name.to_vec(),
-        };
-        if let Ok((Reply::Entry(a), _)) = at.layer.call(look, Bytes::new()).await {
-            if a.gfid == gfid {
-                if let Err(e) = at
-                    .layer
-                    .call(
-                        Fop::Unlink {
-                            parent: dir,
-                            name: name.to_vec(),
-                        },
-                        Bytes::new(),
-                    )
-                    .await
-                {
-                    tracing::warn!(%dir, name = %String::from_utf8_lossy(name), errno = e.0, "could not remove a migrated file's old copy");
-                }
-            }
-        }
     }
 
     /// Moves a regular file's data (see the module comment); returns the
@@ -580,7 +520,7 @@ impl Distribute {
         if result.is_ok() {
             // Lookups and opens of the gfid must find the new copy.
             self.remember(gfid, Place::File(self.child_by_id(&dst.id).unwrap_or(0)));
-            self.remove_child_entry(src, dir, name, gfid).await;
+            remove_name(&src.layer, dir, name, gfid, false).await;
         }
         result
     }
@@ -664,6 +604,29 @@ impl Distribute {
             let _ = src.layer.call(freeze(false), Bytes::new()).await;
         }
         finished
+    }
+}
+
+/// Removes `name` in `dir` from one subvolume if it still names `gfid`
+/// (and, with `links_only`, only if it is a link file there): what was
+/// listed may have changed since.
+async fn remove_name(at: &Arc<dyn Subvolume>, dir: Gfid, name: &[u8], gfid: Gfid, links_only: bool) {
+    let look = Fop::Lookup {
+        parent: dir,
+        name: name.to_vec(),
+    };
+    let Ok((Reply::Entry(a), _)) = at.call(look, Bytes::new()).await else {
+        return;
+    };
+    if a.gfid != gfid || (links_only && a.linkto.is_none()) {
+        return;
+    }
+    let unlink = Fop::Unlink {
+        parent: dir,
+        name: name.to_vec(),
+    };
+    if let Err(e) = at.call(unlink, Bytes::new()).await {
+        tracing::warn!(%dir, name = %String::from_utf8_lossy(name), errno = e.0, "could not remove a migrated file's old name");
     }
 }
 
