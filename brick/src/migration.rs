@@ -245,6 +245,17 @@ impl Migrations {
         Ok(())
     }
 
+    /// The file is coming (back) to this brick: a link file for it is
+    /// being made or pointed anew, so an old copy's "moved" mark must not
+    /// refuse the new one.
+    pub fn arriving(&self, brick: Uuid, gfid: Gfid) {
+        self.state
+            .lock()
+            .expect("migrations poisoned")
+            .moved
+            .remove(&(brick, gfid));
+    }
+
     /// A migrator's connection ended: its freezes end with it.
     pub fn release_connection(&self, conn: u64) {
         let mut st = self.state.lock().expect("migrations poisoned");
@@ -286,6 +297,17 @@ mod tests {
             m.enter(brick, Concern::Uses(gfid)).await.err().unwrap().errno,
             libc::EREMCHG
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_comes_back_is_served_again() {
+        let m = Migrations::default();
+        let (brick, gfid) = ids();
+        m.freeze(brick, gfid, 3).await.unwrap();
+        m.mark_moved(brick, gfid, 3).unwrap();
+        assert!(m.enter(brick, Concern::Uses(gfid)).await.is_err());
+        m.arriving(brick, gfid);
+        assert!(m.enter(brick, Concern::Changes(gfid)).await.is_ok());
     }
 
     #[tokio::test]

@@ -315,6 +315,9 @@ impl Server {
             files.get(&fh).filter(|f| f.brick == brick_id).map(|f| f.gfid)
         });
         let _pass = self.migrations.enter(brick_id, concern).await?;
+        if let Fop::MakeLink { gfid, .. } | Fop::SetLinkto { gfid, .. } = &op {
+            self.migrations.arriving(brick_id, *gfid);
+        }
         match op {
             Fop::MigrateFreeze { gfid, freeze } => {
                 if freeze {

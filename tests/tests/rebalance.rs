@@ -205,4 +205,36 @@ fn rebalance_brings_back_files_lookups_cannot_find() {
     let m = std::fs::symlink_metadata(bricks[link_at].join(&moved)).expect("moved to its hashed brick");
     assert_ne!(m.mode() & 0o7777, 0o1000);
     assert!(!bricks[data_at].join(&moved).exists());
+
+    // Draining that brick moves the file back where it came from (whose
+    // brick still remembers it moved away) and everything else with it.
+    let leaving = [b0.as_str(), b1.as_str()][link_at];
+    pool.node(0).cli_ok(&["volume", "remove-brick", "ov", leaving, "start"]);
+    let status = ["volume", "remove-brick", "ov", leaving, "status"];
+    let rows = wait_completed(&pool, &status, Duration::from_secs(120));
+    assert_eq!(
+        sum(&rows, "failures") + sum(&rows, "skipped"),
+        0,
+        "{rows:#?}\n{}",
+        warnings(&pool)
+    );
+    pool.node(0)
+        .cli_ok(&["volume", "remove-brick", "ov", leaving, "commit"]);
+    std::thread::sleep(Duration::from_secs(6)); // the mount's spec poll
+    assert_eq!(std::fs::read_to_string(mnt.join(&moved)).unwrap(), format!("{n}"));
+    for i in (0..40).filter(|&i| i != n) {
+        let name = if i < n {
+            format!("A/moved{i}")
+        } else {
+            format!("A/f{i}")
+        };
+        assert_eq!(
+            std::fs::read_to_string(mnt.join(&name)).unwrap(),
+            format!("{i}"),
+            "{name}"
+        );
+    }
+    assert_eq!(std::fs::read(mnt.join("A/orphan0")).unwrap(), b"zero");
+    assert_eq!(std::fs::read(mnt.join("A/orphan1")).unwrap(), b"one");
+    assert!(data_files(&bricks[link_at]).is_empty());
 }

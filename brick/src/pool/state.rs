@@ -318,7 +318,10 @@ impl PoolState {
             .finished
             .values()
             .all(|r| r.state == TaskState::Completed && r.failures == 0);
-        if all_done && clean && matches!(task.kind, RebalanceKind::Migrate { .. }) {
+        // Every file now sits where the task's layouts say (or behind a
+        // link file there): those layouts are settled. A fix-layout alone
+        // never settles, as gluster's.
+        if all_done && clean && !matches!(task.kind, RebalanceKind::FixLayout) {
             v.layout_commit = task.commit;
         }
         v.version += 1;
@@ -764,6 +767,20 @@ mod tests {
             let v = &s.volumes["gv0"];
             assert_eq!(v.layout_commit, cairn_common::layout::INITIAL_COMMIT);
             assert!(v.task.as_ref().unwrap().finished.contains_key("h1:1"));
+        }
+        // A clean migration, by rebalance or by remove-brick, settles once
+        // the last node reports.
+        for kind in [
+            RebalanceKind::Migrate { force: false },
+            RebalanceKind::RemoveBrick { bricks: vec![] },
+        ] {
+            let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b2")]));
+            let t = task(kind, &["h1:1", "h2:1"]);
+            start(&mut s, &t, vec![]).unwrap();
+            finish(&mut s, &t, report("h1:1", TaskState::Completed, 0)).unwrap();
+            assert_eq!(s.volumes["gv0"].layout_commit, cairn_common::layout::INITIAL_COMMIT);
+            finish(&mut s, &t, report("h2:1", TaskState::Completed, 0)).unwrap();
+            assert_eq!(s.volumes["gv0"].layout_commit, t.commit);
         }
         // A report for another task is refused.
         let mut s = pool_with(spec("gv0", &[("h1:1", "/b1"), ("h2:1", "/b2")]));

@@ -506,6 +506,14 @@ impl Distribute {
     async fn migrate_file(&self, dir: Gfid, name: &[u8], src: &Child, dst: &Child, attr: Attr) -> Result<u64, Errno> {
         let gfid = attr.gfid;
         self.ensure_link(dst, src, dir, name, gfid).await?;
+        // Said again even when the link file was right: it also tells the
+        // destination's bricks that the file is arriving (a copy that once
+        // moved away from there is marked moved).
+        let point = Fop::SetLinkto {
+            gfid,
+            target: Some(src.id),
+        };
+        dst.layer.call(point, Bytes::new()).await?;
         let s = Handle::open(&src.layer, gfid, libc::O_RDONLY).await?;
         let d = match Handle::open(&dst.layer, gfid, libc::O_RDWR).await {
             Ok(d) => d,

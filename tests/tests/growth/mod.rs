@@ -156,6 +156,28 @@ pub struct Load {
     blocks: Arc<AtomicU64>,
     created: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// fio writing crc32c-verified blocks, rate-limited so it lasts.
+    fio: std::process::Child,
+}
+
+/// fio's verified-write job on `dir/fio.dat` (or its verification).
+fn fio_job(dir: &Path, verify_only: bool) -> std::process::Command {
+    let mut c = std::process::Command::new("fio");
+    c.args([
+        "--name=rebalance",
+        "--rw=write",
+        "--bs=64k",
+        "--size=24M",
+        "--ioengine=psync",
+        "--verify=crc32c",
+        "--do_verify=0",
+        "--end_fsync=1",
+        "--output-format=terse",
+    ])
+    .arg(format!("--filename={}", dir.join("fio.dat").display()))
+    .stdout(std::process::Stdio::null());
+    c.arg(if verify_only { "--verify_only" } else { "--rate=1m" });
+    c
 }
 
 impl Load {
@@ -204,20 +226,30 @@ impl Load {
                 }
             }));
         }
+        let fio = fio_job(&mnt.join("live"), false)
+            .spawn()
+            .expect("fio is installed (.ci/run installs it)");
         Load {
             stop,
             blocks,
             created,
             threads,
+            fio,
         }
     }
 
     /// Stops both and checks every acknowledged block and file.
-    pub fn finish(self, mnt: &Path) {
+    pub fn finish(mut self, mnt: &Path) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads {
             t.join().expect("load thread panicked");
         }
+        // fio ends on its own (24 MiB at 1 MiB/s at most) and must have
+        // seen no error; then every block it wrote must verify.
+        let status = self.fio.wait().expect("waiting for fio");
+        assert!(status.success(), "fio failed during the rebalance: {status}");
+        let verify = fio_job(&mnt.join("live"), true).status().expect("fio verify");
+        assert!(verify.success(), "fio's blocks did not verify after the rebalance");
         let blocks = self.blocks.load(Ordering::SeqCst);
         let data = std::fs::read(mnt.join("live/stream.bin")).expect("read the stream file");
         assert_eq!(data.len() as u64, blocks * BLOCK, "the open file lost its tail");
