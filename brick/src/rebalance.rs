@@ -204,6 +204,11 @@ async fn run(node: &Arc<Node>, spec: &VolumeSpec, task: &RebalanceTask, shared: 
                 // Leaving bricks must be emptied whatever the space.
                 _ => true,
             },
+            parallel: match cairn_common::options::effective(&spec.options, "cluster.rebal-throttle") {
+                "lazy" => 1,
+                "aggressive" => 8,
+                _ => 4,
+            },
             owns: owner(node, spec),
         };
         for dir in dirs {

@@ -114,6 +114,12 @@ pub const OPTIONS: &[OptionDef] = &[
         description: "A subvolume with less free space than this takes no new files; they go elsewhere with a link file.",
     },
     OptionDef {
+        key: "cluster.rebal-throttle",
+        kind: Kind::Choice(&["lazy", "normal", "aggressive"]),
+        default: "normal",
+        description: "Files each node's rebalance worker moves at once: lazy 1, normal 4, aggressive 8.",
+    },
+    OptionDef {
         key: "cluster.lookup-optimize",
         kind: Kind::Bool,
         default: "on",

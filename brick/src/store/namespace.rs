@@ -187,6 +187,21 @@ impl Brick {
     /// atomically: it is made unnamed (O_TMPFILE), given its gfid and target,
     /// and only then linked in, so no reader ever sees a half-made one.
     pub fn make_link(&self, parent: &Gfid, name: &[u8], gfid: &Gfid, target: &uuid::Uuid) -> FsResult<Attr> {
+        // Another name of this file already stands here (the link file of
+        // another hard link, or the data itself): the new name joins that
+        // inode, so all of a file's names on a brick are one inode — the
+        // one its gfid handle reaches (gluster's posix links to an existing
+        // gfid handle likewise). Else rebalance would fill one of two
+        // inodes and leave the other name a link file.
+        if let Ok(Node::File(_)) = self.resolve(gfid) {
+            self.link(gfid, parent, name)?;
+            let attr = self.lookup(parent, name)?;
+            if attr.linkto.is_some_and(|t| t != *target) {
+                self.set_linkto(gfid, Some(target))?;
+                return self.lookup(parent, name);
+            }
+            return Ok(attr);
+        }
         let cname = self.entry_name(parent, name)?;
         let dir = self.dir_fd(parent)?;
         let fd = sys::open_beneath(dir.as_fd(), c".", libc::O_TMPFILE | libc::O_WRONLY, libc::S_ISVTX)

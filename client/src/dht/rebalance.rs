@@ -74,6 +74,8 @@ pub struct Plan {
     pub migrate: bool,
     /// Move files even onto a subvolume with less free space than theirs.
     pub force: bool,
+    /// Files moved at once (`cluster.rebal-throttle`).
+    pub parallel: usize,
     pub owns: Arc<Owner>,
 }
 
@@ -220,56 +222,118 @@ impl Distribute {
                 return;
             }
         };
-        for (name, Copies { data, links }) in names {
+        // Names of one hard-linked file must not move at once (the first
+        // moves the file, the others follow it): those go one by one,
+        // after the rest.
+        let (linked, single): (Vec<_>, Vec<_>) = names
+            .into_iter()
+            .partition(|(_, c)| c.data.first().and_then(|(_, e)| e.attr).is_some_and(|a| a.nlink > 1));
+        // Files move a few at once: each move is a chain of round trips,
+        // so one at a time leaves the network and disks mostly idle.
+        let slots = tokio::sync::Semaphore::new(plan.parallel.max(1));
+        let moves = single.into_iter().map(|(name, copies)| {
+            let (slots, layout) = (&slots, &layout);
+            async move {
+                let Ok(_slot) = slots.acquire().await else { return };
+                if !stop.load(Ordering::Relaxed) {
+                    self.settle_name(dir, &name, copies, layout, plan, counters).await;
+                }
+            }
+        });
+        crate::layer::join_all(moves).await;
+        for (name, copies) in linked {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let Some(hashed) = layout.hashed(&name) else {
+            self.settle_name(dir, &name, copies, &layout, plan, counters).await;
+        }
+    }
+
+    /// One name of a listed directory: moves its file if it is not on
+    /// its hashed subvolume and is this worker's; removes dangling link
+    /// files.
+    async fn settle_name(
+        &self,
+        dir: Gfid,
+        name: &[u8],
+        Copies { data, links }: Copies,
+        layout: &super::layouts::DirLayout,
+        plan: &Plan,
+        counters: &Counters,
+    ) {
+        let Some(hashed) = layout.hashed(name) else {
+            Counters::add(&counters.failures, 1);
+            return;
+        };
+        let data = if data.len() > 1 {
+            // Seen on two subvolumes: most likely another node moved it
+            // between our listings of the two. Look again.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.still_data(dir, name, data).await
+        } else {
+            data
+        };
+        let Some((source, entry)) = data.first() else {
+            // Only link files: the file went; they point nowhere.
+            for (i, l) in &links {
+                if plan.owns.as_ref()(*i, &l.gfid) {
+                    self.remove_if_link(*i, dir, name, l.gfid).await;
+                }
+            }
+            return;
+        };
+        if !plan.owns.as_ref()(*source, &entry.gfid) {
+            return;
+        }
+        Counters::add(&counters.scanned, 1);
+        if data.len() > 1 {
+            tracing::error!(%dir, name = %String::from_utf8_lossy(name), "a file has data on two subvolumes; left alone");
+            Counters::add(&counters.failures, 1);
+            return;
+        }
+        if *source == hashed || !plan.migrate {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.migrate_entry(dir, name, *source, hashed, entry, plan).await {
+            Ok(Moved::Done(bytes)) => {
+                Counters::add(&counters.files, 1);
+                Counters::add(&counters.bytes, bytes);
+                tracing::debug!(%dir, name = %String::from_utf8_lossy(name), from = source, to = hashed, bytes, ms = started.elapsed().as_millis() as u64, "file migrated");
+                // Link files elsewhere pointed at the old place.
+                for (i, l) in links.iter().filter(|(i, _)| *i != hashed) {
+                    self.remove_if_link(*i, dir, name, l.gfid).await;
+                }
+            }
+            Ok(Moved::Skipped(why)) => {
+                tracing::info!(%dir, name = %String::from_utf8_lossy(name), why, "file not migrated");
+                Counters::add(&counters.skipped, 1);
+            }
+            Err(e) => {
+                tracing::warn!(%dir, name = %String::from_utf8_lossy(name), errno = e.0, "file migration failed");
                 Counters::add(&counters.failures, 1);
-                continue;
+            }
+        }
+    }
+
+    /// Which of `copies` of `name` are still data files (not link files,
+    /// nor gone).
+    async fn still_data(&self, dir: Gfid, name: &[u8], copies: Vec<(usize, DirEntry)>) -> Vec<(usize, DirEntry)> {
+        let mut kept = Vec::new();
+        for (i, mut e) in copies {
+            let look = Fop::Lookup {
+                parent: dir,
+                name: name.to_vec(),
             };
-            let Some((source, entry)) = data.first() else {
-                // Only link files: the file went; they point nowhere.
-                for (i, l) in &links {
-                    if plan.owns.as_ref()(*i, &l.gfid) {
-                        self.remove_if_link(*i, dir, &name, l.gfid).await;
-                    }
-                }
-                continue;
-            };
-            if !plan.owns.as_ref()(*source, &entry.gfid) {
-                continue;
-            }
-            Counters::add(&counters.scanned, 1);
-            if data.len() > 1 {
-                tracing::error!(%dir, name = %String::from_utf8_lossy(&name), "a file has data on two subvolumes; left alone");
-                Counters::add(&counters.failures, 1);
-                continue;
-            }
-            if *source == hashed || !plan.migrate {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            match self.migrate_entry(dir, &name, *source, hashed, entry, plan).await {
-                Ok(Moved::Done(bytes)) => {
-                    Counters::add(&counters.files, 1);
-                    Counters::add(&counters.bytes, bytes);
-                    tracing::debug!(%dir, name = %String::from_utf8_lossy(&name), from = source, to = hashed, bytes, ms = started.elapsed().as_millis() as u64, "file migrated");
-                    // Link files elsewhere pointed at the old place.
-                    for (i, l) in links.iter().filter(|(i, _)| *i != hashed) {
-                        self.remove_if_link(*i, dir, &name, l.gfid).await;
-                    }
-                }
-                Ok(Moved::Skipped(why)) => {
-                    tracing::info!(%dir, name = %String::from_utf8_lossy(&name), why, "file not migrated");
-                    Counters::add(&counters.skipped, 1);
-                }
-                Err(e) => {
-                    tracing::warn!(%dir, name = %String::from_utf8_lossy(&name), errno = e.0, "file migration failed");
-                    Counters::add(&counters.failures, 1);
+            if let Ok((Reply::Entry(a), _)) = self.on(i, look).await {
+                if a.linkto.is_none() && !a.is_dir() {
+                    e.gfid = a.gfid;
+                    e.attr = Some(a);
+                    kept.push((i, e));
                 }
             }
         }
+        kept
     }
 
     /// Removes `name` on subvolume `idx` if it is still a link file for
