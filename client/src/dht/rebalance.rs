@@ -372,6 +372,30 @@ impl Distribute {
         if kind != libc::S_IFREG {
             return self.recreate_entry(dir, name, &src, &dst, &attr).await;
         }
+        // Already at its destination under this name: an earlier name of a
+        // hard-linked file moved the inode (all of a file's names on a
+        // brick are one inode), or an earlier run stopped after the switch.
+        // The old name goes only if its copy is known to have moved away.
+        let here = Fop::Lookup {
+            parent: dir,
+            name: name.to_vec(),
+        };
+        if let Ok((Reply::Entry(a), _)) = dst.layer.call(here, Bytes::new()).await {
+            if a.gfid == attr.gfid && a.linkto.is_none() {
+                return match Handle::open(&src.layer, attr.gfid, libc::O_RDONLY).await {
+                    Err(Errno(libc::EREMCHG)) => {
+                        remove_name(&src.layer, dir, name, attr.gfid, false).await;
+                        Ok(Moved::Done(0))
+                    }
+                    Ok(h) => {
+                        h.close().await;
+                        tracing::error!(%dir, name = %String::from_utf8_lossy(name), "the file has data on two subvolumes; left alone");
+                        Err(Errno(libc::EEXIST))
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+        }
         if attr.nlink > 1 {
             if !self.is_drained(&src) {
                 // Hard links stay together where they are, reached through

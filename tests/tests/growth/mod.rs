@@ -137,7 +137,10 @@ pub fn warnings(pool: &Pool) -> String {
             std::fs::read_to_string(pool.log(i))
                 .unwrap_or_default()
                 .lines()
-                .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("no leader"))
+                .filter(|l| {
+                    (l.contains("WARN") || l.contains("ERROR") || l.contains("dht::rebalance"))
+                        && !l.contains("no leader")
+                })
                 .map(|l| format!("node {i}: {l}"))
                 .collect::<Vec<_>>()
         })
