@@ -256,6 +256,20 @@ impl Migrations {
             .remove(&(brick, gfid));
     }
 
+    /// Has this file moved away from this brick?
+    pub fn is_moved(&self, brick: Uuid, gfid: Gfid) -> bool {
+        self.state
+            .lock()
+            .expect("migrations poisoned")
+            .moved
+            .contains_key(&(brick, gfid))
+    }
+
+    /// Has any file moved away from any brick here (since start)?
+    pub fn any_moved(&self) -> bool {
+        !self.state.lock().expect("migrations poisoned").moved.is_empty()
+    }
+
     /// A migrator's connection ended: its freezes end with it.
     pub fn release_connection(&self, conn: u64) {
         let mut st = self.state.lock().expect("migrations poisoned");

@@ -318,6 +318,24 @@ impl Server {
         if let Fop::MakeLink { gfid, .. } | Fop::SetLinkto { gfid, .. } = &op {
             self.migrations.arriving(brick_id, *gfid);
         }
+        if let Fop::Unlink { parent, name } = &op {
+            // The old copy of a migrated file loses its last name: its
+            // handle goes with it, open or not (see `drop_moved_handle`).
+            if self.migrations.any_moved() {
+                let moved = brick
+                    .lookup(parent, name)
+                    .ok()
+                    .map(|a| a.gfid)
+                    .filter(|g| self.migrations.is_moved(brick_id, *g));
+                if let Some(gfid) = moved {
+                    let r = blocking_fop(&brick, state, op, payload);
+                    if r.is_ok() {
+                        brick.drop_moved_handle(&gfid);
+                    }
+                    return r;
+                }
+            }
+        }
         match op {
             Fop::MigrateFreeze { gfid, freeze } => {
                 if freeze {

@@ -153,6 +153,23 @@ impl Brick {
         }
     }
 
+    /// The last name of a file that migrated to another subvolume went:
+    /// its handle goes too, even while the file is open here, so nothing
+    /// reaches this copy by gfid again — not even a client reopening its
+    /// handles after this daemon restarts (the "moved" mark lives in
+    /// memory), which would otherwise write to a copy no name leads to.
+    pub fn drop_moved_handle(&self, gfid: &Gfid) {
+        let handle = Self::handle_name(gfid);
+        let _guard = self.link_lock.lock().expect("link lock poisoned");
+        if let Ok(st) = sys::stat_at(self.files.as_fd(), &handle) {
+            if st.st_nlink <= 1 {
+                if let Err(e) = sys::unlink_at(self.files.as_fd(), &handle, false) {
+                    tracing::warn!(%gfid, error = %e, "could not drop a migrated file's handle");
+                }
+            }
+        }
+    }
+
     fn drop_dir_handle(&self, gfid: &Gfid) {
         self.forget_dir(gfid);
         if let Err(e) = sys::unlink_at(self.dirs.as_fd(), &Self::handle_name(gfid), false) {

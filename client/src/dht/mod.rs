@@ -427,7 +427,13 @@ impl Distribute {
                     .map_or(fh, |(_, h)| h.child_fh)
             });
             match first.layer.call(child_op, payload.clone()).await {
-                Err(e) if tries < MOVE_TRIES && (is_moved(&e) || (tries == 1 && e.0 == libc::EBADF)) => {
+                // EBADF / ESTALE: the handle could not be reopened where it
+                // was after a reconnect (the old copy of a migrated file
+                // has no handle left there).
+                Err(e)
+                    if tries < MOVE_TRIES
+                        && (is_moved(&e) || (tries == 1 && matches!(e.0, libc::EBADF | libc::ESTALE))) =>
+                {
                     for fh in &handles {
                         self.reopen(*fh, is_moved(&e)).await?;
                     }

@@ -383,7 +383,9 @@ impl Distribute {
         if let Ok((Reply::Entry(a), _)) = dst.layer.call(here, Bytes::new()).await {
             if a.gfid == attr.gfid && a.linkto.is_none() {
                 return match Handle::open(&src.layer, attr.gfid, libc::O_RDONLY).await {
-                    Err(Errno(libc::EREMCHG)) => {
+                    // Moved away (ESTALE: its handle went with the move and
+                    // the brick has restarted since).
+                    Err(Errno(libc::EREMCHG | libc::ESTALE)) => {
                         remove_name(&src.layer, dir, name, attr.gfid, false).await;
                         Ok(Moved::Done(0))
                     }
