@@ -1339,13 +1339,7 @@ impl Node {
                         if task.stopped { "was stopped" } else { "has finished" }
                     );
                 }
-                self.commit(Command::StopTask {
-                    name: name.to_string(),
-                    id: task.id,
-                })?;
-                let spec = self.volume_spec(name)?;
-                let task = spec.task.clone().unwrap_or(task);
-                Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
+                self.stop_task(name, task)
             }
             RebalanceAction::Status => {
                 let task = self.rebalance_task(&spec)?;
@@ -1365,6 +1359,17 @@ impl Node {
             ),
             Some(t) => Ok(t.clone()),
         }
+    }
+
+    /// Stops `task` (rebalance or remove-brick) and reports where it got.
+    fn stop_task(&self, name: &str, task: RebalanceTask) -> anyhow::Result<AdminReply> {
+        self.commit(Command::StopTask {
+            name: name.to_string(),
+            id: task.id,
+        })?;
+        let spec = self.volume_spec(name)?;
+        let task = spec.task.clone().unwrap_or(task);
+        Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
     }
 
     /// Every node's row of `task`: asked of each node of the task in
@@ -1518,13 +1523,7 @@ impl Node {
                 if task.stopped {
                     bail!("the remove-brick task of volume {name} was already stopped");
                 }
-                self.commit(Command::StopTask {
-                    name: name.to_string(),
-                    id: task.id,
-                })?;
-                let spec = self.volume_spec(name)?;
-                let task = spec.task.clone().unwrap_or(task);
-                Ok(AdminReply::Rebalance(Box::new(self.task_status(&spec, &task))))
+                self.stop_task(name, task)
             }
             RemoveBrickAction::Commit => {
                 let task = this_task().map_err(|e| {
