@@ -1616,12 +1616,14 @@ impl Node {
             bail!("Brick: {new} not available. It is already a brick of volume {name}");
         }
         Self::refuse_while_busy(&spec)?;
-        let r = spec.replica as usize;
-        let set = spec
+        let r = spec.replica.max(1) as usize;
+        let Some(set) = spec
             .bricks
             .chunks(r)
             .find(|set| set.iter().any(|b| b.id == old_brick.id))
-            .expect("the brick is in a set");
+        else {
+            bail!("Brick {old} is in no replica set of volume {name}");
+        };
         if !addr::same_node(&old_brick.node, &new_brick.node) {
             if let Some(other) = set
                 .iter()

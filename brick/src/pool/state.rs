@@ -330,8 +330,8 @@ impl PoolState {
 
     fn remove_bricks(&mut self, name: &str, bricks: &[Uuid]) -> CommandResult {
         let v = self.volume_mut(name)?;
-        if v.task.as_ref().is_some_and(task_running) {
-            return Err(busy_message(name, v.task.as_ref().expect("checked")));
+        if let Some(task) = v.task.as_ref().filter(|t| task_running(t)) {
+            return Err(busy_message(name, task));
         }
         if let Some(id) = bricks.iter().find(|id| !v.bricks.iter().any(|b| b.id == **id)) {
             return Err(format!("brick {id} is not a brick of volume {name}"));
@@ -366,8 +366,8 @@ impl PoolState {
 
     fn replace_brick(&mut self, name: &str, id: Uuid, node: &str, path: &str) -> CommandResult {
         let v = self.volume_mut(name)?;
-        if v.task.as_ref().is_some_and(task_running) {
-            return Err(busy_message(name, v.task.as_ref().expect("checked")));
+        if let Some(task) = v.task.as_ref().filter(|t| task_running(t)) {
+            return Err(busy_message(name, task));
         }
         let Some(old) = v.bricks.iter().find(|b| b.id == id) else {
             return Err(format!("brick {id} is not a brick of volume {name}"));
@@ -387,7 +387,9 @@ impl PoolState {
         // prepares the new brick even in a directory that was a brick.
         self.forced.insert(name.to_string());
         let v = self.volume_mut(name)?;
-        let b = v.bricks.iter_mut().find(|b| b.id == id).expect("checked");
+        let Some(b) = v.bricks.iter_mut().find(|b| b.id == id) else {
+            return Err(format!("brick {id} is not a brick of volume {name}"));
+        };
         b.node = new.node;
         b.path = new.path;
         v.version += 1;
