@@ -44,22 +44,27 @@ impl DomainLocks {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            {
-                let mut held = self.held.lock().expect("domain locks poisoned");
-                match held.get_mut(&target) {
-                    None => {
-                        held.insert(target, (holder, 1));
-                        return Ok(());
-                    }
-                    Some((h, depth)) if *h == holder => {
-                        *depth += 1;
-                        return Ok(());
-                    }
-                    Some(_) if !wait => return Err(libc::EAGAIN),
-                    Some(_) => {}
-                }
+            match self.try_lock(target.clone(), holder) {
+                Err(libc::EAGAIN) if wait => {}
+                other => return other,
             }
             released.await;
+        }
+    }
+
+    /// Takes the lock if it is free or already the holder's; EAGAIN if not.
+    pub fn try_lock(&self, target: LockTarget, holder: Holder) -> Result<(), i32> {
+        let mut held = self.held.lock().expect("domain locks poisoned");
+        match held.get_mut(&target) {
+            None => {
+                held.insert(target, (holder, 1));
+                Ok(())
+            }
+            Some((h, depth)) if *h == holder => {
+                *depth += 1;
+                Ok(())
+            }
+            Some(_) => Err(libc::EAGAIN),
         }
     }
 
@@ -119,6 +124,7 @@ mod tests {
         locks.lock(inode(2), B, false).await.unwrap();
         assert_eq!(locks.unlock(&inode(1), B), Err(libc::EINVAL));
         locks.unlock(&inode(1), A).unwrap();
+        assert_eq!(locks.try_lock(inode(1), B), Err(libc::EAGAIN));
         assert_eq!(
             locks.lock(inode(1), B, false).await,
             Err(libc::EAGAIN),

@@ -5,7 +5,9 @@ use crate::locks::{LockKind, LockManager, LockOwner};
 use crate::node::Node;
 use crate::store::{inode, namespace::NewKind, Brick, FsError};
 use bytes::Bytes;
-use cairn_common::proto::{Fop, LockSpec, LockType, Reply, Request, Response, MAX_IO_SIZE, PROTOCOL_VERSION};
+use cairn_common::proto::{
+    Fop, LockSpec, LockType, Reply, Request, Response, TxnLock, TxnMark, MAX_IO_SIZE, PROTOCOL_VERSION,
+};
 use cairn_common::tls::Role;
 use cairn_common::{wire, Gfid};
 use std::collections::HashMap;
@@ -439,6 +441,18 @@ impl Server {
                 };
                 self.domain_lock(state, target, owner, lock, wait).await
             }
+            Fop::TxnBegin {
+                domain,
+                owner,
+                locks,
+                marks,
+            } => self.txn_begin(state, &brick, brick_id, domain, owner, locks, marks),
+            Fop::TxnEnd {
+                domain,
+                owner,
+                locks,
+                marks,
+            } => self.txn_end(state, &brick, brick_id, domain, owner, &locks, &marks),
             op if runs_inline(&op) => blocking_fop(&brick, state, op, payload),
             op => {
                 let state = state.clone();
@@ -446,6 +460,87 @@ impl Server {
                     .await
                     .map_err(|e| FsError::new(libc::EIO, format!("fop task failed: {e}")))?
             }
+        }
+    }
+
+    /// `TxnBegin`: every lock without waiting, then every mark; on any
+    /// failure, what was done is undone so the client holds nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn txn_begin(
+        &self,
+        state: &ConnState,
+        brick: &Brick,
+        brick_id: Uuid,
+        domain: String,
+        owner: u64,
+        locks: Vec<TxnLock>,
+        marks: Vec<TxnMark>,
+    ) -> Outcome {
+        let holder = crate::domain_locks::Holder { conn: state.id, owner };
+        let targets: Vec<_> = locks.iter().map(|l| lock_target(brick_id, &domain, l)).collect();
+        for (taken, target) in targets.iter().enumerate() {
+            if let Err(e) = self.domain_locks.try_lock(target.clone(), holder) {
+                self.give_back(&targets[..taken], holder);
+                return Err(FsError::new(e, "lock held by another client"));
+            }
+        }
+        if state.closed.load(Ordering::SeqCst) {
+            self.give_back(&targets, holder);
+            return Err(FsError::new(libc::ENOTCONN, "connection closed while locking"));
+        }
+        for (done, mark) in marks.iter().enumerate() {
+            if let Err(e) = brick.xattrop(&mark.gfid, &mark.deltas) {
+                for undo in &marks[..done] {
+                    let back: Vec<_> = undo.deltas.iter().map(|(n, d)| (n.clone(), d.map(|v| -v))).collect();
+                    if let Err(u) = brick.xattrop(&undo.gfid, &back) {
+                        tracing::warn!(gfid = %undo.gfid, error = %u, "could not undo a pre-op; heal will look at it");
+                    }
+                }
+                self.give_back(&targets, holder);
+                return Err(e);
+            }
+        }
+        Ok((Reply::Empty, Bytes::new()))
+    }
+
+    /// `TxnEnd`: every mark (the first failure is the answer), then every
+    /// lock released, whatever the marks did.
+    #[allow(clippy::too_many_arguments)]
+    fn txn_end(
+        &self,
+        state: &ConnState,
+        brick: &Brick,
+        brick_id: Uuid,
+        domain: String,
+        owner: u64,
+        locks: &[TxnLock],
+        marks: &[TxnMark],
+    ) -> Outcome {
+        let mut first_err = None;
+        for mark in marks {
+            if let Err(e) = brick.xattrop(&mark.gfid, &mark.deltas) {
+                first_err.get_or_insert(e);
+            }
+        }
+        let holder = crate::domain_locks::Holder { conn: state.id, owner };
+        for l in locks.iter().rev() {
+            if self
+                .domain_locks
+                .unlock(&lock_target(brick_id, &domain, l), holder)
+                .is_err()
+            {
+                first_err.get_or_insert_with(|| FsError::new(libc::EINVAL, "unlocking a lock not held"));
+            }
+        }
+        match first_err {
+            None => Ok((Reply::Empty, Bytes::new())),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn give_back(&self, targets: &[crate::domain_locks::LockTarget], holder: crate::domain_locks::Holder) {
+        for t in targets.iter().rev() {
+            let _ = self.domain_locks.unlock(t, holder);
         }
     }
 
@@ -530,6 +625,22 @@ impl Server {
 /// which dominated the cost of small-file work. Anything that can wait on
 /// the disk for long (sync, large transfers, allocation) goes to the
 /// blocking pool so it cannot stall other requests.
+fn lock_target(brick: Uuid, domain: &str, lock: &TxnLock) -> crate::domain_locks::LockTarget {
+    match lock {
+        TxnLock::Inode(gfid) => crate::domain_locks::LockTarget::Inode {
+            brick,
+            domain: domain.to_string(),
+            gfid: gfid.0,
+        },
+        TxnLock::Entry(parent, name) => crate::domain_locks::LockTarget::Entry {
+            brick,
+            domain: domain.to_string(),
+            parent: parent.0,
+            name: name.clone(),
+        },
+    }
+}
+
 fn runs_inline(op: &Fop) -> bool {
     const SMALL_IO: u32 = 64 * 1024;
     match op {
@@ -791,6 +902,8 @@ fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) 
         | Fop::Flush { .. }
         | Fop::Release { .. }
         | Fop::InodeLk { .. }
+        | Fop::TxnBegin { .. }
+        | Fop::TxnEnd { .. }
         | Fop::EntryLk { .. }
         | Fop::MigrateFreeze { .. }
         | Fop::MigrateDone { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),

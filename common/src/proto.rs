@@ -429,6 +429,39 @@ pub enum Fop {
         gfid: Gfid,
         target: Option<Uuid>,
     },
+    /// Replicate's transaction start in one round trip instead of one per
+    /// lock plus one for the pre-op: takes every lock of `locks` in order
+    /// without waiting, then adds every counter delta of `marks` (as
+    /// `Xattrop`). All or nothing: on a failure (EAGAIN when another holder
+    /// has a lock) what was taken or added is given back before the error.
+    TxnBegin {
+        domain: String,
+        owner: u64,
+        locks: Vec<TxnLock>,
+        marks: Vec<TxnMark>,
+    },
+    /// Its end in one round trip: adds every delta of `marks` (each tried,
+    /// the first failure reported), then releases `locks` whatever happened.
+    TxnEnd {
+        domain: String,
+        owner: u64,
+        locks: Vec<TxnLock>,
+        marks: Vec<TxnMark>,
+    },
+}
+
+/// A replicate lock named by a transaction (`InodeLk` / `EntryLk` targets).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TxnLock {
+    Inode(Gfid),
+    Entry(Gfid, Vec<u8>),
+}
+
+/// Counter deltas for one inode, as an `Xattrop` carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMark {
+    pub gfid: Gfid,
+    pub deltas: Vec<(String, [i32; 3])>,
 }
 
 impl Fop {
@@ -475,6 +508,8 @@ impl Fop {
             Fop::MigrateFreeze { .. } => "migrate_freeze",
             Fop::MigrateDone { .. } => "migrate_done",
             Fop::SetLinkto { .. } => "set_linkto",
+            Fop::TxnBegin { .. } => "txn_begin",
+            Fop::TxnEnd { .. } => "txn_end",
         }
     }
 

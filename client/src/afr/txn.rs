@@ -10,14 +10,18 @@ use super::changelog::{Kind, DIRTY};
 use super::{is_transport, Handle, Replicate};
 use crate::layer::{Errno, FopResult};
 use bytes::Bytes;
-use cairn_common::proto::{Fop, Reply, SetAttr};
+use cairn_common::proto::{Fop, Reply, SetAttr, TxnLock, TxnMark};
 use cairn_common::Gfid;
 
-/// What a lock covers.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Lock {
-    Inode(Gfid),
-    Entry(Gfid, Vec<u8>),
+/// What a lock covers (the wire's name for it).
+type Lock = TxnLock;
+
+/// A transaction under way: who holds its locks, who also took its pre-op,
+/// and who is not taking part (blamed by the pre-op).
+struct Begun {
+    locked: Vec<usize>,
+    prepared: Vec<usize>,
+    absent: Vec<usize>,
 }
 
 /// Who made a change and who did not.
@@ -209,6 +213,113 @@ impl Replicate {
         }
     }
 
+    /// Locks, quorum check and pre-op. When no one else holds the locks
+    /// this is one round trip to every child at once (`TxnBegin`, instead
+    /// of a lock round trip per child in turn and then the pre-op); when a
+    /// lock is contended (or a child refuses for a reason other than being
+    /// unreachable) what was taken is given back and the locks are taken
+    /// child by child in order, waiting, so two clients never deadlock.
+    async fn begin(&self, plan: &Plan) -> Result<Begun, Errno> {
+        let n = self.n();
+        let begin = Fop::TxnBegin {
+            domain: self.domain.clone(),
+            owner: self.owner,
+            locks: plan.locks.clone(),
+            marks: self.marks_of(plan, &self.pre_op(plan.kind, &[], 1)),
+        };
+        let results = self.on_each(&self.all(), |_| Some((begin.clone(), Bytes::new()))).await;
+        let locked: Vec<usize> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+        let refused = results.iter().any(|(_, r)| matches!(r, Err(e) if !is_transport(e)));
+        let undo = self.pre_op(plan.kind, &[], -1);
+        if refused {
+            self.end(plan, &locked, |_| undo.clone()).await;
+            return self.begin_in_order(plan).await;
+        }
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if !quorum.met(&locked, n) {
+            self.end(plan, &locked, |_| undo.clone()).await;
+            let unreachable = results.into_iter().find_map(|(_, r)| r.err());
+            return Err(match (locked.is_empty(), unreachable) {
+                (true, Some(e)) => e,
+                _ => Errno(libc::EROFS),
+            });
+        }
+        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
+        let prepared = if absent.is_empty() {
+            locked.clone()
+        } else {
+            // Unreachable children miss this change: blame them before it
+            // is made, as the pre-op of the careful path does.
+            let blame: Vec<(String, [i32; 3])> = absent
+                .iter()
+                .map(|j| (self.blame_names[*j].clone(), plan.kind.delta(1)))
+                .collect();
+            self.mark(plan, &locked, &blame).await
+        };
+        Ok(Begun {
+            locked,
+            prepared,
+            absent,
+        })
+    }
+
+    /// The careful way: locks child by child in order, then the pre-op.
+    async fn begin_in_order(&self, plan: &Plan) -> Result<Begun, Errno> {
+        let n = self.n();
+        let locked = self.lock_all(plan).await?;
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if !quorum.met(&locked, n) {
+            self.unlock_all(plan, &locked).await;
+            return Err(Errno(libc::EROFS));
+        }
+        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
+        let prepared = self.mark(plan, &locked, &self.pre_op(plan.kind, &absent, 1)).await;
+        Ok(Begun {
+            locked,
+            prepared,
+            absent,
+        })
+    }
+
+    /// Post-op and unlock in one round trip per child (`TxnEnd`), all at
+    /// once: `deltas_for(child)` are its counter changes (none: unlock
+    /// only). Returns the children whose counters all took the change.
+    async fn end(
+        &self,
+        plan: &Plan,
+        locked: &[usize],
+        deltas_for: impl Fn(usize) -> Vec<(String, [i32; 3])>,
+    ) -> Vec<usize> {
+        let results = self
+            .on_each(locked, |i| {
+                let deltas = deltas_for(i);
+                let marks = if deltas.is_empty() {
+                    Vec::new()
+                } else {
+                    self.marks_of(plan, &deltas)
+                };
+                let end = Fop::TxnEnd {
+                    domain: self.domain.clone(),
+                    owner: self.owner,
+                    locks: plan.locks.clone(),
+                    marks,
+                };
+                Some((end, Bytes::new()))
+            })
+            .await;
+        results.into_iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect()
+    }
+
+    fn marks_of(&self, plan: &Plan, deltas: &[(String, [i32; 3])]) -> Vec<TxnMark> {
+        plan.marks
+            .iter()
+            .map(|gfid| TxnMark {
+                gfid: *gfid,
+                deltas: deltas.to_vec(),
+            })
+            .collect()
+    }
+
     /// Adds `deltas` to the counters of every marked inode on `idx`;
     /// returns the children where every add succeeded.
     async fn mark(&self, plan: &Plan, idx: &[usize], deltas: &[(String, [i32; 3])]) -> Vec<usize> {
@@ -360,16 +471,13 @@ impl Replicate {
             return self.eager_change(op, payload, plan).await;
         }
         let n = self.n();
-        let locked = self.lock_all(&plan).await?;
-        let quorum = *self.quorum.lock().expect("quorum poisoned");
-        if !quorum.met(&locked, n) {
-            self.unlock_all(&plan, &locked).await;
-            return Err(Errno(libc::EROFS));
-        }
-        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
-        let prepared = self.mark(&plan, &locked, &self.pre_op(plan.kind, &absent, 1)).await;
+        let Begun {
+            locked,
+            prepared,
+            absent,
+        } = self.begin(&plan).await?;
         if prepared.is_empty() {
-            self.unlock_all(&plan, &locked).await;
+            self.end(&plan, &locked, |_| Vec::new()).await;
             return Err(Errno(libc::EIO));
         }
         let mut out = self.apply_change(&op, &payload, &plan, &prepared).await;
@@ -382,8 +490,15 @@ impl Replicate {
             // Or the file moved away (rebalance) while some replicas still
             // took the change: distribute sends it to the new copy, and
             // the old one is on its way out.
-            self.mark(&plan, &prepared, &self.pre_op(plan.kind, &absent, -1)).await;
-            self.unlock_all(&plan, &locked).await;
+            let undo = self.pre_op(plan.kind, &absent, -1);
+            self.end(&plan, &locked, |i| {
+                if prepared.contains(&i) {
+                    undo.clone()
+                } else {
+                    Vec::new()
+                }
+            })
+            .await;
             return Err(if out.moved() {
                 Errno(libc::EREMCHG)
             } else {
@@ -399,16 +514,24 @@ impl Replicate {
                 .iter()
                 .map(|j| (self.blame_names[*j].clone(), plan.kind.delta(1))),
         );
-        let recorded = self.mark(&plan, &succeeded, &post).await;
-        if recorded.len() < succeeded.len() {
-            tracing::warn!(subvolume = %self.name, "could not record a change's outcome on every replica; heal will look at it");
-        }
         // Failed replicas that are still reachable: their own dirty mark
         // is done with (the blame lives on the others).
         let failed: Vec<usize> = out.failed.iter().map(|(i, _)| *i).collect();
-        self.mark(&plan, &failed, &[(DIRTY.to_string(), plan.kind.delta(-1))])
+        let settled = self
+            .end(&plan, &locked, |i| {
+                if succeeded.contains(&i) {
+                    post.clone()
+                } else if failed.contains(&i) {
+                    vec![(DIRTY.to_string(), plan.kind.delta(-1))]
+                } else {
+                    Vec::new()
+                }
+            })
             .await;
-        self.unlock_all(&plan, &locked).await;
+        if succeeded.iter().any(|i| !settled.contains(i)) {
+            tracing::warn!(subvolume = %self.name, "could not record a change's outcome on every replica; heal will look at it");
+        }
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
         let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
         for gfid in &plan.marks {
             self.demote(gfid, plan.kind, &behind);
@@ -477,21 +600,16 @@ impl Replicate {
             drop(serial);
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
-        let n = self.n();
-        let locked = self.lock_all(plan).await?;
-        let quorum = *self.quorum.lock().expect("quorum poisoned");
-        if !quorum.met(&locked, n) {
-            tracing::debug!(subvolume = %self.name, %gfid, ?locked, "no quorum for an eager hold");
-            self.unlock_all(plan, &locked).await;
-            return Err(Errno(libc::EROFS));
-        }
-        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
-        let members = self.mark(plan, &locked, &self.pre_op(Kind::Data, &absent, 1)).await;
+        let Begun {
+            locked,
+            prepared: members,
+            ..
+        } = self.begin(plan).await?;
         if members.len() < locked.len() {
             tracing::debug!(subvolume = %self.name, %gfid, ?locked, ?members, "pre-op failed on some replicas");
         }
         if members.is_empty() {
-            self.unlock_all(plan, &locked).await;
+            self.end(plan, &locked, |_| Vec::new()).await;
             return Err(Errno(libc::EIO));
         }
         let now = std::time::Instant::now();
@@ -576,9 +694,14 @@ impl Replicate {
             handle: None,
             source: None,
         };
-        self.mark(&plan, &h.members, &[(DIRTY.to_string(), Kind::Data.delta(-1))])
-            .await;
-        self.unlock_all(&plan, &h.locked).await;
+        self.end(&plan, &h.locked, |i| {
+            if h.members.contains(&i) {
+                vec![(DIRTY.to_string(), Kind::Data.delta(-1))]
+            } else {
+                Vec::new()
+            }
+        })
+        .await;
     }
 
     /// The answer to the caller, from the replicas that made the change.
