@@ -4,6 +4,7 @@
 
 use crate::layer::{Errno, Subvolume};
 use crate::skip::{AbsentCapabilities, LockHolders, CAPABILITY_XATTR};
+use crate::write_behind::WriteBehind;
 use bytes::Bytes;
 use cairn_common::proto::{Attr, Creds, DirEntry, Fop, LockSpec, Reply, SetAttr, Statfs};
 use cairn_common::Gfid;
@@ -23,6 +24,8 @@ pub struct CairnFs {
     inodes: Mutex<InodeTable>,
     lock_holders: LockHolders,
     absent_caps: AbsentCapabilities,
+    /// The write-behind layer in `top`, which close(2) must settle.
+    write_behind: Option<Arc<WriteBehind>>,
 }
 
 fn unexpected(r: &Reply) -> Errno {
@@ -41,7 +44,15 @@ impl CairnFs {
             inodes: Mutex::new(table),
             lock_holders: LockHolders::default(),
             absent_caps: AbsentCapabilities::new(attr_timeout),
+            write_behind: None,
         }
+    }
+
+    /// Names the write-behind layer inside `top`, so close(2) waits for
+    /// the file's writes and reports one that failed.
+    pub fn with_write_behind(mut self, wb: Arc<WriteBehind>) -> CairnFs {
+        self.write_behind = Some(wb);
+        self
     }
 
     pub fn gfid(&self, ino: u64) -> FsResult<Gfid> {
@@ -276,12 +287,17 @@ impl CairnFs {
         }
     }
 
-    /// close(2): releases the owner's locks on the file, if it has any.
+    /// close(2): waits for the file's written-behind writes (reporting one
+    /// that failed) and releases the owner's locks on it, if it has any.
     pub async fn flush(&self, ino: u64, fh: u64, lock_owner: u64) -> FsResult<()> {
-        if !self.lock_holders.take_for_flush(ino, lock_owner) {
-            return Ok(());
+        let written = match &self.write_behind {
+            Some(wb) => wb.settle(fh).await,
+            None => Ok(()),
+        };
+        if self.lock_holders.take_for_flush(ino, lock_owner) {
+            self.empty(Fop::Flush { fh, lock_owner }).await?;
         }
-        self.empty(Fop::Flush { fh, lock_owner }).await
+        written
     }
 
     pub async fn release(&self, fh: u64) -> FsResult<()> {

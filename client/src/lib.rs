@@ -2,8 +2,9 @@
 //! that each speak [`layer::Subvolume`] (file operations in, replies out),
 //! like GlusterFS translators, under a thin FUSE adapter.
 //!
-//! FUSE adapter (`fuse`) → filesystem semantics (`fs`) → volume graph
-//! (`volume`) → protocol client (`protocol`) → QUIC (`cairn_common`).
+//! FUSE adapter (`fuse`) → filesystem semantics (`fs`) → write-behind
+//! (`write_behind`) → volume graph (`volume`) → protocol client
+//! (`protocol`) → QUIC (`cairn_common`).
 
 pub mod afr;
 pub mod counting;
@@ -15,3 +16,4 @@ pub mod mount;
 pub mod protocol;
 pub mod skip;
 pub mod volume;
+pub mod write_behind;

@@ -342,7 +342,9 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let spec = crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
     let graph = crate::volume::Graph::build(&endpoint, &spec, opts.call_timeout)?;
     let counting = Arc::new(crate::counting::Counting::new(graph.top.clone()));
-    let top: Arc<dyn crate::layer::Subvolume> = counting.clone();
+    // Write-behind above the counting layer, so metrics show the bricks' latency.
+    let write_behind = crate::write_behind::WriteBehind::new(counting.clone(), Some(graph.top.clone()));
+    let top: Arc<dyn crate::layer::Subvolume> = write_behind.clone();
     top.reconfigure(&spec.options);
     tokio::spawn(crate::volume::follow_spec(
         endpoint.clone(),
@@ -352,7 +354,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
         graph,
         opts.call_timeout,
     ));
-    let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr));
+    let fs = Arc::new(CairnFs::new(top, opts.timeouts.attr).with_write_behind(write_behind));
     if let Some(addr) = opts.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

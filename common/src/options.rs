@@ -16,6 +16,9 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// A whole number in a range.
     Count { min: u64, max: u64 },
+    /// A size in bytes in a range, written as gluster does: `1MB`, `512KB`
+    /// (powers of 1024; `B`, `K`, `M`, `G` and the `B`-less forms too).
+    Size { min: u64, max: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +49,18 @@ pub const OPTIONS: &[OptionDef] = &[
         kind: Kind::Bool,
         default: "on",
         description: "Keep a replicated file's lock and changelog mark across one client's writes, releasing them when the file goes quiet (100 ms), at flush/fsync/close, or after 1 s for other writers.",
+    },
+    OptionDef {
+        key: "performance.write-behind",
+        kind: Kind::Bool,
+        default: "on",
+        description: "Acknowledge a write once it is on its way to the bricks, keeping up to performance.write-behind-window-size per file in flight; a write that then fails is reported by the next write, fsync or close of that file (as gluster's write-behind). Files opened with O_SYNC, O_DSYNC or O_DIRECT always write through.",
+    },
+    OptionDef {
+        key: "performance.write-behind-window-size",
+        kind: Kind::Size { min: 64 << 10, max: 1 << 30 },
+        default: "4MB",
+        description: "Bytes of acknowledged writes per file that may still be on their way to the bricks.",
     },
     OptionDef {
         key: "cluster.favorite-child-policy",
@@ -194,7 +209,40 @@ pub fn validate(key: &str, value: &str) -> Result<String, String> {
             .filter(|n| (min..=max).contains(n))
             .map(|n| n.to_string())
             .ok_or_else(|| format!("option {key}: {value:?} is not a number from {min} to {max}")),
+        Kind::Size { min, max } => parse_size(value)
+            .filter(|n| (min..=max).contains(n))
+            .map(size_text)
+            .ok_or_else(|| {
+                format!(
+                    "option {key}: {value:?} is not a size from {}KB to {}MB (e.g. 1MB, 512KB)",
+                    min >> 10,
+                    max >> 20
+                )
+            }),
     }
+}
+
+/// A size in the largest unit that divides it: 4MB, 512KB, 1000B.
+pub fn size_text(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KB", n >> 10),
+        n => format!("{n}B"),
+    }
+}
+
+/// Bytes in a size written as `4MB`, `512KB`, `1G` or `65536` (powers of 1024).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_uppercase();
+    let v = v.strip_suffix('B').unwrap_or(&v);
+    let (digits, shift) = match v.chars().last()? {
+        'K' => (&v[..v.len() - 1], 10),
+        'M' => (&v[..v.len() - 1], 20),
+        'G' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Does `addr` match any pattern of a comma-separated list (`*` wildcards)?
@@ -251,6 +299,13 @@ mod tests {
         assert_eq!(validate("cluster.min-free-disk", "15").unwrap(), "15%");
         assert_eq!(validate("cluster.min-free-disk", "5%").unwrap(), "5%");
         assert!(validate("cluster.min-free-disk", "101%").is_err());
+        let wb = "performance.write-behind-window-size";
+        assert_eq!(validate(wb, "1mb").unwrap(), "1MB");
+        assert_eq!(validate(wb, "512K").unwrap(), "512KB");
+        assert_eq!(validate(wb, "2097152").unwrap(), "2MB");
+        assert!(validate(wb, "1KB").is_err(), "below the minimum");
+        assert!(validate(wb, "4XB").is_err());
+        assert!(validate(wb, "99999999999999999999G").is_err());
         let e = validate("cluster.nope", "1").unwrap_err();
         assert!(e.contains("cluster.min-free-disk"), "{e}");
     }

@@ -12,8 +12,15 @@ const REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct SpaceWatch {
-    /// When measured, and each subvolume's free share in ‰ (None: unknown).
-    seen: Mutex<Option<(Instant, Vec<Option<u64>>)>>,
+    /// When measured, and each subvolume's free space (None: unknown).
+    seen: Mutex<Option<(Instant, Vec<Option<Free>>)>>,
+}
+
+/// One subvolume's free space.
+#[derive(Clone, Copy, Debug)]
+struct Free {
+    permille: u64,
+    bytes: u64,
 }
 
 impl SpaceWatch {
@@ -23,23 +30,41 @@ impl SpaceWatch {
 }
 
 impl Distribute {
-    async fn free_permille(&self) -> Vec<Option<u64>> {
+    async fn free_space(&self) -> Vec<Option<Free>> {
         if let Some((at, v)) = self.space.seen.lock().expect("space poisoned").as_ref() {
             if at.elapsed() < REFRESH {
                 return v.clone();
             }
         }
-        let v: Vec<Option<u64>> = self
+        let v: Vec<Option<Free>> = self
             .everywhere(&Fop::Statfs)
             .await
             .into_iter()
             .map(|r| match r {
-                Ok((Reply::Statfs(s), _)) if s.blocks > 0 => Some(s.bavail.saturating_mul(1000) / s.blocks),
+                Ok((Reply::Statfs(s), _)) if s.blocks > 0 => Some(Free {
+                    permille: s.bavail.saturating_mul(1000) / s.blocks,
+                    bytes: s.bavail.saturating_mul(u64::from(s.frsize.max(1))),
+                }),
                 _ => None,
             })
             .collect();
         *self.space.seen.lock().expect("space poisoned") = Some((Instant::now(), v.clone()));
         v
+    }
+
+    async fn free_permille(&self) -> Vec<Option<u64>> {
+        self.free_space().await.iter().map(|f| f.map(|f| f.permille)).collect()
+    }
+
+    /// The free bytes and share (‰) of the fullest subvolume, at most
+    /// REFRESH old; None if no subvolume answered.
+    pub async fn least_free(&self) -> Option<(u64, u64)> {
+        self.free_space()
+            .await
+            .into_iter()
+            .flatten()
+            .map(|f| (f.bytes, f.permille))
+            .min_by_key(|(bytes, _)| *bytes)
     }
 
     /// Where a new file hashed to `hashed` should go: there if it has room
