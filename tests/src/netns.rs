@@ -353,6 +353,9 @@ impl Network {
     /// hosts not named stay with the first group. Hosts within a group
     /// still reach each other.
     pub fn partition(&mut self, groups: &[&[usize]]) {
+        for h in 0..self.len() {
+            self.attach(h, 0);
+        }
         for (g, members) in groups.iter().enumerate() {
             while self.bridges <= g {
                 self.add_bridge();
