@@ -159,11 +159,65 @@ impl Server {
                 tracing::debug!(conn = state.id, error = %e, "bad request frame");
                 (Response::error(libc::EPROTO, format!("bad request: {e}")), Bytes::new())
             }
-            Ok(Ok(req)) => self.dispatch(&state, req, &mut recv).await,
+            Ok(Ok(req)) => {
+                if let Some(lock) = waited_lock(&req) {
+                    return self.serve_waited_lock(&state, req, lock, send, recv).await;
+                }
+                self.dispatch(&state, req, &mut recv).await
+            }
         };
         let mut chunks = if payload.is_empty() { vec![] } else { vec![payload] };
         if let Err(e) = wire::send_message(&mut send, &resp, &mut chunks).await {
             tracing::debug!(conn = state.id, error = %e, "could not send a reply");
+        }
+    }
+
+    /// A blocking replicate lock request: the lock is granted only to a
+    /// client still waiting for the answer. A client that gives up (its
+    /// call timed out: it stops the stream) and still gets the lock later
+    /// would hold it, unknowingly, until its connection dies — every other
+    /// writer and healer of that file waits meanwhile (found by the
+    /// partition test of `tests/tests/netns_faults.rs`: a heal index that
+    /// never emptied). So the wait ends when the stream is stopped, and a
+    /// lock whose grant the client stopped reading is given back.
+    async fn serve_waited_lock(
+        self: Arc<Self>,
+        state: &Arc<ConnState>,
+        req: Request,
+        lock: crate::domain_locks::LockTarget,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let Request::Fop { op, .. } = &req else {
+            unreachable!("waited_lock only matches fops")
+        };
+        let holder = crate::domain_locks::Holder {
+            conn: state.id,
+            owner: lock_owner(op),
+        };
+        // Cancel-safe: the lock is taken and the answer made in one poll
+        // of `dispatch`, so dropping it either leaves the lock untaken or
+        // never happens.
+        let (resp, payload) = tokio::select! {
+            answer = self.dispatch(state, req, &mut recv) => answer,
+            _ = send.stopped() => {
+                tracing::debug!(conn = state.id, ?lock, "the client gave up waiting for a lock");
+                return;
+            }
+        };
+        let granted = matches!(resp, Response::Ok(_));
+        let mut chunks = if payload.is_empty() { vec![] } else { vec![payload] };
+        if let Err(e) = wire::send_message(&mut send, &resp, &mut chunks).await {
+            tracing::debug!(conn = state.id, error = %e, "could not send a reply");
+        }
+        // `Some`: the client stopped the stream before reading the grant.
+        if granted && matches!(send.stopped().await, Ok(Some(_))) {
+            tracing::debug!(
+                conn = state.id,
+                ?lock,
+                "giving back a lock the client stopped waiting for"
+            );
+            let _ = self.domain_locks.unlock(&lock, holder);
         }
     }
 
@@ -411,34 +465,8 @@ impl Server {
                 state.files.lock().expect("files poisoned").remove(&fh);
                 Ok((Reply::Empty, Bytes::new()))
             }
-            Fop::InodeLk {
-                gfid,
-                domain,
-                owner,
-                lock,
-                wait,
-            } => {
-                let target = crate::domain_locks::LockTarget::Inode {
-                    brick: brick_id,
-                    domain,
-                    gfid: gfid.0,
-                };
-                self.domain_lock(state, target, owner, lock, wait).await
-            }
-            Fop::EntryLk {
-                parent,
-                name,
-                domain,
-                owner,
-                lock,
-                wait,
-            } => {
-                let target = crate::domain_locks::LockTarget::Entry {
-                    brick: brick_id,
-                    domain,
-                    parent: parent.0,
-                    name,
-                };
+            Fop::InodeLk { owner, lock, wait, .. } | Fop::EntryLk { owner, lock, wait, .. } => {
+                let target = lock_target(brick_id, &op).expect("a lock fop has a target");
                 self.domain_lock(state, target, owner, lock, wait).await
             }
             Fop::TxnBegin {
@@ -908,4 +936,48 @@ fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) 
         | Fop::MigrateFreeze { .. }
         | Fop::MigrateDone { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),
     })
+}
+
+/// What a replicate lock fop (`InodeLk`, `EntryLk`) locks.
+fn lock_target(brick: Uuid, op: &Fop) -> Option<crate::domain_locks::LockTarget> {
+    match op {
+        Fop::InodeLk { gfid, domain, .. } => Some(crate::domain_locks::LockTarget::Inode {
+            brick,
+            domain: domain.clone(),
+            gfid: gfid.0,
+        }),
+        Fop::EntryLk {
+            parent, name, domain, ..
+        } => Some(crate::domain_locks::LockTarget::Entry {
+            brick,
+            domain: domain.clone(),
+            parent: parent.0,
+            name: name.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn lock_owner(op: &Fop) -> u64 {
+    match op {
+        Fop::InodeLk { owner, .. } | Fop::EntryLk { owner, .. } => *owner,
+        _ => 0,
+    }
+}
+
+/// The target of a request that takes a replicate lock and may wait for it.
+fn waited_lock(req: &Request) -> Option<crate::domain_locks::LockTarget> {
+    match req {
+        Request::Fop {
+            brick,
+            op:
+                op @ (Fop::InodeLk {
+                    lock: true, wait: true, ..
+                }
+                | Fop::EntryLk {
+                    lock: true, wait: true, ..
+                }),
+        } => lock_target(*brick, op),
+        _ => None,
+    }
 }

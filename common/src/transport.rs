@@ -403,6 +403,12 @@ pub async fn exchange(conn: &quinn::Connection, req: &Request, payload: Bytes) -
         0 => Bytes::new(),
         n => wire::recv_payload(&mut recv, n).await?,
     };
+    // Read on to the end of the stream: a stream dropped before its end
+    // tells the server we stopped listening (STOP_SENDING), which it takes
+    // as "gave up waiting" for a lock and gives the lock back. Nothing
+    // follows a reply, so this only waits for the FIN, which usually
+    // comes with the reply's last bytes.
+    let _ = recv.read_to_end(0).await;
     match resp {
         Response::Ok(reply) => Ok((reply, data)),
         Response::Err(ErrorReply { errno, message }) => Err(RpcError::Remote { errno, message }),

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+pub use netns::{netem_available, Launch, NetPool, Network, Unsupported, CAIRND_PORT};
+
 /// The unprivileged user of the permission tests (`nobody`).
 pub const NOBODY: u32 = 65534;
 
@@ -77,12 +80,15 @@ struct Registry {
     mounts: Vec<PathBuf>,
     pids: Vec<i32>,
     dirs: Vec<PathBuf>,
+    /// Network namespaces of test networks (`netns.rs`).
+    namespaces: Vec<String>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     mounts: Vec::new(),
     pids: Vec::new(),
     dirs: Vec::new(),
+    namespaces: Vec::new(),
 });
 static WATCHDOG: Once = Once::new();
 
@@ -117,6 +123,9 @@ pub fn watchdog() {
                         let _ = std::fs::remove_dir_all(d);
                     }
                 }
+                for ns in &reg.namespaces {
+                    netns::delete_namespace(ns);
+                }
                 std::process::abort();
             })
             .expect("spawning the watchdog");
@@ -129,6 +138,15 @@ fn register_pid(pid: i32) {
 
 fn unregister_pid(pid: i32) {
     registry().pids.retain(|&p| p != pid);
+}
+
+/// Network namespaces the watchdog deletes if it has to abort.
+fn register_namespace(ns: &str) {
+    registry().namespaces.push(ns.to_string());
+}
+
+fn unregister_namespace(ns: &str) {
+    registry().namespaces.retain(|n| n != ns);
 }
 
 /// Mount points the watchdog detaches if it has to abort.
@@ -415,6 +433,9 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Where it runs (and where its CLI calls run): a test host's network
+    /// namespace, or ours.
+    launch: Launch,
 }
 
 impl Daemon {
@@ -451,6 +472,24 @@ impl Daemon {
     }
 
     fn try_start_with(state_dir: &Path, log: &Path, host: &str, port: u16, extra: &[&str]) -> Result<Daemon, String> {
+        Daemon::try_start_in(&Launch::here(), state_dir, log, host, port, extra)
+    }
+
+    /// Starts a daemon as `launch` says (in a test host's network
+    /// namespace, with extra environment) at `host:port`.
+    pub fn start_in(launch: &Launch, state_dir: &Path, log: &Path, host: &str, port: u16) -> Daemon {
+        Daemon::try_start_in(launch, state_dir, log, host, port, &[])
+            .unwrap_or_else(|e| panic!("cairnd did not start: {e}"))
+    }
+
+    fn try_start_in(
+        launch: &Launch,
+        state_dir: &Path,
+        log: &Path,
+        host: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Daemon, String> {
         preflight();
         watchdog();
         let addr = format!("{host}:{port}");
@@ -459,7 +498,8 @@ impl Daemon {
             .append(true)
             .open(log)
             .map_err(|e| format!("log {}: {e}", log.display()))?;
-        let child = Command::new(bin("cairnd"))
+        let child = launch
+            .command(&bin("cairnd"))
             .arg("--listen")
             .arg(&addr)
             .arg("--state-dir")
@@ -478,6 +518,7 @@ impl Daemon {
             state_dir: state_dir.to_path_buf(),
             log: log.to_path_buf(),
             child: Some(child),
+            launch: launch.clone(),
         };
         let ready = poll(Duration::from_secs(15), || {
             if !d.is_alive() {
@@ -555,7 +596,7 @@ impl Daemon {
     /// Runs `cairn --state-dir DIR --node ADDR ARGS…`.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         let out = with_timeout(Duration::from_secs(60), {
-            let mut cmd = Command::new(bin("cairn"));
+            let mut cmd = self.launch.command_without_env(&bin("cairn"));
             cmd.arg("--state-dir")
                 .arg(&self.state_dir)
                 .arg("--node")
@@ -641,6 +682,21 @@ impl Mount {
         log: &Path,
         extra_opts: &str,
     ) -> Result<Mount, CliOutput> {
+        Mount::try_new_in(&Launch::here(), daemon, vol, mountpoint, log, extra_opts)
+    }
+
+    /// As [`try_new`](Self::try_new), with `mount-cairn` (and so the
+    /// process serving the mount) started as `launch` says, e.g. in a
+    /// client host's network namespace. Only the network namespace
+    /// changes, so the mount is visible here.
+    pub fn try_new_in(
+        launch: &Launch,
+        daemon: &Daemon,
+        vol: &str,
+        mountpoint: &Path,
+        log: &Path,
+        extra_opts: &str,
+    ) -> Result<Mount, CliOutput> {
         std::fs::create_dir_all(mountpoint).expect("creating the mount point");
         let mut opts = format!("state-dir={},log-file={}", daemon.state_dir.display(), log.display());
         if !extra_opts.is_empty() {
@@ -648,7 +704,7 @@ impl Mount {
             opts.push_str(extra_opts);
         }
         let source = format!("{}:/{}", daemon.addr, vol);
-        let mut cmd = Command::new(bin("mount-cairn"));
+        let mut cmd = launch.command(&bin("mount-cairn"));
         cmd.arg(&source)
             .arg(mountpoint)
             .arg("-o")
@@ -673,7 +729,12 @@ impl Mount {
 
     /// As [`try_new`](Self::try_new), panicking on failure.
     pub fn new(daemon: &Daemon, vol: &str, mountpoint: &Path, log: &Path, extra: &str) -> Mount {
-        match Mount::try_new(daemon, vol, mountpoint, log, extra) {
+        Mount::new_in(&Launch::here(), daemon, vol, mountpoint, log, extra)
+    }
+
+    /// As [`try_new_in`](Self::try_new_in), panicking on failure.
+    pub fn new_in(launch: &Launch, daemon: &Daemon, vol: &str, mountpoint: &Path, log: &Path, extra: &str) -> Mount {
+        match Mount::try_new_in(launch, daemon, vol, mountpoint, log, extra) {
             Ok(m) => {
                 assert!(
                     is_cairn_mount(mountpoint),
