@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod changelog;
+pub mod checksum;
 pub mod gfid;
 pub mod layout;
 pub mod logging;

@@ -337,11 +337,7 @@ pub fn block_checksums(file: &File, offset: u64, len: u32) -> FsResult<Vec<Optio
             out.push(None);
         } else {
             let block = read_at(file, pos, (block_end - pos) as usize)?;
-            out.push(if block.iter().all(|b| *b == 0) {
-                None
-            } else {
-                Some(xxhash_rust::xxh3::xxh3_64(&block))
-            });
+            out.push(cairn_common::checksum::block_checksum(&block));
         }
         pos = block_end;
     }
