@@ -429,8 +429,8 @@ impl Block {
     }
 }
 
-/// A writer that keeps writing blocks into one open file (one `pwrite`
-/// every 100 ms, each bounded by [`OP_LIMIT`]) until stopped; records what
+/// A writer that keeps writing blocks into one open file (one synchronous
+/// `pwrite` every 100 ms, each bounded by [`OP_LIMIT`]) until stopped; records what
 /// each write answered.
 struct Stream {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -440,7 +440,16 @@ struct Stream {
 impl Stream {
     fn start(path: &Path, parity: usize) -> Stream {
         use std::os::unix::fs::FileExt;
-        let file = std::sync::Arc::new(std::fs::OpenOptions::new().write(true).open(path).unwrap());
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_DSYNC: a pwrite that returns is on the bricks. Without it,
+        // write-behind acknowledges a write on its way and reports a
+        // failure at the next write or close, as gluster does.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .open(path)
+            .unwrap();
+        let file = std::sync::Arc::new(file);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
