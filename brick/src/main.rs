@@ -1,9 +1,11 @@
 //! `cairnd`: the brick daemon. One per server; serves all of the node's
 //! bricks on one UDP port over QUIC and holds the volume configuration.
 
+mod access;
 mod admin;
 mod diagnostics;
 mod domain_locks;
+mod fops;
 mod locks;
 mod metrics;
 mod migration;

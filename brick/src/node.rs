@@ -413,6 +413,27 @@ impl Node {
             .is_none_or(|v| Self::admits(&v.options, ip))
     }
 
+    /// `server.root-squash` of the volume holding this brick, if on.
+    pub fn root_squash(&self, brick: &Uuid) -> Option<crate::access::Squash> {
+        use cairn_common::options::{effective, parse_bool};
+        let applied = self.applied();
+        let volume = applied
+            .state
+            .volumes
+            .values()
+            .find(|v| v.bricks.iter().any(|b| b.id == *brick))?;
+        let id = |key| effective(&volume.options, key).parse::<u32>().ok();
+        match parse_bool(effective(&volume.options, "server.root-squash")) {
+            Some(true) => Some(crate::access::Squash {
+                // Stored values were validated; a default is the fallback
+                // only for a spec written by hand.
+                anon_uid: id("server.anonuid").unwrap_or(65534),
+                anon_gid: id("server.anongid").unwrap_or(65534),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn volume_admits(&self, name: &str, ip: std::net::IpAddr) -> bool {
         self.applied()
             .state

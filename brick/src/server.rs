@@ -1,25 +1,23 @@
 //! The QUIC server: accepts connections from pool members and mounts, checks
 //! each peer's role from its certificate, and answers one request per stream.
 
+use crate::fops::{blocking_fop, OpenFiles, Outcome};
 use crate::locks::{LockKind, LockManager, LockOwner};
 use crate::node::Node;
-use crate::store::{inode, namespace::NewKind, Brick, FsError};
+use crate::store::{Brick, FsError};
 use bytes::Bytes;
-use cairn_common::proto::{Fop, LockSpec, LockType, Reply, Request, Response, MAX_IO_SIZE, PROTOCOL_VERSION};
+use cairn_common::proto::{Creds, Fop, LockSpec, LockType, Reply, Request, Response, MAX_IO_SIZE, PROTOCOL_VERSION};
 use cairn_common::tls::Role;
 use cairn_common::{wire, Gfid};
-use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// A peer that opens a stream must send its header within this time; a
 /// silent stream is dropped so it cannot pin resources (slowloris).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Open files one connection may hold.
-const MAX_OPEN_FILES: usize = 65536;
 
 pub struct Server {
     pub node: Arc<Node>,
@@ -31,13 +29,6 @@ pub struct Server {
     next_conn: AtomicU64,
 }
 
-struct OpenFile {
-    brick: Uuid,
-    gfid: Gfid,
-    file: Arc<File>,
-    _open: crate::store::OpenRef,
-}
-
 /// What one connection owns; dropped (closing its files and locks) when the
 /// peer goes away.
 struct ConnState {
@@ -46,14 +37,11 @@ struct ConnState {
     /// The peer's address, for auth.allow / auth.reject.
     remote: std::net::IpAddr,
     conn: quinn::Connection,
-    files: Mutex<HashMap<u64, OpenFile>>,
-    next_fh: AtomicU64,
+    files: OpenFiles,
     /// Set before the connection's locks are released, so a lock granted to
     /// a request still in flight is given back instead of leaking.
     closed: std::sync::atomic::AtomicBool,
 }
-
-type Outcome = Result<(Reply, Bytes), FsError>;
 
 impl Server {
     pub fn new(node: Arc<Node>) -> Arc<Server> {
@@ -116,8 +104,7 @@ impl Server {
             role,
             remote: remote.ip().to_canonical(),
             conn: conn.clone(),
-            files: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            files: OpenFiles::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         tracing::debug!(%remote, role = ?state.role, conn = state.id, "connection up");
@@ -138,7 +125,7 @@ impl Server {
         self.locks.release_connection(state.id);
         self.domain_locks.release_connection(state.id);
         self.migrations.release_connection(state.id);
-        state.files.lock().expect("files poisoned").clear();
+        state.files.close_all();
     }
 
     async fn serve_stream(
@@ -250,45 +237,63 @@ impl Server {
                     ),
                 }
             }
-            Request::Fop { brick, op } => {
-                let name = op.name();
-                tracing::trace!(op = name, detail = ?op, "fop");
-                let started = std::time::Instant::now();
-                let subject = self.subject_of(state, brick, &op);
-                let first_listing = matches!(op, Fop::Readdir { cookie: 0, .. });
-                let written = match op {
-                    Fop::Write { len, .. } => Some(u64::from(len)),
-                    _ => None,
-                };
-                let outcome = self.fop(state, brick, op, recv).await;
-                self.record(
-                    brick,
-                    name,
-                    started.elapsed(),
-                    &outcome,
-                    written,
-                    subject,
-                    first_listing,
-                );
-                let read = match &outcome {
-                    Ok((Reply::Data { len }, _)) => u64::from(*len),
-                    _ => 0,
-                };
-                self.node
-                    .stats
-                    .connection_used(state.id, brick, read, written.unwrap_or(0));
-                match outcome {
-                    Ok((reply, payload)) => (Response::Ok(reply), payload),
-                    Err(e) => {
-                        tracing::trace!(op = name, errno = e.errno, context = %e.context, "fop failed");
-                        (Response::error(e.errno, e.context), Bytes::new())
-                    }
-                }
+            Request::Fop { brick, op } => self.serve_fop(state, brick, op, None, recv).await,
+            Request::FopAs { brick, op, caller } => self.serve_fop(state, brick, op, Some(caller), recv).await,
+        }
+    }
+
+    /// Runs a fop and records it for `volume profile` / `top` / `status`.
+    async fn serve_fop(
+        &self,
+        state: &Arc<ConnState>,
+        brick: Uuid,
+        op: Fop,
+        caller: Option<Creds>,
+        recv: &mut quinn::RecvStream,
+    ) -> (Response, Bytes) {
+        let name = op.name();
+        tracing::trace!(op = name, detail = ?op, "fop");
+        let started = std::time::Instant::now();
+        let subject = self.subject_of(state, brick, &op);
+        let first_listing = matches!(op, Fop::Readdir { cookie: 0, .. });
+        let written = match op {
+            Fop::Write { len, .. } => Some(u64::from(len)),
+            _ => None,
+        };
+        let outcome = self.fop(state, brick, op, caller, recv).await;
+        self.record(
+            brick,
+            name,
+            started.elapsed(),
+            &outcome,
+            written,
+            subject,
+            first_listing,
+        );
+        let read = match &outcome {
+            Ok((Reply::Data { len }, _)) => u64::from(*len),
+            _ => 0,
+        };
+        self.node
+            .stats
+            .connection_used(state.id, brick, read, written.unwrap_or(0));
+        match outcome {
+            Ok((reply, payload)) => (Response::Ok(reply), payload),
+            Err(e) => {
+                tracing::trace!(op = name, errno = e.errno, context = %e.context, "fop failed");
+                (Response::error(e.errno, e.context), Bytes::new())
             }
         }
     }
 
-    async fn fop(&self, state: &Arc<ConnState>, brick_id: Uuid, op: Fop, recv: &mut quinn::RecvStream) -> Outcome {
+    async fn fop(
+        &self,
+        state: &Arc<ConnState>,
+        brick_id: Uuid,
+        op: Fop,
+        caller: Option<Creds>,
+        recv: &mut quinn::RecvStream,
+    ) -> Outcome {
         if !self.node.brick_admits(&brick_id, state.remote) {
             return Err(FsError::new(
                 libc::EACCES,
@@ -301,6 +306,7 @@ impl Server {
                 format!("brick {brick_id} is not served here (volume stopped?)"),
             )
         })?;
+        let op = self.apply_root_squash(state, &brick, op, caller)?;
         let payload = match op.payload_len() {
             0 => Bytes::new(),
             n if n > u64::from(MAX_IO_SIZE) => {
@@ -310,10 +316,7 @@ impl Server {
                 .await
                 .map_err(|e| FsError::new(libc::EIO, e.to_string()))?,
         };
-        let concern = crate::migration::concern(&op, |fh| {
-            let files = state.files.lock().expect("files poisoned");
-            files.get(&fh).filter(|f| f.brick == brick_id).map(|f| f.gfid)
-        });
+        let concern = crate::migration::concern(&op, |fh| state.files.gfid_of(&brick_id, fh));
         let _pass = self.migrations.enter(brick_id, concern).await?;
         if let Fop::MakeLink { gfid, .. } | Fop::SetLinkto { gfid, .. } = &op {
             self.migrations.arriving(brick_id, *gfid);
@@ -328,7 +331,7 @@ impl Server {
                     .map(|a| a.gfid)
                     .filter(|g| self.migrations.is_moved(brick_id, *g));
                 if let Some(gfid) = moved {
-                    let r = blocking_fop(&brick, state, op, payload);
+                    let r = blocking_fop(&brick, &state.files, op, payload);
                     if r.is_ok() {
                         brick.drop_moved_handle(&gfid);
                     }
@@ -406,7 +409,7 @@ impl Server {
                 Ok((Reply::Empty, Bytes::new()))
             }
             Fop::Release { fh } => {
-                state.files.lock().expect("files poisoned").remove(&fh);
+                state.files.close(fh);
                 Ok((Reply::Empty, Bytes::new()))
             }
             Fop::InodeLk {
@@ -439,10 +442,10 @@ impl Server {
                 };
                 self.domain_lock(state, target, owner, lock, wait).await
             }
-            op if runs_inline(&op) => blocking_fop(&brick, state, op, payload),
+            op if runs_inline(&op) => blocking_fop(&brick, &state.files, op, payload),
             op => {
                 let state = state.clone();
-                tokio::task::spawn_blocking(move || blocking_fop(&brick, &state, op, payload))
+                tokio::task::spawn_blocking(move || blocking_fop(&brick, &state.files, op, payload))
                     .await
                     .map_err(|e| FsError::new(libc::EIO, format!("fop task failed: {e}")))?
             }
@@ -476,14 +479,41 @@ impl Server {
         Ok((Reply::Empty, Bytes::new()))
     }
 
+    /// Under `server.root-squash`, a mount's root acts as the anonymous
+    /// user: the brick checks the modes the kernel skipped for root, and
+    /// what root creates goes to the anonymous ids. Only fops a mount sent
+    /// for a user (`FopAs`) are squashed; node certificates (self-heal,
+    /// rebalance) and a mount's own background work are trusted as gluster
+    /// trusts its internal clients.
+    fn apply_root_squash(
+        &self,
+        state: &ConnState,
+        brick: &Brick,
+        op: Fop,
+        caller: Option<Creds>,
+    ) -> Result<Fop, FsError> {
+        let Some(caller) = caller.filter(|c| c.uid == 0 || c.gid == 0) else {
+            return Ok(op);
+        };
+        if !matches!(state.role, Role::Client(_)) {
+            return Ok(op);
+        }
+        let Some(squash) = self.node.root_squash(&brick.id) else {
+            return Ok(op);
+        };
+        if caller.uid == 0 {
+            // The kernel let root through: the brick checks instead. (A
+            // caller with only gid 0 had its modes checked by the kernel.)
+            crate::access::check(brick, &op, &squash.map(caller))?;
+        }
+        Ok(squash.squash_new_owner(op))
+    }
+
     /// The file a fop is about, for `volume top`'s per-file counters.
     fn subject_of(&self, state: &ConnState, brick: Uuid, op: &Fop) -> Option<Gfid> {
         match op {
             Fop::Open { gfid, .. } | Fop::Readdir { gfid, .. } => Some(*gfid),
-            Fop::Read { fh, .. } | Fop::Write { fh, .. } => {
-                let files = state.files.lock().expect("files poisoned");
-                files.get(fh).filter(|f| f.brick == brick).map(|f| f.gfid)
-            }
+            Fop::Read { fh, .. } | Fop::Write { fh, .. } => state.files.gfid_of(&brick, *fh),
             _ => None,
         }
     }
@@ -521,7 +551,7 @@ impl Server {
     }
 
     fn open_file(&self, state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {
-        lookup_fh(state, brick, fh)
+        state.files.get(brick, fh)
     }
 }
 
@@ -551,248 +581,4 @@ fn kind_of(t: LockType) -> LockKind {
         LockType::Write => LockKind::Write,
         LockType::Unlock => LockKind::Unlock,
     }
-}
-
-fn lookup_fh(state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {
-    let files = state.files.lock().expect("files poisoned");
-    match files.get(&fh) {
-        Some(f) if f.brick == brick.id => Ok((f.file.clone(), f.gfid)),
-        _ => Err(FsError::new(libc::EBADF, format!("no open file {fh}"))),
-    }
-}
-
-fn register_fh(state: &ConnState, brick: &Arc<Brick>, gfid: Gfid, file: File) -> Result<u64, FsError> {
-    let mut files = state.files.lock().expect("files poisoned");
-    if files.len() >= MAX_OPEN_FILES {
-        return Err(FsError::new(libc::EMFILE, "too many open files on this connection"));
-    }
-    let fh = state.next_fh.fetch_add(1, Ordering::Relaxed);
-    files.insert(
-        fh,
-        OpenFile {
-            brick: brick.id,
-            gfid,
-            file: Arc::new(file),
-            _open: brick.open_ref(gfid),
-        },
-    );
-    Ok(fh)
-}
-
-/// File operations that are plain blocking syscalls, run off the async
-/// threads.
-fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) -> Outcome {
-    let none = Bytes::new();
-    Ok(match op {
-        Fop::Lookup { parent, name } => (Reply::Entry(brick.lookup(&parent, &name)?), none),
-        Fop::GetAttr { gfid } => (Reply::Attr(brick.getattr(&gfid)?), none),
-        Fop::SetAttr { gfid, fh, set } => {
-            let open = match fh {
-                Some(fh) => Some(lookup_fh(state, brick, fh)?.0),
-                None => None,
-            };
-            (Reply::Attr(brick.setattr(&gfid, open.as_deref(), &set)?), none)
-        }
-        Fop::Mknod {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            rdev,
-            creds,
-        } => (
-            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Special(rdev), mode, umask, &creds)?),
-            none,
-        ),
-        Fop::Mkdir {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            creds,
-        } => (
-            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Dir, mode, umask, &creds)?),
-            none,
-        ),
-        Fop::Symlink {
-            parent,
-            name,
-            gfid,
-            target,
-            creds,
-        } => (
-            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Symlink(&target), 0o777, 0, &creds)?),
-            none,
-        ),
-        Fop::Unlink { parent, name } => {
-            brick.unlink(&parent, &name)?;
-            (Reply::Empty, none)
-        }
-        Fop::Rmdir { parent, name } => {
-            brick.rmdir(&parent, &name)?;
-            (Reply::Empty, none)
-        }
-        Fop::Rename {
-            parent,
-            name,
-            new_parent,
-            new_name,
-            flags,
-        } => {
-            brick.rename(&parent, &name, &new_parent, &new_name, flags)?;
-            (Reply::Empty, none)
-        }
-        Fop::Link {
-            gfid,
-            new_parent,
-            new_name,
-        } => (Reply::Entry(brick.link(&gfid, &new_parent, &new_name)?), none),
-        Fop::Readlink { gfid } => (Reply::Link(brick.readlink(&gfid)?), none),
-        Fop::Open { gfid, flags } => {
-            let file = brick.open(&gfid, flags)?;
-            (
-                Reply::Opened {
-                    fh: register_fh(state, brick, gfid, file)?,
-                },
-                none,
-            )
-        }
-        Fop::Create {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            flags,
-            creds,
-        } => {
-            let (attr, fd) = brick.create(&parent, &name, &gfid, mode, umask, flags, &creds)?;
-            let fh = register_fh(state, brick, attr.gfid, File::from(fd))?;
-            (Reply::Created { attr, fh }, none)
-        }
-        Fop::Read { fh, offset, size } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let data = inode::read_at(&file, offset, size.min(MAX_IO_SIZE) as usize)?;
-            (Reply::Data { len: data.len() as u32 }, Bytes::from(data))
-        }
-        Fop::Checksum { fh, offset, len } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let sums = inode::block_checksums(&file, offset, len.min(cairn_common::proto::MAX_CHECKSUM_SPAN))?;
-            (Reply::Checksums(sums), none)
-        }
-        Fop::Write { fh, offset, len: _ } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let n = inode::write_at(&file, offset, &payload)?;
-            (Reply::Written { len: n as u32 }, none)
-        }
-        Fop::Fsync { fh, datasync } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let r = if datasync { file.sync_data() } else { file.sync_all() };
-            r.map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsync"))?;
-            (Reply::Empty, none)
-        }
-        Fop::Fsyncdir { gfid, datasync: _ } => {
-            let dir = brick.dir_for_sync(&gfid)?;
-            crate::sys::fsync(std::os::fd::AsFd::as_fd(&*dir))
-                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsyncdir"))?;
-            (Reply::Empty, none)
-        }
-        Fop::Readdir {
-            gfid,
-            cookie,
-            plus,
-            max_entries,
-        } => {
-            let (entries, eof) = brick.readdir(&gfid, cookie, plus, max_entries as usize)?;
-            (Reply::Dir { entries, eof }, none)
-        }
-        Fop::Statfs => (Reply::Statfs(brick.statfs()?), none),
-        Fop::GetXattr { gfid, name } => (Reply::Xattr(brick.getxattr(&gfid, &name)?), none),
-        Fop::SetXattr {
-            gfid,
-            name,
-            value,
-            flags,
-        } => {
-            brick.setxattr(&gfid, &name, &value, flags)?;
-            (Reply::Empty, none)
-        }
-        Fop::ListXattr { gfid } => (Reply::XattrNames(brick.listxattr(&gfid)?), none),
-        Fop::RemoveXattr { gfid, name } => {
-            brick.removexattr(&gfid, &name)?;
-            (Reply::Empty, none)
-        }
-        Fop::Fallocate { fh, mode, offset, len } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let allowed = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
-            if mode & !allowed != 0 {
-                return Err(FsError::new(libc::EOPNOTSUPP, "fallocate mode"));
-            }
-            crate::sys::fallocate(std::os::fd::AsFd::as_fd(&*file), mode, offset, len)
-                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fallocate"))?;
-            (Reply::Empty, none)
-        }
-        Fop::Lseek { fh, offset, whence } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            if ![
-                libc::SEEK_SET,
-                libc::SEEK_CUR,
-                libc::SEEK_END,
-                libc::SEEK_DATA,
-                libc::SEEK_HOLE,
-            ]
-            .contains(&whence)
-            {
-                return Err(FsError::new(libc::EINVAL, "lseek whence"));
-            }
-            let off = crate::sys::lseek(std::os::fd::AsFd::as_fd(&*file), offset, whence)
-                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "lseek"))?;
-            (Reply::Offset(off as u64), none)
-        }
-        Fop::CopyFileRange {
-            fh_in,
-            offset_in,
-            fh_out,
-            offset_out,
-            len,
-        } => {
-            let (fin, _) = lookup_fh(state, brick, fh_in)?;
-            let (fout, _) = lookup_fh(state, brick, fh_out)?;
-            let n = crate::sys::copy_file_range(
-                std::os::fd::AsFd::as_fd(&*fin),
-                offset_in,
-                std::os::fd::AsFd::as_fd(&*fout),
-                offset_out,
-                len.min(u64::from(MAX_IO_SIZE)) as usize,
-            )
-            .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "copy_file_range"))?;
-            (Reply::Written { len: n as u32 }, none)
-        }
-        Fop::LayoutGet { gfid } => (Reply::Xattr(brick.layout_get(&gfid)?), none),
-        Fop::LayoutSet { gfid, entry } => {
-            brick.layout_set(&gfid, &entry)?;
-            (Reply::Empty, none)
-        }
-        Fop::MakeLink {
-            parent,
-            name,
-            gfid,
-            target,
-        } => (Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?), none),
-        Fop::Xattrop { gfid, deltas } => (Reply::Counters(brick.xattrop(&gfid, &deltas)?), none),
-        Fop::SetLinkto { gfid, target } => {
-            brick.set_linkto(&gfid, target.as_ref())?;
-            (Reply::Empty, none)
-        }
-        Fop::GetLk { .. }
-        | Fop::SetLk { .. }
-        | Fop::Flush { .. }
-        | Fop::Release { .. }
-        | Fop::InodeLk { .. }
-        | Fop::EntryLk { .. }
-        | Fop::MigrateFreeze { .. }
-        | Fop::MigrateDone { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),
-    })
 }

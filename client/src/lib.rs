@@ -6,6 +6,7 @@
 //! (`volume`) → protocol client (`protocol`) → QUIC (`cairn_common`).
 
 pub mod afr;
+pub mod caller;
 pub mod counting;
 pub mod dht;
 pub mod fs;
