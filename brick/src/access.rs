@@ -248,6 +248,11 @@ pub fn check(brick: &Brick, op: &Fop, who: &Creds) -> FsResult<()> {
         Fop::Create {
             parent, name, flags, ..
         } => check_create(brick, parent, name, *flags, who),
+        // Only root makes device nodes (CAP_MKNOD), and a squashed root is
+        // not root.
+        Fop::Mknod { mode, .. } if matches!(mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK) => {
+            Err(not_owner("making a device node"))
+        }
         Fop::Mknod { parent, .. } | Fop::Mkdir { parent, .. } | Fop::Symlink { parent, .. } => {
             need(brick, parent, who, WRITE | SEARCH, "create").map(drop)
         }

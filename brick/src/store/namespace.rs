@@ -398,7 +398,7 @@ impl Brick {
         }
         // It exists and the caller did not ask for O_EXCL: open it (outside
         // the entry lock, which the lookup may need).
-        let fd = sys::open_beneath(dir.as_fd(), &cname, open_flags, 0).ctx(|| "open existing".into())?;
+        let fd = sys::open_regular_beneath(dir.as_fd(), &cname, open_flags).ctx(|| "open existing".into())?;
         let attr = self.lookup(parent, name)?;
         Ok((attr, fd))
     }
