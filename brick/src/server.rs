@@ -19,8 +19,42 @@ use uuid::Uuid;
 /// silent stream is dropped so it cannot pin resources (slowloris).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many connections a node holds at once (`cairnd
+/// --max-connections`, `--max-anonymous-connections`). Together with the
+/// per-connection limits (`transport::VERIFIED_*`, `UNVERIFIED_*`) they
+/// bound what a flood of connections can make the daemon buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every connection, handshakes in progress included.
+    pub connections: usize,
+    /// Connections without a certificate (only probes need one, briefly).
+    pub anonymous: usize,
+}
+
+/// Counts a connection while it lives.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    /// Takes one of `limit` slots, or None if all are taken.
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, limit: usize) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct Server {
     pub node: Arc<Node>,
+    limits: Limits,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    anonymous: Arc<std::sync::atomic::AtomicUsize>,
     locks: Arc<LockManager>,
     /// Replicate's inode and entry locks.
     domain_locks: Arc<crate::domain_locks::DomainLocks>,
@@ -44,9 +78,12 @@ struct ConnState {
 }
 
 impl Server {
-    pub fn new(node: Arc<Node>) -> Arc<Server> {
+    pub fn new(node: Arc<Node>, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
             node,
+            limits,
+            connections: Default::default(),
+            anonymous: Default::default(),
             locks: Arc::new(LockManager::new()),
             domain_locks: Arc::new(crate::domain_locks::DomainLocks::default()),
             migrations: crate::migration::Migrations::default(),
@@ -60,8 +97,16 @@ impl Server {
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    let Some(slot) = Slot::take(&self.connections, self.limits.connections) else {
+                        tracing::warn!(remote = %incoming.remote_address(), limit = self.limits.connections, "refusing a connection: too many open");
+                        incoming.refuse();
+                        continue;
+                    };
                     let server = self.clone();
-                    tokio::spawn(async move { server.serve_connection(incoming).await });
+                    tokio::spawn(async move {
+                        server.serve_connection(incoming).await;
+                        drop(slot);
+                    });
                 }
                 _ = shutdown.changed() => break,
             }
@@ -91,6 +136,20 @@ impl Server {
             tracing::warn!(%remote, "refusing a certificate without a cairn role");
             conn.close(1u32.into(), b"certificate carries no cairn role");
             return;
+        };
+        let _anonymous_slot = if role == Role::Anonymous {
+            match Slot::take(&self.anonymous, self.limits.anonymous) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(%remote, limit = self.limits.anonymous, "refusing a connection without a certificate: too many open");
+                    conn.close(3u32.into(), b"too many connections without a certificate");
+                    return;
+                }
+            }
+        } else {
+            // A pool member or mount: the full stream and window limits.
+            cairn_common::transport::open_up_verified(&conn);
+            None
         };
         if let Role::Client(name) = &role {
             if self.node.is_revoked(name) {
