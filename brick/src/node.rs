@@ -85,12 +85,7 @@ impl Node {
     /// Loads (or on first start creates) the node's state: id, pool CA,
     /// node and client certificates.
     pub fn load_or_init(state_dir: &Path, listen: &str) -> anyhow::Result<Node> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+        state::create_private_dir(state_dir)?;
         let info_path = state_dir.join("node.json");
         let id = match std::fs::read(&info_path) {
             Ok(bytes) => {
