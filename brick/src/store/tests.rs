@@ -303,13 +303,29 @@ fn hostile_names_are_refused_by_every_namespace_operation_and_change_nothing() {
             ),
             (
                 "mknod",
-                b.make_entry(&d.gfid, name, &Gfid::random(), NewKind::Special(0), 0o644, 0, &ROOT_CREDS)
-                    .map(drop),
+                b.make_entry(
+                    &d.gfid,
+                    name,
+                    &Gfid::random(),
+                    NewKind::Special(0),
+                    0o644,
+                    0,
+                    &ROOT_CREDS,
+                )
+                .map(drop),
             ),
             (
                 "symlink",
-                b.make_entry(&d.gfid, name, &Gfid::random(), NewKind::Symlink(b"/etc"), 0, 0, &ROOT_CREDS)
-                    .map(drop),
+                b.make_entry(
+                    &d.gfid,
+                    name,
+                    &Gfid::random(),
+                    NewKind::Symlink(b"/etc"),
+                    0,
+                    0,
+                    &ROOT_CREDS,
+                )
+                .map(drop),
             ),
             (
                 "create",
@@ -321,7 +337,10 @@ fn hostile_names_are_refused_by_every_namespace_operation_and_change_nothing() {
             ("rename from", b.rename(&d.gfid, name, &d.gfid, b"g", 0)),
             ("rename to", b.rename(&d.gfid, b"f", &d.gfid, name, 0)),
             ("link", b.link(&f.gfid, &d.gfid, name).map(drop)),
-            ("make link file", b.make_link(&d.gfid, name, &Gfid::random(), &target).map(drop)),
+            (
+                "make link file",
+                b.make_link(&d.gfid, name, &Gfid::random(), &target).map(drop),
+            ),
         ];
         for (op, r) in attempts {
             let e = r.expect_err(&format!("{op} {name:?} was accepted"));
@@ -363,7 +382,11 @@ fn operations_through_symlinks_pointing_out_of_the_brick_stay_inside() {
         assert!(r.is_err(), "{op} through a symlink to a directory outside was accepted");
     }
     // Nor is its target opened, truncated, chmodded or given xattrs.
-    for flags in [libc::O_RDONLY, libc::O_RDWR | libc::O_TRUNC, libc::O_WRONLY | libc::O_APPEND] {
+    for flags in [
+        libc::O_RDONLY,
+        libc::O_RDWR | libc::O_TRUNC,
+        libc::O_WRONLY | libc::O_APPEND,
+    ] {
         assert_eq!(b.open(&file_link, flags).unwrap_err().errno, libc::ELOOP);
     }
     let truncate = SetAttr {
@@ -388,13 +411,19 @@ fn operations_through_symlinks_pointing_out_of_the_brick_stay_inside() {
     let _ = b.removexattr(&file_link, b"user.stolen");
     // A hard link to the symlink links the symlink, not the canary.
     b.link(&file_link, &Gfid::ROOT, b"hard").unwrap();
-    assert_eq!(std::fs::read_link(b.path.join("hard")).unwrap(), outside.path().join("canary"));
+    assert_eq!(
+        std::fs::read_link(b.path.join("hard")).unwrap(),
+        outside.path().join("canary")
+    );
     b.unlink(&Gfid::ROOT, b"out-file").unwrap();
     b.unlink(&Gfid::ROOT, b"out-dir").unwrap();
     assert_eq!(snapshot(outside.path()), before, "the outside directory changed");
     assert_eq!(std::fs::read(outside.path().join("canary")).unwrap(), b"canary");
     let canary = c(outside.path().join("canary").to_str().unwrap());
-    assert!(sys::lgetxattr(&canary, &c("user.stolen")).is_err(), "an xattr landed outside");
+    assert!(
+        sys::lgetxattr(&canary, &c("user.stolen")).is_err(),
+        "an xattr landed outside"
+    );
 }
 
 #[test]
@@ -417,8 +446,24 @@ fn a_directory_swapped_for_a_symlink_during_requests_never_leads_out() {
             // A cold cache makes every request resolve "d" by name anew.
             b.dir_cache.lock().unwrap().clear();
             let name = format!("x{i}");
-            let _ = b.create(&d.gfid, name.as_bytes(), &Gfid::random(), 0o644, 0, libc::O_RDWR, &ROOT_CREDS);
-            let _ = b.make_entry(&d.gfid, format!("y{i}").as_bytes(), &Gfid::random(), NewKind::Dir, 0o755, 0, &ROOT_CREDS);
+            let _ = b.create(
+                &d.gfid,
+                name.as_bytes(),
+                &Gfid::random(),
+                0o644,
+                0,
+                libc::O_RDWR,
+                &ROOT_CREDS,
+            );
+            let _ = b.make_entry(
+                &d.gfid,
+                format!("y{i}").as_bytes(),
+                &Gfid::random(),
+                NewKind::Dir,
+                0o755,
+                0,
+                &ROOT_CREDS,
+            );
             let _ = b.lookup(&d.gfid, name.as_bytes());
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -429,8 +474,15 @@ fn a_directory_swapped_for_a_symlink_during_requests_never_leads_out() {
         "a request followed the swapped-in symlink out of the brick"
     );
     // Everything that was made is inside the real directory.
-    let real = if std::fs::symlink_metadata(b.path.join("d")).unwrap().is_dir() { "d" } else { "decoy" };
-    assert!(std::fs::read_dir(b.path.join(real)).unwrap().count() > 0, "nothing was ever created");
+    let real = if std::fs::symlink_metadata(b.path.join("d")).unwrap().is_dir() {
+        "d"
+    } else {
+        "decoy"
+    };
+    assert!(
+        std::fs::read_dir(b.path.join(real)).unwrap().count() > 0,
+        "nothing was ever created"
+    );
 }
 
 #[test]
@@ -444,9 +496,21 @@ fn device_nodes_fifos_and_sockets_are_never_opened_by_the_brick() {
         (b"sock", libc::S_IFSOCK | 0o666, 0),
     ] {
         let a = b
-            .make_entry(&Gfid::ROOT, name, &Gfid::random(), NewKind::Special(rdev), mode, 0, &ROOT_CREDS)
+            .make_entry(
+                &Gfid::ROOT,
+                name,
+                &Gfid::random(),
+                NewKind::Special(rdev),
+                mode,
+                0,
+                &ROOT_CREDS,
+            )
             .unwrap();
-        assert_eq!(b.open(&a.gfid, libc::O_RDONLY).unwrap_err().errno, libc::ENXIO, "{name:?}");
+        assert_eq!(
+            b.open(&a.gfid, libc::O_RDONLY).unwrap_err().errno,
+            libc::ENXIO,
+            "{name:?}"
+        );
         let truncate = SetAttr {
             size: Some(0),
             ..Default::default()
