@@ -325,6 +325,146 @@ mod tests {
         assert_eq!(s.map(Creds { uid: 1000, gid: 1000 }), Creds { uid: 1000, gid: 1000 });
     }
 
+    /// A brick with, at its root: `sticky/` (1777, root's) holding
+    /// `theirs` (uid 1000) and `mine` (the anonymous user's), `private/`
+    /// (0700, uid 1000) and `shared` (0644, uid 1000).
+    fn brick_with_entries() -> (tempfile::TempDir, Brick, [Gfid; 3]) {
+        use crate::store::namespace::NewKind;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (bid, vid) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        Brick::initialize(&path, bid, vid, "t", true).unwrap();
+        let b = Brick::open_existing(&path, bid, vid).unwrap();
+        let user = Creds { uid: 1000, gid: 1000 };
+        let root = Creds { uid: 0, gid: 0 };
+        let mk = |parent: &Gfid, name: &[u8], kind, mode, who: &Creds| {
+            b.make_entry(parent, name, &Gfid::random(), kind, mode, 0, who)
+                .unwrap()
+                .gfid
+        };
+        let sticky = mk(&Gfid::ROOT, b"sticky", NewKind::Dir, 0o1777, &root);
+        mk(&sticky, b"theirs", NewKind::Special(0), libc::S_IFREG | 0o666, &user);
+        mk(&sticky, b"mine", NewKind::Special(0), libc::S_IFREG | 0o666, &ANON);
+        let private = mk(&Gfid::ROOT, b"private", NewKind::Dir, 0o700, &user);
+        let shared = mk(
+            &Gfid::ROOT,
+            b"shared",
+            NewKind::Special(0),
+            libc::S_IFREG | 0o644,
+            &user,
+        );
+        (dir, b, [sticky, private, shared])
+    }
+
+    #[test]
+    fn a_squashed_root_gets_the_anonymous_users_rights_on_a_brick() {
+        let (_t, b, [sticky, private, shared]) = brick_with_entries();
+        let errno = |op: Fop| check(&b, &op, &ANON).err().map(|e| e.errno);
+        let name = |n: &str| n.as_bytes().to_vec();
+        // The sticky bit: only one's own entries go.
+        assert_eq!(
+            errno(Fop::Unlink {
+                parent: sticky,
+                name: name("theirs")
+            }),
+            Some(libc::EPERM)
+        );
+        assert_eq!(
+            errno(Fop::Unlink {
+                parent: sticky,
+                name: name("mine")
+            }),
+            None
+        );
+        let rename = |from: &str| Fop::Rename {
+            parent: sticky,
+            name: name(from),
+            new_parent: sticky,
+            new_name: name("new"),
+            flags: 0,
+        };
+        assert_eq!(errno(rename("theirs")), Some(libc::EPERM));
+        assert_eq!(errno(rename("mine")), None);
+        // Another user's private directory: no lookups, listings or creates.
+        assert_eq!(
+            errno(Fop::Lookup {
+                parent: private,
+                name: name("x")
+            }),
+            Some(libc::EACCES)
+        );
+        let list = Fop::Readdir {
+            gfid: private,
+            cookie: 0,
+            plus: false,
+            max_entries: 10,
+        };
+        assert_eq!(errno(list), Some(libc::EACCES));
+        let mkdir = Fop::Mkdir {
+            parent: private,
+            name: name("x"),
+            gfid: Gfid::random(),
+            mode: 0o755,
+            umask: 0,
+            creds: Creds { uid: 0, gid: 0 },
+        };
+        assert_eq!(errno(mkdir), Some(libc::EACCES));
+        // Another user's 0644 file: read, but no write, chmod, or times.
+        let open = |flags| Fop::Open { gfid: shared, flags };
+        assert_eq!(errno(open(libc::O_RDONLY)), None);
+        assert_eq!(errno(open(libc::O_WRONLY)), Some(libc::EACCES));
+        assert_eq!(errno(open(libc::O_RDONLY | libc::O_TRUNC)), Some(libc::EACCES));
+        let setattr = |set: cairn_common::proto::SetAttr| Fop::SetAttr {
+            gfid: shared,
+            fh: None,
+            set,
+        };
+        let chmod = cairn_common::proto::SetAttr {
+            mode: Some(0o777),
+            ..Default::default()
+        };
+        assert_eq!(errno(setattr(chmod)), Some(libc::EPERM));
+        let touch = cairn_common::proto::SetAttr {
+            mtime: Some(TimeSet::Now),
+            ..Default::default()
+        };
+        assert_eq!(errno(setattr(touch)), Some(libc::EACCES));
+        let backdate = cairn_common::proto::SetAttr {
+            mtime: Some(TimeSet::At(cairn_common::proto::Timespec { sec: 1, nsec: 0 })),
+            ..Default::default()
+        };
+        assert_eq!(errno(setattr(backdate)), Some(libc::EPERM));
+        let user_xattr = name("user.k");
+        assert_eq!(
+            errno(Fop::GetXattr {
+                gfid: shared,
+                name: user_xattr.clone()
+            }),
+            None
+        );
+        let set_xattr = Fop::SetXattr {
+            gfid: shared,
+            name: user_xattr,
+            value: vec![1],
+            flags: 0,
+        };
+        assert_eq!(errno(set_xattr), Some(libc::EACCES));
+        // Device nodes are root's alone; a fifo in a writable place is not.
+        let mknod = |mode| Fop::Mknod {
+            parent: sticky,
+            name: name("node"),
+            gfid: Gfid::random(),
+            mode,
+            umask: 0,
+            rdev: 0,
+            creds: Creds { uid: 0, gid: 0 },
+        };
+        assert_eq!(errno(mknod(libc::S_IFBLK | 0o600)), Some(libc::EPERM));
+        assert_eq!(errno(mknod(libc::S_IFIFO | 0o600)), None);
+        // Squashed to uid 0 (server.anonuid 0) holds nothing back.
+        assert!(check(&b, &open(libc::O_WRONLY), &Creds { uid: 0, gid: 0 }).is_ok());
+    }
+
     #[test]
     fn open_flags_map_to_access() {
         assert_eq!(open_access(libc::O_RDONLY), READ);

@@ -526,3 +526,38 @@ fn device_nodes_fifos_and_sockets_are_never_opened_by_the_brick() {
     let file = b.open(&f.gfid, libc::O_RDWR | libc::O_TRUNC).unwrap();
     assert_eq!(file.metadata().unwrap().len(), 0);
 }
+
+#[test]
+fn new_entries_get_the_mode_asked_whatever_the_daemons_umask() {
+    let (_t, b) = brick();
+    // SAFETY: umask is process-wide but only narrows; restored below.
+    let old = unsafe { libc::umask(0o077) };
+    let file = b.create(
+        &Gfid::ROOT,
+        b"f",
+        &Gfid::random(),
+        0o666,
+        0o002,
+        libc::O_RDWR,
+        &ROOT_CREDS,
+    );
+    let dir = b.make_entry(&Gfid::ROOT, b"d", &Gfid::random(), NewKind::Dir, 0o1777, 0, &ROOT_CREDS);
+    let fifo = b.make_entry(
+        &Gfid::ROOT,
+        b"p",
+        &Gfid::random(),
+        NewKind::Special(0),
+        libc::S_IFIFO | 0o666,
+        0,
+        &ROOT_CREDS,
+    );
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    assert_eq!(
+        file.unwrap().0.mode & 0o7777,
+        0o664,
+        "the client's umask applies, not the daemon's"
+    );
+    assert_eq!(dir.unwrap().mode & 0o7777, 0o1777);
+    assert_eq!(fifo.unwrap().mode & 0o7777, 0o666);
+}
