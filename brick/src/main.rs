@@ -1,9 +1,11 @@
 //! `cairnd`: the brick daemon. One per server; serves all of the node's
 //! bricks on one UDP port over QUIC and holds the volume configuration.
 
+mod access;
 mod admin;
 mod diagnostics;
 mod domain_locks;
+mod fops;
 mod locks;
 mod metrics;
 mod migration;
@@ -46,6 +48,14 @@ struct Args {
     /// 127.0.0.1:9324); off unless given.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Most connections held at once (mounts, pool members, probes, and
+    /// handshakes in progress); more are refused.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Most connections without a certificate held at once (only `peer
+    /// probe` uses one, for a moment).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_anonymous_connections: u32,
     /// Write the cairnd(8) man page into this directory and exit.
     #[arg(long, hide = true, value_name = "DIR")]
     man: Option<PathBuf>,
@@ -107,7 +117,11 @@ fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::
             tracing::info!(%addr, "serving metrics");
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = server::Server::new(node);
+        let limits = server::Limits {
+            connections: args.max_connections as usize,
+            anonymous: args.max_anonymous_connections as usize,
+        };
+        let server = server::Server::new(node, limits);
         let serving = tokio::spawn(server.run(endpoint.clone(), stop_rx));
         wait_for_signal(log_file).await?;
         tracing::info!("shutting down");

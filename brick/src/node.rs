@@ -85,12 +85,7 @@ impl Node {
     /// Loads (or on first start creates) the node's state: id, pool CA,
     /// node and client certificates.
     pub fn load_or_init(state_dir: &Path, listen: &str) -> anyhow::Result<Node> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+        state::create_private_dir(state_dir)?;
         let info_path = state_dir.join("node.json");
         let id = match std::fs::read(&info_path) {
             Ok(bytes) => {
@@ -411,6 +406,27 @@ impl Node {
             .values()
             .find(|v| v.bricks.iter().any(|b| b.id == *brick))
             .is_none_or(|v| Self::admits(&v.options, ip))
+    }
+
+    /// `server.root-squash` of the volume holding this brick, if on.
+    pub fn root_squash(&self, brick: &Uuid) -> Option<crate::access::Squash> {
+        use cairn_common::options::{effective, parse_bool};
+        let applied = self.applied();
+        let volume = applied
+            .state
+            .volumes
+            .values()
+            .find(|v| v.bricks.iter().any(|b| b.id == *brick))?;
+        let id = |key| effective(&volume.options, key).parse::<u32>().ok();
+        match parse_bool(effective(&volume.options, "server.root-squash")) {
+            Some(true) => Some(crate::access::Squash {
+                // Stored values were validated; a default is the fallback
+                // only for a spec written by hand.
+                anon_uid: id("server.anonuid").unwrap_or(65534),
+                anon_gid: id("server.anongid").unwrap_or(65534),
+            }),
+            _ => None,
+        }
     }
 
     pub fn volume_admits(&self, name: &str, ip: std::net::IpAddr) -> bool {

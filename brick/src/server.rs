@@ -1,43 +1,68 @@
 //! The QUIC server: accepts connections from pool members and mounts, checks
 //! each peer's role from its certificate, and answers one request per stream.
 
+use crate::fops::{blocking_fop, OpenFiles, Outcome};
 use crate::locks::{LockKind, LockManager, LockOwner};
 use crate::node::Node;
-use crate::store::{inode, namespace::NewKind, Brick, FsError};
+use crate::store::{Brick, FsError};
 use bytes::Bytes;
 use cairn_common::proto::{
-    Fop, LockSpec, LockType, Reply, Request, Response, TxnLock, TxnMark, MAX_IO_SIZE, PROTOCOL_VERSION,
+    Creds, Fop, LockSpec, LockType, Reply, Request, Response, TxnLock, TxnMark, MAX_IO_SIZE, PROTOCOL_VERSION,
 };
 use cairn_common::tls::Role;
 use cairn_common::{wire, Gfid};
-use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// A peer that opens a stream must send its header within this time; a
 /// silent stream is dropped so it cannot pin resources (slowloris).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Open files one connection may hold.
-const MAX_OPEN_FILES: usize = 65536;
+
+/// How many connections a node holds at once (`cairnd
+/// --max-connections`, `--max-anonymous-connections`). Together with the
+/// per-connection limits (`transport::VERIFIED_*`, `UNVERIFIED_*`) they
+/// bound what a flood of connections can make the daemon buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every connection, handshakes in progress included.
+    pub connections: usize,
+    /// Connections without a certificate (only probes need one, briefly).
+    pub anonymous: usize,
+}
+
+/// Counts a connection while it lives.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    /// Takes one of `limit` slots, or None if all are taken.
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, limit: usize) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub struct Server {
     pub node: Arc<Node>,
+    limits: Limits,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    anonymous: Arc<std::sync::atomic::AtomicUsize>,
     locks: Arc<LockManager>,
     /// Replicate's inode and entry locks.
     domain_locks: Arc<crate::domain_locks::DomainLocks>,
     /// Files being migrated away (rebalance): frozen or moved.
     migrations: crate::migration::Migrations,
     next_conn: AtomicU64,
-}
-
-struct OpenFile {
-    brick: Uuid,
-    gfid: Gfid,
-    file: Arc<File>,
-    _open: crate::store::OpenRef,
 }
 
 /// What one connection owns; dropped (closing its files and locks) when the
@@ -48,19 +73,19 @@ struct ConnState {
     /// The peer's address, for auth.allow / auth.reject.
     remote: std::net::IpAddr,
     conn: quinn::Connection,
-    files: Mutex<HashMap<u64, OpenFile>>,
-    next_fh: AtomicU64,
+    files: OpenFiles,
     /// Set before the connection's locks are released, so a lock granted to
     /// a request still in flight is given back instead of leaking.
     closed: std::sync::atomic::AtomicBool,
 }
 
-type Outcome = Result<(Reply, Bytes), FsError>;
-
 impl Server {
-    pub fn new(node: Arc<Node>) -> Arc<Server> {
+    pub fn new(node: Arc<Node>, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
             node,
+            limits,
+            connections: Default::default(),
+            anonymous: Default::default(),
             locks: Arc::new(LockManager::new()),
             domain_locks: Arc::new(crate::domain_locks::DomainLocks::default()),
             migrations: crate::migration::Migrations::default(),
@@ -74,8 +99,16 @@ impl Server {
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    let Some(slot) = Slot::take(&self.connections, self.limits.connections) else {
+                        tracing::warn!(remote = %incoming.remote_address(), limit = self.limits.connections, "refusing a connection: too many open");
+                        incoming.refuse();
+                        continue;
+                    };
                     let server = self.clone();
-                    tokio::spawn(async move { server.serve_connection(incoming).await });
+                    tokio::spawn(async move {
+                        server.serve_connection(incoming).await;
+                        drop(slot);
+                    });
                 }
                 _ = shutdown.changed() => break,
             }
@@ -106,6 +139,20 @@ impl Server {
             conn.close(1u32.into(), b"certificate carries no cairn role");
             return;
         };
+        let _anonymous_slot = if role == Role::Anonymous {
+            match Slot::take(&self.anonymous, self.limits.anonymous) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(%remote, limit = self.limits.anonymous, "refusing a connection without a certificate: too many open");
+                    conn.close(3u32.into(), b"too many connections without a certificate");
+                    return;
+                }
+            }
+        } else {
+            // A pool member or mount: the full stream and window limits.
+            cairn_common::transport::open_up_verified(&conn);
+            None
+        };
         if let Role::Client(name) = &role {
             if self.node.is_revoked(name) {
                 tracing::warn!(%remote, client = %name, "refusing a revoked client certificate");
@@ -118,8 +165,7 @@ impl Server {
             role,
             remote: remote.ip().to_canonical(),
             conn: conn.clone(),
-            files: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            files: OpenFiles::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         tracing::debug!(%remote, role = ?state.role, conn = state.id, "connection up");
@@ -140,7 +186,7 @@ impl Server {
         self.locks.release_connection(state.id);
         self.domain_locks.release_connection(state.id);
         self.migrations.release_connection(state.id);
-        state.files.lock().expect("files poisoned").clear();
+        state.files.close_all();
     }
 
     async fn serve_stream(
@@ -306,45 +352,63 @@ impl Server {
                     ),
                 }
             }
-            Request::Fop { brick, op } => {
-                let name = op.name();
-                tracing::trace!(op = name, detail = ?op, "fop");
-                let started = std::time::Instant::now();
-                let subject = self.subject_of(state, brick, &op);
-                let first_listing = matches!(op, Fop::Readdir { cookie: 0, .. });
-                let written = match op {
-                    Fop::Write { len, .. } => Some(u64::from(len)),
-                    _ => None,
-                };
-                let outcome = self.fop(state, brick, op, recv).await;
-                self.record(
-                    brick,
-                    name,
-                    started.elapsed(),
-                    &outcome,
-                    written,
-                    subject,
-                    first_listing,
-                );
-                let read = match &outcome {
-                    Ok((Reply::Data { len }, _)) => u64::from(*len),
-                    _ => 0,
-                };
-                self.node
-                    .stats
-                    .connection_used(state.id, brick, read, written.unwrap_or(0));
-                match outcome {
-                    Ok((reply, payload)) => (Response::Ok(reply), payload),
-                    Err(e) => {
-                        tracing::trace!(op = name, errno = e.errno, context = %e.context, "fop failed");
-                        (Response::error(e.errno, e.context), Bytes::new())
-                    }
-                }
+            Request::Fop { brick, op } => self.serve_fop(state, brick, op, None, recv).await,
+            Request::FopAs { brick, op, caller } => self.serve_fop(state, brick, op, Some(caller), recv).await,
+        }
+    }
+
+    /// Runs a fop and records it for `volume profile` / `top` / `status`.
+    async fn serve_fop(
+        &self,
+        state: &Arc<ConnState>,
+        brick: Uuid,
+        op: Fop,
+        caller: Option<Creds>,
+        recv: &mut quinn::RecvStream,
+    ) -> (Response, Bytes) {
+        let name = op.name();
+        tracing::trace!(op = name, detail = ?op, "fop");
+        let started = std::time::Instant::now();
+        let subject = self.subject_of(state, brick, &op);
+        let first_listing = matches!(op, Fop::Readdir { cookie: 0, .. });
+        let written = match op {
+            Fop::Write { len, .. } => Some(u64::from(len)),
+            _ => None,
+        };
+        let outcome = self.fop(state, brick, op, caller, recv).await;
+        self.record(
+            brick,
+            name,
+            started.elapsed(),
+            &outcome,
+            written,
+            subject,
+            first_listing,
+        );
+        let read = match &outcome {
+            Ok((Reply::Data { len }, _)) => u64::from(*len),
+            _ => 0,
+        };
+        self.node
+            .stats
+            .connection_used(state.id, brick, read, written.unwrap_or(0));
+        match outcome {
+            Ok((reply, payload)) => (Response::Ok(reply), payload),
+            Err(e) => {
+                tracing::trace!(op = name, errno = e.errno, context = %e.context, "fop failed");
+                (Response::error(e.errno, e.context), Bytes::new())
             }
         }
     }
 
-    async fn fop(&self, state: &Arc<ConnState>, brick_id: Uuid, op: Fop, recv: &mut quinn::RecvStream) -> Outcome {
+    async fn fop(
+        &self,
+        state: &Arc<ConnState>,
+        brick_id: Uuid,
+        op: Fop,
+        caller: Option<Creds>,
+        recv: &mut quinn::RecvStream,
+    ) -> Outcome {
         if !self.node.brick_admits(&brick_id, state.remote) {
             return Err(FsError::new(
                 libc::EACCES,
@@ -357,6 +421,7 @@ impl Server {
                 format!("brick {brick_id} is not served here (volume stopped?)"),
             )
         })?;
+        let op = self.apply_root_squash(state, &brick, op, caller)?;
         let payload = match op.payload_len() {
             0 => Bytes::new(),
             n if n > u64::from(MAX_IO_SIZE) => {
@@ -366,10 +431,7 @@ impl Server {
                 .await
                 .map_err(|e| FsError::new(libc::EIO, e.to_string()))?,
         };
-        let concern = crate::migration::concern(&op, |fh| {
-            let files = state.files.lock().expect("files poisoned");
-            files.get(&fh).filter(|f| f.brick == brick_id).map(|f| f.gfid)
-        });
+        let concern = crate::migration::concern(&op, |fh| state.files.gfid_of(&brick_id, fh));
         let _pass = self.migrations.enter(brick_id, concern).await?;
         if let Fop::MakeLink { gfid, .. } | Fop::SetLinkto { gfid, .. } = &op {
             self.migrations.arriving(brick_id, *gfid);
@@ -384,7 +446,7 @@ impl Server {
                     .map(|a| a.gfid)
                     .filter(|g| self.migrations.is_moved(brick_id, *g));
                 if let Some(gfid) = moved {
-                    let r = blocking_fop(&brick, state, op, payload);
+                    let r = blocking_fop(&brick, &state.files, op, payload);
                     if r.is_ok() {
                         brick.drop_moved_handle(&gfid);
                     }
@@ -462,7 +524,7 @@ impl Server {
                 Ok((Reply::Empty, Bytes::new()))
             }
             Fop::Release { fh } => {
-                state.files.lock().expect("files poisoned").remove(&fh);
+                state.files.close(fh);
                 Ok((Reply::Empty, Bytes::new()))
             }
             Fop::InodeLk { owner, lock, wait, .. } | Fop::EntryLk { owner, lock, wait, .. } => {
@@ -481,10 +543,10 @@ impl Server {
                 locks,
                 marks,
             } => self.txn_end(state, &brick, brick_id, domain, owner, &locks, &marks),
-            op if runs_inline(&op) => blocking_fop(&brick, state, op, payload),
+            op if runs_inline(&op) => blocking_fop(&brick, &state.files, op, payload),
             op => {
                 let state = state.clone();
-                tokio::task::spawn_blocking(move || blocking_fop(&brick, &state, op, payload))
+                tokio::task::spawn_blocking(move || blocking_fop(&brick, &state.files, op, payload))
                     .await
                     .map_err(|e| FsError::new(libc::EIO, format!("fop task failed: {e}")))?
             }
@@ -505,7 +567,7 @@ impl Server {
         marks: Vec<TxnMark>,
     ) -> Outcome {
         let holder = crate::domain_locks::Holder { conn: state.id, owner };
-        let targets: Vec<_> = locks.iter().map(|l| lock_target(brick_id, &domain, l)).collect();
+        let targets: Vec<_> = locks.iter().map(|l| txn_lock_target(brick_id, &domain, l)).collect();
         for (taken, target) in targets.iter().enumerate() {
             if let Err(e) = self.domain_locks.try_lock(target.clone(), holder) {
                 self.give_back(&targets[..taken], holder);
@@ -554,7 +616,7 @@ impl Server {
         for l in locks.iter().rev() {
             if self
                 .domain_locks
-                .unlock(&lock_target(brick_id, &domain, l), holder)
+                .unlock(&txn_lock_target(brick_id, &domain, l), holder)
                 .is_err()
             {
                 first_err.get_or_insert_with(|| FsError::new(libc::EINVAL, "unlocking a lock not held"));
@@ -599,14 +661,41 @@ impl Server {
         Ok((Reply::Empty, Bytes::new()))
     }
 
+    /// Under `server.root-squash`, a mount's root acts as the anonymous
+    /// user: the brick checks the modes the kernel skipped for root, and
+    /// what root creates goes to the anonymous ids. Only fops a mount sent
+    /// for a user (`FopAs`) are squashed; node certificates (self-heal,
+    /// rebalance) and a mount's own background work are trusted as gluster
+    /// trusts its internal clients.
+    fn apply_root_squash(
+        &self,
+        state: &ConnState,
+        brick: &Brick,
+        op: Fop,
+        caller: Option<Creds>,
+    ) -> Result<Fop, FsError> {
+        let Some(caller) = caller.filter(|c| c.uid == 0 || c.gid == 0) else {
+            return Ok(op);
+        };
+        if !matches!(state.role, Role::Client(_)) {
+            return Ok(op);
+        }
+        let Some(squash) = self.node.root_squash(&brick.id) else {
+            return Ok(op);
+        };
+        if caller.uid == 0 {
+            // The kernel let root through: the brick checks instead. (A
+            // caller with only gid 0 had its modes checked by the kernel.)
+            crate::access::check(brick, &op, &squash.map(caller))?;
+        }
+        Ok(squash.squash_new_owner(op))
+    }
+
     /// The file a fop is about, for `volume top`'s per-file counters.
     fn subject_of(&self, state: &ConnState, brick: Uuid, op: &Fop) -> Option<Gfid> {
         match op {
             Fop::Open { gfid, .. } | Fop::Readdir { gfid, .. } => Some(*gfid),
-            Fop::Read { fh, .. } | Fop::Write { fh, .. } => {
-                let files = state.files.lock().expect("files poisoned");
-                files.get(fh).filter(|f| f.brick == brick).map(|f| f.gfid)
-            }
+            Fop::Read { fh, .. } | Fop::Write { fh, .. } => state.files.gfid_of(&brick, *fh),
             _ => None,
         }
     }
@@ -644,16 +733,12 @@ impl Server {
     }
 
     fn open_file(&self, state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {
-        lookup_fh(state, brick, fh)
+        state.files.get(brick, fh)
     }
 }
 
-/// Metadata operations and small I/O take microseconds on a local disk:
-/// running them on the async worker saves two thread hand-offs per request,
-/// which dominated the cost of small-file work. Anything that can wait on
-/// the disk for long (sync, large transfers, allocation) goes to the
-/// blocking pool so it cannot stall other requests.
-fn lock_target(brick: Uuid, domain: &str, lock: &TxnLock) -> crate::domain_locks::LockTarget {
+/// The brick lock a transaction names.
+fn txn_lock_target(brick: Uuid, domain: &str, lock: &TxnLock) -> crate::domain_locks::LockTarget {
     match lock {
         TxnLock::Inode(gfid) => crate::domain_locks::LockTarget::Inode {
             brick,
@@ -669,6 +754,11 @@ fn lock_target(brick: Uuid, domain: &str, lock: &TxnLock) -> crate::domain_locks
     }
 }
 
+/// Metadata operations and small I/O take microseconds on a local disk:
+/// running them on the async worker saves two thread hand-offs per request,
+/// which dominated the cost of small-file work. Anything that can wait on
+/// the disk for long (sync, large transfers, allocation) goes to the
+/// blocking pool so it cannot stall other requests.
 fn runs_inline(op: &Fop) -> bool {
     const SMALL_IO: u32 = 64 * 1024;
     match op {
@@ -690,252 +780,6 @@ fn kind_of(t: LockType) -> LockKind {
         LockType::Write => LockKind::Write,
         LockType::Unlock => LockKind::Unlock,
     }
-}
-
-fn lookup_fh(state: &ConnState, brick: &Brick, fh: u64) -> Result<(Arc<File>, Gfid), FsError> {
-    let files = state.files.lock().expect("files poisoned");
-    match files.get(&fh) {
-        Some(f) if f.brick == brick.id => Ok((f.file.clone(), f.gfid)),
-        _ => Err(FsError::new(libc::EBADF, format!("no open file {fh}"))),
-    }
-}
-
-fn register_fh(state: &ConnState, brick: &Arc<Brick>, gfid: Gfid, file: File) -> Result<u64, FsError> {
-    let mut files = state.files.lock().expect("files poisoned");
-    if files.len() >= MAX_OPEN_FILES {
-        return Err(FsError::new(libc::EMFILE, "too many open files on this connection"));
-    }
-    let fh = state.next_fh.fetch_add(1, Ordering::Relaxed);
-    files.insert(
-        fh,
-        OpenFile {
-            brick: brick.id,
-            gfid,
-            file: Arc::new(file),
-            _open: brick.open_ref(gfid),
-        },
-    );
-    Ok(fh)
-}
-
-/// File operations that are plain blocking syscalls, run off the async
-/// threads.
-fn blocking_fop(brick: &Arc<Brick>, state: &ConnState, op: Fop, payload: Bytes) -> Outcome {
-    let none = Bytes::new();
-    Ok(match op {
-        Fop::Lookup { parent, name } => (Reply::Entry(brick.lookup(&parent, &name)?), none),
-        Fop::GetAttr { gfid } => (Reply::Attr(brick.getattr(&gfid)?), none),
-        Fop::SetAttr { gfid, fh, set } => {
-            let open = match fh {
-                Some(fh) => Some(lookup_fh(state, brick, fh)?.0),
-                None => None,
-            };
-            (Reply::Attr(brick.setattr(&gfid, open.as_deref(), &set)?), none)
-        }
-        Fop::Mknod {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            rdev,
-            creds,
-        } => (
-            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Special(rdev), mode, umask, &creds)?),
-            none,
-        ),
-        Fop::Mkdir {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            creds,
-        } => (
-            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Dir, mode, umask, &creds)?),
-            none,
-        ),
-        Fop::Symlink {
-            parent,
-            name,
-            gfid,
-            target,
-            creds,
-        } => (
-            Reply::Entry(brick.make_entry(&parent, &name, &gfid, NewKind::Symlink(&target), 0o777, 0, &creds)?),
-            none,
-        ),
-        Fop::Unlink { parent, name } => {
-            brick.unlink(&parent, &name)?;
-            (Reply::Empty, none)
-        }
-        Fop::Rmdir { parent, name } => {
-            brick.rmdir(&parent, &name)?;
-            (Reply::Empty, none)
-        }
-        Fop::Rename {
-            parent,
-            name,
-            new_parent,
-            new_name,
-            flags,
-        } => {
-            brick.rename(&parent, &name, &new_parent, &new_name, flags)?;
-            (Reply::Empty, none)
-        }
-        Fop::Link {
-            gfid,
-            new_parent,
-            new_name,
-        } => (Reply::Entry(brick.link(&gfid, &new_parent, &new_name)?), none),
-        Fop::Readlink { gfid } => (Reply::Link(brick.readlink(&gfid)?), none),
-        Fop::Open { gfid, flags } => {
-            let file = brick.open(&gfid, flags)?;
-            (
-                Reply::Opened {
-                    fh: register_fh(state, brick, gfid, file)?,
-                },
-                none,
-            )
-        }
-        Fop::Create {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            flags,
-            creds,
-        } => {
-            let (attr, fd) = brick.create(&parent, &name, &gfid, mode, umask, flags, &creds)?;
-            let fh = register_fh(state, brick, attr.gfid, File::from(fd))?;
-            (Reply::Created { attr, fh }, none)
-        }
-        Fop::Read { fh, offset, size } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let data = inode::read_at(&file, offset, size.min(MAX_IO_SIZE) as usize)?;
-            (Reply::Data { len: data.len() as u32 }, Bytes::from(data))
-        }
-        Fop::Checksum { fh, offset, len } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let sums = inode::block_checksums(&file, offset, len.min(cairn_common::proto::MAX_CHECKSUM_SPAN))?;
-            (Reply::Checksums(sums), none)
-        }
-        Fop::Write { fh, offset, len: _ } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let n = inode::write_at(&file, offset, &payload)?;
-            (Reply::Written { len: n as u32 }, none)
-        }
-        Fop::Fsync { fh, datasync } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let r = if datasync { file.sync_data() } else { file.sync_all() };
-            r.map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsync"))?;
-            (Reply::Empty, none)
-        }
-        Fop::Fsyncdir { gfid, datasync: _ } => {
-            let dir = brick.dir_for_sync(&gfid)?;
-            crate::sys::fsync(std::os::fd::AsFd::as_fd(&*dir))
-                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fsyncdir"))?;
-            (Reply::Empty, none)
-        }
-        Fop::Readdir {
-            gfid,
-            cookie,
-            plus,
-            max_entries,
-        } => {
-            let (entries, eof) = brick.readdir(&gfid, cookie, plus, max_entries as usize)?;
-            (Reply::Dir { entries, eof }, none)
-        }
-        Fop::Statfs => (Reply::Statfs(brick.statfs()?), none),
-        Fop::GetXattr { gfid, name } => (Reply::Xattr(brick.getxattr(&gfid, &name)?), none),
-        Fop::SetXattr {
-            gfid,
-            name,
-            value,
-            flags,
-        } => {
-            brick.setxattr(&gfid, &name, &value, flags)?;
-            (Reply::Empty, none)
-        }
-        Fop::ListXattr { gfid } => (Reply::XattrNames(brick.listxattr(&gfid)?), none),
-        Fop::RemoveXattr { gfid, name } => {
-            brick.removexattr(&gfid, &name)?;
-            (Reply::Empty, none)
-        }
-        Fop::Fallocate { fh, mode, offset, len } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            let allowed = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
-            if mode & !allowed != 0 {
-                return Err(FsError::new(libc::EOPNOTSUPP, "fallocate mode"));
-            }
-            crate::sys::fallocate(std::os::fd::AsFd::as_fd(&*file), mode, offset, len)
-                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "fallocate"))?;
-            (Reply::Empty, none)
-        }
-        Fop::Lseek { fh, offset, whence } => {
-            let (file, _) = lookup_fh(state, brick, fh)?;
-            if ![
-                libc::SEEK_SET,
-                libc::SEEK_CUR,
-                libc::SEEK_END,
-                libc::SEEK_DATA,
-                libc::SEEK_HOLE,
-            ]
-            .contains(&whence)
-            {
-                return Err(FsError::new(libc::EINVAL, "lseek whence"));
-            }
-            let off = crate::sys::lseek(std::os::fd::AsFd::as_fd(&*file), offset, whence)
-                .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "lseek"))?;
-            (Reply::Offset(off as u64), none)
-        }
-        Fop::CopyFileRange {
-            fh_in,
-            offset_in,
-            fh_out,
-            offset_out,
-            len,
-        } => {
-            let (fin, _) = lookup_fh(state, brick, fh_in)?;
-            let (fout, _) = lookup_fh(state, brick, fh_out)?;
-            let n = crate::sys::copy_file_range(
-                std::os::fd::AsFd::as_fd(&*fin),
-                offset_in,
-                std::os::fd::AsFd::as_fd(&*fout),
-                offset_out,
-                len.min(u64::from(MAX_IO_SIZE)) as usize,
-            )
-            .map_err(|e| FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "copy_file_range"))?;
-            (Reply::Written { len: n as u32 }, none)
-        }
-        Fop::LayoutGet { gfid } => (Reply::Xattr(brick.layout_get(&gfid)?), none),
-        Fop::LayoutSet { gfid, entry } => {
-            brick.layout_set(&gfid, &entry)?;
-            (Reply::Empty, none)
-        }
-        Fop::MakeLink {
-            parent,
-            name,
-            gfid,
-            target,
-        } => (Reply::Entry(brick.make_link(&parent, &name, &gfid, &target)?), none),
-        Fop::Xattrop { gfid, deltas } => (Reply::Counters(brick.xattrop(&gfid, &deltas)?), none),
-        Fop::SetLinkto { gfid, target } => {
-            brick.set_linkto(&gfid, target.as_ref())?;
-            (Reply::Empty, none)
-        }
-        Fop::GetLk { .. }
-        | Fop::SetLk { .. }
-        | Fop::Flush { .. }
-        | Fop::Release { .. }
-        | Fop::InodeLk { .. }
-        | Fop::TxnBegin { .. }
-        | Fop::TxnEnd { .. }
-        | Fop::EntryLk { .. }
-        | Fop::MigrateFreeze { .. }
-        | Fop::MigrateDone { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),
-    })
 }
 
 /// What a replicate lock fop (`InodeLk`, `EntryLk`) locks.

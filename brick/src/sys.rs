@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
@@ -72,6 +72,33 @@ pub fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> 
             return Err(err);
         }
     }
+}
+
+/// Opens an existing regular file beneath `dir` for I/O. Anything else is
+/// refused before it is opened for real: a device node (which a client may
+/// make with mknod) would hand out the server's raw disk or trigger a
+/// driver's open, a fifo could block, and a symlink is never followed. The
+/// check and the open see the same inode: the name is first opened
+/// `O_PATH` (no driver is involved), checked with fstat, then reopened
+/// through its `/proc/self/fd` link, so a concurrent swap cannot slip a
+/// device in between.
+pub fn open_regular_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> io::Result<OwnedFd> {
+    let path_only = open_beneath(dir, name, libc::O_PATH, 0)?;
+    let st = fstat(path_only.as_fd())?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {}
+        libc::S_IFDIR => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
+        libc::S_IFLNK => return Err(io::Error::from_raw_os_error(libc::ELOOP)),
+        // FUSE never asks to open a device, fifo or socket: the client's
+        // kernel handles those itself.
+        _ => return Err(io::Error::from_raw_os_error(libc::ENXIO)),
+    }
+    let proc = cstr(format!("/proc/self/fd/{}", path_only.as_raw_fd()).as_bytes())?;
+    let creating = libc::O_CREAT | libc::O_EXCL | libc::O_TMPFILE | libc::O_DIRECTORY;
+    // SAFETY: a valid C string; the kernel returns a new descriptor or -1.
+    let fd = check(unsafe { libc::open(proc.as_ptr(), (flags & !creating) | libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {

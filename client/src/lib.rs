@@ -7,6 +7,7 @@
 //! (`protocol`) → QUIC (`cairn_common`).
 
 pub mod afr;
+pub mod caller;
 pub mod counting;
 pub mod dht;
 pub mod fs;

@@ -42,7 +42,14 @@ impl ProtocolClient {
 
     async fn raw(&self, op: Fop, payload: Bytes) -> Result<(Reply, Bytes), RpcError> {
         let wait = matches!(op, Fop::SetLk { wait: true, .. });
-        let req = Request::Fop { brick: self.brick, op };
+        let req = match crate::caller::current() {
+            Some(caller) => Request::FopAs {
+                brick: self.brick,
+                op,
+                caller,
+            },
+            None => Request::Fop { brick: self.brick, op },
+        };
         if wait {
             // A blocked lock waits as long as the holder holds it.
             self.node.call_with_timeout(&req, payload, None).await

@@ -164,6 +164,24 @@ pub const OPTIONS: &[OptionDef] = &[
         default: "",
         description: "Client addresses refused, even if auth.allow matches them.",
     },
+    OptionDef {
+        key: "server.root-squash",
+        kind: Kind::Bool,
+        default: "off",
+        description: "Treat uid 0 and gid 0 of mounts' requests as server.anonuid / server.anongid: root on a client gets no more rights than the anonymous user. Internal traffic (self-heal, rebalance, a mount's background heals) is never squashed.",
+    },
+    OptionDef {
+        key: "server.anonuid",
+        kind: Kind::Count { min: 0, max: 4_294_967_294 },
+        default: "65534",
+        description: "The uid a squashed root becomes (server.root-squash).",
+    },
+    OptionDef {
+        key: "server.anongid",
+        kind: Kind::Count { min: 0, max: 4_294_967_294 },
+        default: "65534",
+        description: "The gid a squashed root group becomes (server.root-squash).",
+    },
 ];
 
 pub fn find(key: &str) -> Option<&'static OptionDef> {
@@ -327,5 +345,15 @@ mod tests {
         assert_eq!(validate("auth.allow", "127.0.0.*, ::1").unwrap(), "127.0.0.*,::1");
         assert!(validate("auth.allow", "host name").is_err());
         assert!(validate("auth.reject", "").is_err());
+    }
+
+    #[test]
+    fn squash_ids_are_checked() {
+        assert_eq!(validate("server.root-squash", "yes").unwrap(), "on");
+        assert_eq!(validate("server.anonuid", " 1000 ").unwrap(), "1000");
+        // (uid_t)-1 means "leave alone" to chown: never a squash target.
+        assert!(validate("server.anonuid", "4294967295").is_err());
+        assert!(validate("server.anongid", "-1").is_err());
+        assert!(validate("server.anongid", "nobody").is_err());
     }
 }

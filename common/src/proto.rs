@@ -38,6 +38,11 @@ pub enum Request {
     Admin(AdminRequest),
     /// Node-to-node traffic of the trusted pool (consensus, joins, fan-out).
     Pool(PoolRequest),
+    /// A file operation a user of a mount asked for: `caller` is that
+    /// user's uid and gid, which `server.root-squash` maps. A mount's own
+    /// work (background heals, unlocks) goes as a plain `Fop`, which is
+    /// never squashed, as gluster exempts its internal clients.
+    FopAs { brick: Uuid, op: Fop, caller: Creds },
 }
 
 /// What pool members ask each other. Only node certificates may send these,

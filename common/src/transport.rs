@@ -75,13 +75,37 @@ pub fn server_endpoint(addr: SocketAddr, creds: &Credentials, reset_secret: &[u8
     Ok(endpoint)
 }
 
+/// What a connection may hold before the server knows who the peer is:
+/// a peer without a certificate may only say hello or ask to join (a few
+/// KiB), so it gets a few streams and 1 MiB in flight in all. The server
+/// raises both for pool members and mounts once it has checked their
+/// certificate ([`open_up_verified`]); flow-control credit cannot be taken
+/// back, so the small grant must come first.
+pub const UNVERIFIED_STREAMS: u32 = 8;
+pub const UNVERIFIED_RECEIVE_WINDOW: u32 = 1 << 20;
+/// In-flight requests and bytes a pool member's or mount's connection may
+/// hold on a server: enough for a mount's pipelined 1 MiB writes, while
+/// bounding what one connection can make the server buffer.
+pub const VERIFIED_STREAMS: u32 = 1024;
+pub const VERIFIED_RECEIVE_WINDOW: u32 = 128 << 20;
+
 /// The server side of a node's endpoint; swapped in when the node joins a
 /// pool and takes its CA.
 pub fn server_config(creds: &Credentials) -> anyhow::Result<quinn::ServerConfig> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto(creds)?)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config()));
+    let mut transport = transport_config();
+    transport.max_concurrent_bidi_streams(UNVERIFIED_STREAMS.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.receive_window(UNVERIFIED_RECEIVE_WINDOW.into());
+    server.transport_config(Arc::new(transport));
     Ok(server)
+}
+
+/// Gives a connection whose certificate checked out the full limits.
+pub fn open_up_verified(conn: &quinn::Connection) {
+    conn.set_max_concurrent_bi_streams(VERIFIED_STREAMS.into());
+    conn.set_receive_window(VERIFIED_RECEIVE_WINDOW.into());
 }
 
 /// Dialling with these credentials.

@@ -412,3 +412,199 @@ fn cli_rejects_bad_arguments_and_changes_nothing() {
     let status = c.daemon.status_json("vol");
     assert_eq!(status["status"][0]["bricks"][0]["online"], true);
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+/// A connection without a certificate, as `peer probe` makes.
+async fn connect_anonymous(ep: &quinn::Endpoint, addr: SocketAddr) -> Result<quinn::Connection, String> {
+    let crypto = tls::join_client_crypto().map_err(|e| e.to_string())?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| e.to_string())?;
+    let cfg = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    ep.connect_with(cfg, addr, tls::NODE_SERVER_NAME)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Opens `streams` streams on `conn`, each sending a length prefix that
+/// promises a maximum-size header and then `bytes` of it, never finishing:
+/// what a peer trying to make the server buffer would send. The writes run
+/// in the background (flow control may hold them).
+fn partial_frames(conn: &quinn::Connection, streams: usize, bytes: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..streams)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let Ok((mut send, _recv)) = conn.open_bi().await else {
+                    return;
+                };
+                let mut frame = (cairn_common::proto::MAX_HEADER_LEN as u32).to_le_bytes().to_vec();
+                frame.resize(4 + bytes, 0x5a);
+                let _ = send.write_all(&frame).await;
+                // Hold the stream open, silent, until the test ends.
+                std::future::pending::<()>().await;
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_flood_of_connections_and_silent_streams_leaves_the_daemon_serving_in_bounded_memory() {
+    const CONNECTIONS: usize = 200;
+    const LIMIT_MIB: u64 = 256;
+    let mut c = Cluster::new();
+    let mnt = c.mnt().to_path_buf();
+    let pid = c.daemon.pid().expect("daemon pid");
+    write_file(&mnt.join("warm-up"), &pattern(1, 1 << 20));
+    let before = rss_mib(pid);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let addr = addr_of(&c);
+        let client = state::client_credentials(&c.daemon.state_dir).expect("client credentials");
+        let ep = transport::client_endpoint(&client).expect("endpoint");
+        let mut writers = Vec::new();
+        // Certified peers (what any mount's certificate allows): many
+        // connections, each with silent streams and partial headers.
+        let mut verified = Vec::new();
+        for i in 0..CONNECTIONS {
+            let conn = bounded("connect", connect(&ep, addr))
+                .await
+                .unwrap_or_else(|e| panic!("certified connection {i}: {e}"));
+            writers.extend(partial_frames(&conn, 8, 16 << 10));
+            let (mut send, recv) = conn.open_bi().await.expect("open_bi");
+            send.write_all(&[1]).await.expect("one byte");
+            verified.push((conn, send, recv));
+        }
+        // Peers without a certificate, each trying to make the daemon hold
+        // two megabytes of unfinished headers: 400 MiB if nothing stopped
+        // them.
+        let mut anonymous = Vec::new();
+        for _ in 0..CONNECTIONS {
+            if let Ok(conn) = bounded("anonymous connect", connect_anonymous(&ep, addr)).await {
+                writers.extend(partial_frames(&conn, 8, 256 << 10));
+                anonymous.push(conn);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let alive = anonymous.iter().filter(|c| c.close_reason().is_none()).count();
+        assert!(alive <= 16, "{alive} connections without a certificate are held open");
+        // A normal client is still served, promptly, through the mount...
+        let data = pattern(2, 1 << 20);
+        let (m, d) = (mnt.clone(), data.clone());
+        let started = std::time::Instant::now();
+        let back = bounded(
+            "mount I/O during the flood",
+            tokio::task::spawn_blocking(move || {
+                write_file(&m.join("during-flood"), &d);
+                read_file(&m.join("during-flood"))
+            }),
+        )
+        .await
+        .expect("io task");
+        assert!(back == data, "mount I/O during the flood");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mount I/O took {:?}",
+            started.elapsed()
+        );
+        // ...and on a fresh connection.
+        let node_ep = node_endpoint(&c);
+        let fresh = bounded("connect", connect(&node_ep, addr))
+            .await
+            .expect("fresh connection");
+        bounded("hello", hello_and_info(&fresh))
+            .await
+            .expect("a fresh client is served");
+        let during = rss_mib(pid);
+        assert!(
+            during < LIMIT_MIB,
+            "cairnd holds {during} MiB during the flood (was {before} MiB before)"
+        );
+        eprintln!("cairnd RSS: {before} MiB before, {during} MiB during the flood");
+        for w in writers {
+            w.abort();
+        }
+        drop(verified);
+        drop(anonymous);
+        ep.close(0u32.into(), b"done");
+        node_ep.close(0u32.into(), b"done");
+    });
+    assert!(c.daemon.is_alive(), "cairnd died");
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_others_still_served() {
+    let tmp = cairn_tests::temp_dir("cairn-limit-");
+    let mut d = cairn_tests::Daemon::start_with(
+        &tmp.path().join("state"),
+        &tmp.path().join("cairnd.log"),
+        &["--max-connections", "5"],
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let addr: SocketAddr = d.addr.parse().expect("address");
+        let creds = state::node_credentials(&d.state_dir).expect("node credentials");
+        let ep = transport::client_endpoint(&creds).expect("endpoint");
+        // Fill the daemon up (its own traffic may hold a slot too).
+        let mut held = Vec::new();
+        let mut refusal = None;
+        for _ in 0..10 {
+            match bounded("connect", connect(&ep, addr)).await {
+                Ok(conn) => held.push(conn),
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            (1..=5).contains(&held.len()),
+            "{} connections held with --max-connections 5",
+            held.len()
+        );
+        let refusal = refusal.expect("no connection was refused");
+        assert!(refusal.contains("refused"), "refused how? {refusal}");
+        // Those held are still served; once one goes, a newcomer gets in.
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        bounded("hello", transport::exchange(&held[0], &hello, Bytes::new()))
+            .await
+            .expect("a held connection is served");
+        let gone = held.pop().expect("a connection");
+        gone.close(0u32.into(), b"bye");
+        let mut admitted = None;
+        for _ in 0..20 {
+            if let Ok(conn) = bounded("connect after one left", connect(&ep, addr)).await {
+                admitted = Some(conn);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let admitted = admitted.expect("no connection admitted after one closed");
+        bounded("hello", transport::exchange(&admitted, &hello, Bytes::new()))
+            .await
+            .expect("the newcomer is served");
+        ep.close(0u32.into(), b"done");
+    });
+    assert!(d.is_alive());
+    let bad = std::process::Command::new(cairn_tests::bin("cairnd"))
+        .args(["--max-connections", "0"])
+        .output()
+        .expect("cairnd");
+    assert!(!bad.status.success(), "--max-connections 0 was accepted");
+}

@@ -14,9 +14,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `pub(crate)` items here are also driven by `fuzz/fuzz_targets/cli_args.rs`.
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Manage a Cairn pool and its volumes")]
-struct Cli {
+pub(crate) struct Cli {
     /// Node to talk to, HOST[:PORT] (default: the local node of --state-dir).
     #[arg(long, global = true)]
     node: Option<String>,
@@ -27,11 +28,11 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Volume management.
     Volume {
         #[command(subcommand)]
@@ -99,7 +100,7 @@ enum ClientCertCommand {
 }
 
 #[derive(Subcommand)]
-enum VolumeCommand {
+pub(crate) enum VolumeCommand {
     /// Create a volume: `volume create VOL [replica N [arbiter 1]] NODE:/path
     /// ... [force]`; consecutive bricks form replica sets.
     Create {
@@ -552,7 +553,7 @@ fn force_word(w: Option<String>) -> anyhow::Result<bool> {
     }
 }
 
-fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
+pub(crate) fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest> {
     Ok(match action {
         VolumeCommand::Create { name, mut bricks } => {
             let force = bricks.last().map(String::as_str) == Some("force");

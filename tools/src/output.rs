@@ -55,9 +55,9 @@ pub fn text(req: &AdminRequest, reply: &AdminReply, view: StatusView) -> String 
         AdminReply::Top(t) => t.iter().map(top).collect(),
         AdminReply::ClientCert { .. } => String::new(),
         AdminReply::Peers(p) => peers_text(req, &AdminReply::Peers(p.clone()), PeerView::Status),
-        AdminReply::HealInfo(bricks) => crate::heal_report::info(req, bricks),
-        AdminReply::HealStats(bricks) => crate::heal_report::statistics(req, bricks),
-        AdminReply::Rebalance(st) => crate::rebalance::status_text(req, st),
+        AdminReply::HealInfo(bricks) => super::heal_report::info(req, bricks),
+        AdminReply::HealStats(bricks) => super::heal_report::statistics(req, bricks),
+        AdminReply::Rebalance(st) => super::rebalance::status_text(req, st),
         AdminReply::Options(o) => {
             let mut s = format!("{:<40}{:<40}\n{:<40}{:<40}\n", "Option", "Value", "------", "-----");
             for (k, v, default) in o {
@@ -194,7 +194,7 @@ fn status(v: &VolumeStatus, spec: Option<&VolumeSpec>) -> String {
         let online = if d.online { "Y" } else { "N" };
         let _ = writeln!(s, "{name:<width$}{:<10}{:<11}{online:<8}{pid}", "N/A", "N/A");
     }
-    s.push_str(&crate::rebalance::task_block(&v.name, spec));
+    s.push_str(&super::rebalance::task_block(&v.name, spec));
     s
 }
 

@@ -70,9 +70,16 @@ impl LogInner {
     }
 }
 
+/// The pool's log and state live under the state dir and, like it, are
+/// closed to other users (0700; the process umask narrows files further).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 impl LogStore {
     pub fn open(dir: &Path) -> std::io::Result<LogStore> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let mut entries = BTreeMap::new();
         for item in std::fs::read_dir(dir)? {
             let path = item?.path();
@@ -263,7 +270,7 @@ impl SmInner {
 
 impl StateMachine {
     pub fn open(dir: &Path, publish: tokio::sync::watch::Sender<Arc<Applied>>) -> std::io::Result<StateMachine> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let applied: Applied = read_json(&dir.join("state.json"))?.unwrap_or_default();
         let snapshot = read_json(&dir.join("snapshot.json"))?;
         publish.send_replace(Arc::new(applied.clone()));

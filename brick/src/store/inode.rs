@@ -69,11 +69,12 @@ impl Brick {
         match node {
             Node::Dir(_) => Err(FsError::new(libc::EISDIR, "open of a directory")),
             Node::File(h) => {
-                let fd = sys::open_beneath(self.files.as_fd(), h, super::namespace::sanitize_open_flags(flags), 0)
+                let fd = sys::open_regular_beneath(self.files.as_fd(), h, super::namespace::sanitize_open_flags(flags))
                     .map_err(|e| match e.raw_os_error() {
-                        // O_NOFOLLOW met a symlink: the kernel never opens
-                        // symlinks itself, so this is a bad request.
+                        // The kernel never asks a FUSE file system to open
+                        // a symlink or special file itself: a bad request.
                         Some(libc::ELOOP) => FsError::new(libc::ELOOP, "open of a symlink"),
+                        Some(libc::ENXIO) => FsError::new(libc::ENXIO, "open of a device, fifo or socket"),
                         _ => FsError::new(e.raw_os_error().unwrap_or(libc::EIO), "open"),
                     })?;
                 Ok(File::from(fd))

@@ -285,15 +285,13 @@ impl Brick {
         }
         let dir = self.dir_fd(parent)?;
         let (uid, gid, setgid_parent) = self.new_owner(dir.as_fd(), creds)?;
-        let perm = mode & 0o7777 & !umask;
-        let what = || format!("create {:?}", String::from_utf8_lossy(name));
         let is_dir = matches!(kind, NewKind::Dir);
+        // A directory made in a setgid directory is setgid too.
+        let perm = mode & 0o7777 & !umask | if is_dir && setgid_parent { libc::S_ISGID } else { 0 };
+        let what = || format!("create {:?}", String::from_utf8_lossy(name));
         let _creating = self.entry_lock(parent, name);
         match kind {
-            NewKind::Dir => {
-                let perm = if setgid_parent { perm | libc::S_ISGID } else { perm };
-                sys::mkdir_at(dir.as_fd(), &cname, perm).ctx(what)?
-            }
+            NewKind::Dir => sys::mkdir_at(dir.as_fd(), &cname, perm).ctx(what)?,
             NewKind::Special(rdev) => {
                 let typ = mode & libc::S_IFMT;
                 let typ = if typ == 0 { libc::S_IFREG } else { typ };
@@ -344,9 +342,11 @@ impl Brick {
         sys::lsetxattr(&path, &c(GFID_XATTR), &gfid.0, libc::XATTR_CREATE).ctx(|| "setting the gfid".into())?;
         sys::chown_at(dir, cname, uid, gid).ctx(|| "setting the owner".into())?;
         let st = sys::stat_at(dir, cname).ctx(|| "stat new entry".into())?;
-        // chown clears set-id bits on some file systems; put back what was asked.
-        if st.st_mode & libc::S_IFMT != libc::S_IFLNK && st.st_mode & 0o7777 != perm && perm & 0o6000 != 0 {
-            sys::chmod_at(dir, cname, perm).ctx(|| "restoring set-id bits".into())?;
+        // The mode is exactly what the client asked (its umask already
+        // applied): the daemon's own umask stripped bits at creation, and
+        // chown clears set-id bits on some file systems.
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK && st.st_mode & 0o7777 != perm {
+            sys::chmod_at(dir, cname, perm).ctx(|| "setting the mode asked for".into())?;
         }
         if !is_dir {
             self.note_name(*gfid, parent, cname.to_bytes());
@@ -398,7 +398,7 @@ impl Brick {
         }
         // It exists and the caller did not ask for O_EXCL: open it (outside
         // the entry lock, which the lookup may need).
-        let fd = sys::open_beneath(dir.as_fd(), &cname, open_flags, 0).ctx(|| "open existing".into())?;
+        let fd = sys::open_regular_beneath(dir.as_fd(), &cname, open_flags).ctx(|| "open existing".into())?;
         let attr = self.lookup(parent, name)?;
         Ok((attr, fd))
     }

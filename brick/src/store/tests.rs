@@ -241,3 +241,323 @@ fn replication_counters_add_atomically_and_stay_private() {
     assert!(b.listxattr(&f.gfid).unwrap().is_empty());
     assert_eq!(b.getxattr(&f.gfid, dirty.as_bytes()).unwrap_err().errno, libc::ENODATA);
 }
+
+/// Every name under `root` with its type, size, mode and owner: what a
+/// refused request must leave as it was.
+fn snapshot(root: &Path) -> Vec<(PathBuf, u32, u64, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            if m.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((path, m.mode(), m.size(), m.uid()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A directory beside the brick with a file in it, and symlinks on the
+/// brick (made behind its back) pointing at both.
+fn outside_and_links(b: &Brick) -> (tempfile::TempDir, Gfid, Gfid) {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("canary"), b"canary").unwrap();
+    std::os::unix::fs::symlink(outside.path(), b.path.join("out-dir")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("canary"), b.path.join("out-file")).unwrap();
+    let dir_link = b.lookup(&Gfid::ROOT, b"out-dir").unwrap();
+    let file_link = b.lookup(&Gfid::ROOT, b"out-file").unwrap();
+    assert_eq!(dir_link.mode & libc::S_IFMT, libc::S_IFLNK);
+    (outside, dir_link.gfid, file_link.gfid)
+}
+
+#[test]
+fn hostile_names_are_refused_by_every_namespace_operation_and_change_nothing() {
+    let (t, b) = brick();
+    let d = mkdir(&b, &Gfid::ROOT, b"d");
+    let f = mkfile(&b, &d.gfid, b"f");
+    let before = snapshot(t.path());
+    let hostile: [&[u8]; 9] = [
+        b"..",
+        b".",
+        b"../../etc",
+        b"/etc/passwd",
+        b"a/b",
+        b"f\0",
+        b"",
+        &[b'x'; 256],
+        b"/",
+    ];
+    let target = Uuid::new_v4();
+    for name in hostile {
+        let attempts: Vec<(&str, FsResult<()>)> = vec![
+            ("lookup", b.lookup(&d.gfid, name).map(drop)),
+            (
+                "mkdir",
+                b.make_entry(&d.gfid, name, &Gfid::random(), NewKind::Dir, 0o755, 0, &ROOT_CREDS)
+                    .map(drop),
+            ),
+            (
+                "mknod",
+                b.make_entry(
+                    &d.gfid,
+                    name,
+                    &Gfid::random(),
+                    NewKind::Special(0),
+                    0o644,
+                    0,
+                    &ROOT_CREDS,
+                )
+                .map(drop),
+            ),
+            (
+                "symlink",
+                b.make_entry(
+                    &d.gfid,
+                    name,
+                    &Gfid::random(),
+                    NewKind::Symlink(b"/etc"),
+                    0,
+                    0,
+                    &ROOT_CREDS,
+                )
+                .map(drop),
+            ),
+            (
+                "create",
+                b.create(&d.gfid, name, &Gfid::random(), 0o644, 0, libc::O_RDWR, &ROOT_CREDS)
+                    .map(drop),
+            ),
+            ("unlink", b.unlink(&d.gfid, name)),
+            ("rmdir", b.rmdir(&d.gfid, name)),
+            ("rename from", b.rename(&d.gfid, name, &d.gfid, b"g", 0)),
+            ("rename to", b.rename(&d.gfid, b"f", &d.gfid, name, 0)),
+            ("link", b.link(&f.gfid, &d.gfid, name).map(drop)),
+            (
+                "make link file",
+                b.make_link(&d.gfid, name, &Gfid::random(), &target).map(drop),
+            ),
+        ];
+        for (op, r) in attempts {
+            let e = r.expect_err(&format!("{op} {name:?} was accepted"));
+            assert!(
+                [libc::EINVAL, libc::ENOENT, libc::ENAMETOOLONG].contains(&e.errno),
+                "{op} {name:?}: errno {} ({e})",
+                e.errno
+            );
+            assert!(e.context.contains("name"), "{op} {name:?}: unclear error {e}");
+        }
+        assert_eq!(snapshot(t.path()), before, "a refused {name:?} changed the brick");
+    }
+}
+
+#[test]
+fn operations_through_symlinks_pointing_out_of_the_brick_stay_inside() {
+    let (_t, b) = brick();
+    let (outside, dir_link, file_link) = outside_and_links(&b);
+    let before = snapshot(outside.path());
+    // A symlink is never a parent.
+    let as_parent: Vec<(&str, FsResult<()>)> = vec![
+        (
+            "create",
+            b.create(&dir_link, b"x", &Gfid::random(), 0o644, 0, libc::O_RDWR, &ROOT_CREDS)
+                .map(drop),
+        ),
+        (
+            "mkdir",
+            b.make_entry(&dir_link, b"x", &Gfid::random(), NewKind::Dir, 0o755, 0, &ROOT_CREDS)
+                .map(drop),
+        ),
+        ("lookup", b.lookup(&dir_link, b"canary").map(drop)),
+        ("unlink", b.unlink(&dir_link, b"canary")),
+        ("rename", b.rename(&dir_link, b"canary", &Gfid::ROOT, b"stolen", 0)),
+        ("readdir", b.readdir(&dir_link, 0, true, 100).map(drop)),
+        ("layout", b.layout_set(&dir_link, b"junk")),
+    ];
+    for (op, r) in as_parent {
+        assert!(r.is_err(), "{op} through a symlink to a directory outside was accepted");
+    }
+    // Nor is its target opened, truncated, chmodded or given xattrs.
+    for flags in [
+        libc::O_RDONLY,
+        libc::O_RDWR | libc::O_TRUNC,
+        libc::O_WRONLY | libc::O_APPEND,
+    ] {
+        assert_eq!(b.open(&file_link, flags).unwrap_err().errno, libc::ELOOP);
+    }
+    let truncate = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert!(b.setattr(&file_link, None, &truncate).is_err());
+    let chmod = SetAttr {
+        mode: Some(0o777),
+        ..Default::default()
+    };
+    assert!(b.setattr(&file_link, None, &chmod).is_err());
+    // chown and times apply to the link itself, never to its target.
+    let chown = SetAttr {
+        uid: Some(4242),
+        atime: Some(cairn_common::proto::TimeSet::Now),
+        ..Default::default()
+    };
+    b.setattr(&file_link, None, &chown).unwrap();
+    let _ = b.setxattr(&file_link, b"user.stolen", b"x", 0);
+    let _ = b.setxattr(&dir_link, b"user.stolen", b"x", 0);
+    let _ = b.removexattr(&file_link, b"user.stolen");
+    // A hard link to the symlink links the symlink, not the canary.
+    b.link(&file_link, &Gfid::ROOT, b"hard").unwrap();
+    assert_eq!(
+        std::fs::read_link(b.path.join("hard")).unwrap(),
+        outside.path().join("canary")
+    );
+    b.unlink(&Gfid::ROOT, b"out-file").unwrap();
+    b.unlink(&Gfid::ROOT, b"out-dir").unwrap();
+    assert_eq!(snapshot(outside.path()), before, "the outside directory changed");
+    assert_eq!(std::fs::read(outside.path().join("canary")).unwrap(), b"canary");
+    let canary = c(outside.path().join("canary").to_str().unwrap());
+    assert!(
+        sys::lgetxattr(&canary, &c("user.stolen")).is_err(),
+        "an xattr landed outside"
+    );
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_requests_never_leads_out() {
+    let (_t, b) = brick();
+    let outside = tempfile::tempdir().unwrap();
+    let d = mkdir(&b, &Gfid::ROOT, b"d");
+    std::os::unix::fs::symlink(outside.path(), b.path.join("decoy")).unwrap();
+    let (d_name, decoy) = (c("d"), c("decoy"));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let root_fd = open_dir_path(&b.path).unwrap();
+    std::thread::scope(|s| {
+        // Swaps "d" and the symlink "decoy" atomically, over and over.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sys::rename_at(root_fd.as_fd(), &d_name, root_fd.as_fd(), &decoy, libc::RENAME_EXCHANGE).unwrap();
+            }
+        });
+        for i in 0..2000 {
+            // A cold cache makes every request resolve "d" by name anew.
+            b.dir_cache.lock().unwrap().clear();
+            let name = format!("x{i}");
+            let _ = b.create(
+                &d.gfid,
+                name.as_bytes(),
+                &Gfid::random(),
+                0o644,
+                0,
+                libc::O_RDWR,
+                &ROOT_CREDS,
+            );
+            let _ = b.make_entry(
+                &d.gfid,
+                format!("y{i}").as_bytes(),
+                &Gfid::random(),
+                NewKind::Dir,
+                0o755,
+                0,
+                &ROOT_CREDS,
+            );
+            let _ = b.lookup(&d.gfid, name.as_bytes());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "a request followed the swapped-in symlink out of the brick"
+    );
+    // Everything that was made is inside the real directory.
+    let real = if std::fs::symlink_metadata(b.path.join("d")).unwrap().is_dir() {
+        "d"
+    } else {
+        "decoy"
+    };
+    assert!(
+        std::fs::read_dir(b.path.join(real)).unwrap().count() > 0,
+        "nothing was ever created"
+    );
+}
+
+#[test]
+fn device_nodes_fifos_and_sockets_are_never_opened_by_the_brick() {
+    let (_t, b) = brick();
+    // /dev/zero's numbers: harmless had it been opened.
+    let zero = libc::makedev(1, 5);
+    for (name, mode, rdev) in [
+        (&b"dev"[..], libc::S_IFCHR | 0o666, zero),
+        (b"fifo", libc::S_IFIFO | 0o666, 0),
+        (b"sock", libc::S_IFSOCK | 0o666, 0),
+    ] {
+        let a = b
+            .make_entry(
+                &Gfid::ROOT,
+                name,
+                &Gfid::random(),
+                NewKind::Special(rdev),
+                mode,
+                0,
+                &ROOT_CREDS,
+            )
+            .unwrap();
+        assert_eq!(
+            b.open(&a.gfid, libc::O_RDONLY).unwrap_err().errno,
+            libc::ENXIO,
+            "{name:?}"
+        );
+        let truncate = SetAttr {
+            size: Some(0),
+            ..Default::default()
+        };
+        assert!(b.setattr(&a.gfid, None, &truncate).is_err(), "{name:?} truncated");
+        // A create without O_EXCL of an existing special file opens nothing.
+        let r = b.create(&Gfid::ROOT, name, &Gfid::random(), 0o644, 0, libc::O_RDWR, &ROOT_CREDS);
+        assert_eq!(r.err().map(|e| e.errno), Some(libc::ENXIO), "create over {name:?}");
+    }
+    // Regular files still open, and truncate as asked.
+    let f = mkfile(&b, &Gfid::ROOT, b"f");
+    std::fs::write(b.path.join("f"), b"data").unwrap();
+    let file = b.open(&f.gfid, libc::O_RDWR | libc::O_TRUNC).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 0);
+}
+
+#[test]
+fn new_entries_get_the_mode_asked_whatever_the_daemons_umask() {
+    let (_t, b) = brick();
+    // SAFETY: umask is process-wide but only narrows; restored below.
+    let old = unsafe { libc::umask(0o077) };
+    let file = b.create(
+        &Gfid::ROOT,
+        b"f",
+        &Gfid::random(),
+        0o666,
+        0o002,
+        libc::O_RDWR,
+        &ROOT_CREDS,
+    );
+    let dir = b.make_entry(&Gfid::ROOT, b"d", &Gfid::random(), NewKind::Dir, 0o1777, 0, &ROOT_CREDS);
+    let fifo = b.make_entry(
+        &Gfid::ROOT,
+        b"p",
+        &Gfid::random(),
+        NewKind::Special(0),
+        libc::S_IFIFO | 0o666,
+        0,
+        &ROOT_CREDS,
+    );
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    assert_eq!(
+        file.unwrap().0.mode & 0o7777,
+        0o664,
+        "the client's umask applies, not the daemon's"
+    );
+    assert_eq!(dir.unwrap().mode & 0o7777, 0o1777);
+    assert_eq!(fifo.unwrap().mode & 0o7777, 0o666);
+}

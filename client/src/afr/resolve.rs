@@ -35,7 +35,9 @@ impl Replicate {
         let owner = super::heal::heal_owner();
         let healers = self.lock_healing(gfid, owner).await?;
         let locked = self.lock_inode(gfid, owner, true, present).await;
-        let result = self.resolve_locked(parent, name, gfid, &locked, rule).await;
+        // A policy's copies and removals are the mount's own work, even
+        // when a user's lookup triggered them: never squashed.
+        let result = crate::caller::internal(self.resolve_locked(parent, name, gfid, &locked, rule)).await;
         self.lock_inode(gfid, owner, false, &locked).await;
         self.unlock_healing(gfid, owner, &healers).await;
         result

@@ -46,11 +46,14 @@ impl FuseAdapter {
         FuseAdapter { fs, rt, timeouts }
     }
 
-    fn spawn<F>(&self, f: impl FnOnce(Arc<CairnFs>, Timeouts) -> F)
+    /// Runs a handler's work on the runtime, on behalf of the requesting
+    /// user (see [`crate::caller`]).
+    fn spawn<F>(&self, req: &Request, f: impl FnOnce(Arc<CairnFs>, Timeouts) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(f(self.fs.clone(), self.timeouts));
+        let work = f(self.fs.clone(), self.timeouts);
+        self.rt.spawn(crate::caller::as_user(creds(req), work));
     }
 }
 
@@ -142,9 +145,9 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             match fs.lookup(parent.0, &name).await {
                 // A negative entry (inode 0) the kernel keeps for a while.
                 Err(e) if e.0 == libc::ENOENT && !t.negative.is_zero() => {
@@ -161,8 +164,8 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs, t| async move {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(req, move |fs, t| async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&t.attr, &fuse_attr(&a)),
                 Err(e) => reply.error(errno(e)),
@@ -172,7 +175,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -189,7 +192,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let set = set_attr_from(mode, uid, gid, size, atime, mtime);
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             match fs.setattr(ino.0, fh.map(|f| f.0), set).await {
                 Ok(a) => reply.attr(&t.attr, &fuse_attr(&a)),
                 Err(e) => reply.error(errno(e)),
@@ -197,8 +200,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs, _| async move {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(req, move |fs, _| async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(e)),
@@ -208,7 +211,7 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let (name, creds) = (name.as_bytes().to_vec(), creds(req));
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             let r = fs.mknod(parent.0, &name, mode, umask, u64::from(rdev), creds).await;
             reply_entry(&fs, t, reply, r);
         });
@@ -216,20 +219,24 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let (name, creds) = (name.as_bytes().to_vec(), creds(req));
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             let r = fs.mkdir(parent.0, &name, mode, umask, creds).await;
             reply_entry(&fs, t, reply, r);
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.unlink(parent.0, &name).await)
+        });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.rmdir(parent.0, &name).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.rmdir(parent.0, &name).await)
+        });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
@@ -238,7 +245,7 @@ impl Filesystem for FuseAdapter {
             target.as_os_str().as_bytes().to_vec(),
             creds(req),
         );
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             let r = fs.symlink(parent.0, &name, &target, creds).await;
             reply_entry(&fs, t, reply, r);
         });
@@ -246,7 +253,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -255,7 +262,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (name.as_bytes().to_vec(), newname.as_bytes().to_vec());
-        self.spawn(move |fs, _| async move {
+        self.spawn(req, move |fs, _| async move {
             reply_empty(
                 reply,
                 fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await,
@@ -263,16 +270,16 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let newname = newname.as_bytes().to_vec();
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
             reply_entry(&fs, t, reply, r);
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs, _| async move {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(req, move |fs, _| async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
@@ -282,7 +289,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -291,7 +298,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn(req, move |fs, _| async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(e)),
@@ -301,7 +308,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -313,7 +320,7 @@ impl Filesystem for FuseAdapter {
     ) {
         // The one copy out of fuser's session buffer; QUIC sends it as is.
         let data = Bytes::copy_from_slice(data);
-        self.spawn(move |fs, _| async move {
+        self.spawn(req, move |fs, _| async move {
             match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
@@ -321,13 +328,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.flush(ino.0, fh.0, lock_owner.0).await) });
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.flush(ino.0, fh.0, lock_owner.0).await)
+        });
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -335,7 +344,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn(req, move |fs, _| async move {
             // The last close of an flock'ed file drops its flock.
             if let Some(owner) = lock_owner {
                 let _ = fs.flush(ino.0, fh.0, owner.0).await;
@@ -344,8 +353,10 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.fsync(fh.0, datasync).await) });
+    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.fsync(fh.0, datasync).await)
+        });
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -353,8 +364,8 @@ impl Filesystem for FuseAdapter {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.spawn(move |fs, _| async move {
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.spawn(req, move |fs, _| async move {
             match fs.readdir(ino.0, offset, false, READDIR_BATCH).await {
                 Ok((entries, _)) => {
                     for e in entries {
@@ -375,8 +386,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        self.spawn(move |fs, t| async move {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.spawn(req, move |fs, t| async move {
             match fs.readdir(ino.0, offset, true, READDIR_BATCH).await {
                 Ok((entries, _)) => {
                     for e in entries {
@@ -408,12 +419,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.fsyncdir(ino.0, datasync).await) });
+    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.fsyncdir(ino.0, datasync).await)
+        });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |fs, _| async move {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(req, move |fs, _| async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -425,7 +438,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -434,16 +447,20 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.setxattr(ino.0, &name, &value, flags).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.setxattr(ino.0, &name, &value, flags).await)
+        });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.as_bytes().to_vec();
-        self.spawn(move |fs, _| async move { reply_xattr(reply, size, fs.getxattr(ino.0, &name).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_xattr(reply, size, fs.getxattr(ino.0, &name).await)
+        });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |fs, _| async move {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(req, move |fs, _| async move {
             let r = fs.listxattr(ino.0).await.map(|names| {
                 let mut out = Vec::new();
                 for n in names {
@@ -456,14 +473,18 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.removexattr(ino.0, &name).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.removexattr(ino.0, &name).await)
+        });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (uid, gid) = (req.uid(), req.gid());
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.access(ino.0, mask.bits(), uid, gid).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.access(ino.0, mask.bits(), uid, gid).await)
+        });
     }
 
     fn create(
@@ -477,7 +498,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let (name, creds) = (name.as_bytes().to_vec(), creds(req));
-        self.spawn(move |fs, t| async move {
+        self.spawn(req, move |fs, t| async move {
             match fs.create(parent.0, &name, mode, umask, flags, creds).await {
                 Ok((a, fh)) => {
                     fs.remember(&a);
@@ -496,7 +517,7 @@ impl Filesystem for FuseAdapter {
 
     fn getlk(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
@@ -509,7 +530,7 @@ impl Filesystem for FuseAdapter {
         let Some(lock) = lock_spec(typ, start, end, pid, lock_owner) else {
             return reply.error(FErrno::from_i32(libc::EINVAL));
         };
-        self.spawn(move |fs, _| async move {
+        self.spawn(req, move |fs, _| async move {
             match fs.getlk(fh.0, lock).await {
                 Ok(Some(l)) => reply.locked(l.start, l.end, lock_code(l.typ), l.pid),
                 Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
@@ -520,7 +541,7 @@ impl Filesystem for FuseAdapter {
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
@@ -534,12 +555,14 @@ impl Filesystem for FuseAdapter {
         let Some(lock) = lock_spec(typ, start, end, pid, lock_owner) else {
             return reply.error(FErrno::from_i32(libc::EINVAL));
         };
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.setlk(ino.0, fh.0, lock, sleep).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.setlk(ino.0, fh.0, lock, sleep).await)
+        });
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -547,11 +570,13 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs, _| async move { reply_empty(reply, fs.fallocate(fh.0, mode, offset, length).await) });
+        self.spawn(req, move |fs, _| async move {
+            reply_empty(reply, fs.fallocate(fh.0, mode, offset, length).await)
+        });
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        self.spawn(move |fs, _| async move {
+    fn lseek(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        self.spawn(req, move |fs, _| async move {
             match fs.lseek(fh.0, offset, whence).await {
                 Ok(o) => reply.offset(o as i64),
                 Err(e) => reply.error(errno(e)),
@@ -561,7 +586,7 @@ impl Filesystem for FuseAdapter {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -572,7 +597,7 @@ impl Filesystem for FuseAdapter {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn(req, move |fs, _| async move {
             match fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
