@@ -14,10 +14,12 @@
 //! - A write that fails in the background is reported by the next write,
 //!   flush (close) or fsync of the handle that made it; flush, fsync and
 //!   release wait for the handle's file to have no write in flight.
-//! - Files opened with O_SYNC, O_DSYNC or O_DIRECT write through, and so
-//!   does every file while the fullest subvolume is nearly full: there an
-//!   ENOSPC must reach the write(2) that caused it (gluster's write-behind
-//!   reports it only at close, which many programs never check).
+//! - Files opened with O_SYNC, O_DSYNC, O_DIRECT or O_APPEND write
+//!   through (the brick places an append at its own end of file, so two
+//!   appends in flight could swap), and so does every file while the
+//!   fullest subvolume is nearly full: there an ENOSPC must reach the
+//!   write(2) that caused it (gluster's write-behind reports it only at
+//!   close, which many programs never check).
 
 use crate::dht::Distribute;
 use crate::layer::{Errno, FopFuture, FopResult, Subvolume};
@@ -41,7 +43,7 @@ const WRITE_THROUGH_BEYOND: u64 = 1 << 40;
 /// An open handle as write-behind sees it.
 struct OpenHandle {
     gfid: Gfid,
-    /// Opened for synchronous or direct I/O: never written behind.
+    /// Opened for synchronous, direct or appending I/O: never written behind.
     through: bool,
     /// A background write's failure, for the handle's next write, flush
     /// or fsync.
@@ -156,7 +158,10 @@ impl WriteBehind {
             (Ok((Reply::Created { attr, fh }, _)), _) => (*fh, attr.gfid),
             _ => return,
         };
-        let through = flags & (libc::O_DSYNC | libc::O_DIRECT) != 0;
+        // O_APPEND: the brick appends wherever its file ends, whatever
+        // offset a write names, so two appends in flight could land in
+        // either order.
+        let through = flags & (libc::O_DSYNC | libc::O_DIRECT | libc::O_APPEND) != 0;
         self.state().handles.insert(
             fh,
             OpenHandle {
@@ -511,7 +516,11 @@ mod tests {
 
     #[tokio::test]
     async fn synchronous_and_direct_files_write_through() {
-        for flags in [libc::O_WRONLY | libc::O_SYNC, libc::O_WRONLY | libc::O_DIRECT] {
+        for flags in [
+            libc::O_WRONLY | libc::O_SYNC,
+            libc::O_WRONLY | libc::O_DIRECT,
+            libc::O_WRONLY | libc::O_APPEND,
+        ] {
             let (file, wb) = layer("1MB");
             *file.fail_at.lock().unwrap() = Some(0);
             let fh = open(&wb, flags).await;
