@@ -5,6 +5,7 @@ mod heal;
 mod heal_report;
 mod output;
 mod rebalance;
+mod watch;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -396,7 +397,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
 }
 
 /// A rebalance or remove-brick request; with `watch` (status only), the
-/// report again every 2 s while some node is still in progress.
+/// report again every 2 s while some node is still in progress (a progress
+/// bar on a terminal), then the final report.
 fn task_command(
     node: Option<String>,
     state_dir: Option<PathBuf>,
@@ -408,6 +410,11 @@ fn task_command(
         .enable_all()
         .build()
         .context("cannot start")?;
+    let what = match &req {
+        AdminRequest::VolumeRemoveBrick { .. } => "remove-brick",
+        _ => "rebalance",
+    };
+    let display = watch.then(|| watch::Watch::new(json, what));
     loop {
         let reply = rt.block_on(volume(node.clone(), state_dir.clone(), req.clone()))?;
         let text = if json {
@@ -415,13 +422,15 @@ fn task_command(
         } else {
             output::text(&req, &reply, output::StatusView::Plain)
         };
-        let running = matches!(&reply, AdminReply::Rebalance(st) if rebalance::in_progress(st));
-        if !watch || !running {
-            return Ok(text);
+        let running = match &reply {
+            AdminReply::Rebalance(st) if rebalance::in_progress(st) => Some(st),
+            _ => None,
+        };
+        match (&display, running) {
+            (Some(display), Some(st)) => display.refresh(&watch::rebalance_progress(st), &text, "in progress"),
+            _ => return Ok(text),
         }
-        print!("{text}");
-        println!("-- in progress; refreshing every 2 s (Ctrl-C stops) --\n");
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(watch::REFRESH);
     }
 }
 
@@ -670,11 +679,11 @@ fn node_address(node: Option<String>, state_dir: &std::path::Path) -> anyhow::Re
     })
 }
 
-/// `volume heal VOL split-brain …`, as a client of the volume.
 /// `volume heal VOL info summary [--watch]`: per brick, how many entries
 /// are left, how many are split-brain, and while a crawl runs its progress
-/// and an estimate of the time left. With `--watch`, again every 2 s until
-/// nothing is left.
+/// and an estimate of the time left. With `--watch`, again every 2 s (a
+/// progress bar on a terminal) until nothing healable is left: entries in
+/// split-brain wait for `volume heal VOL split-brain …`, not for time.
 async fn heal_summary(
     node: Option<String>,
     state_dir: Option<PathBuf>,
@@ -682,44 +691,54 @@ async fn heal_summary(
     name: String,
     watch: bool,
 ) -> anyhow::Result<String> {
+    let display = watch.then(|| watch::Watch::new(json, "heal"));
+    let mut most = 0;
     loop {
-        let info = volume(
-            node.clone(),
-            state_dir.clone(),
-            AdminRequest::VolumeHealInfo {
-                name: name.clone(),
-                split_brain: false,
-            },
-        )
-        .await?;
-        let stats = volume(
-            node.clone(),
-            state_dir.clone(),
-            AdminRequest::VolumeHealStatistics {
-                name: name.clone(),
-                count_only: false,
-            },
-        )
-        .await?;
-        let (AdminReply::HealInfo(info), AdminReply::HealStats(stats)) = (info, stats) else {
-            anyhow::bail!("unexpected reply to a heal report");
-        };
-        let summary = heal_report::summary(&info, &stats);
+        let summary = heal_summary_once(node.clone(), state_dir.clone(), &name).await?;
         let text = if json {
             format!("{}\n", serde_json::to_string_pretty(&summary)?)
         } else {
             heal_report::summary_text(&summary)
         };
-        let left: u64 = summary.iter().map(|b| b.total.unwrap_or(0)).sum();
-        if !watch || left == 0 {
-            return Ok(text);
+        let left = watch::healable(&summary);
+        most = most.max(left);
+        match &display {
+            Some(display) if left > 0 => {
+                display.refresh(
+                    &watch::heal_progress(&summary, most),
+                    &text,
+                    &format!("{left} entries left"),
+                );
+            }
+            _ => return Ok(text),
         }
-        print!("{text}");
-        println!("-- {} entries left; refreshing every 2 s (Ctrl-C stops) --\n", left);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(watch::REFRESH).await;
     }
 }
 
+/// One `heal info summary` report: the heal index and the crawl records.
+async fn heal_summary_once(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    name: &str,
+) -> anyhow::Result<Vec<heal_report::BrickSummary>> {
+    let info = AdminRequest::VolumeHealInfo {
+        name: name.to_string(),
+        split_brain: false,
+    };
+    let stats = AdminRequest::VolumeHealStatistics {
+        name: name.to_string(),
+        count_only: false,
+    };
+    let info = volume(node.clone(), state_dir.clone(), info).await?;
+    let stats = volume(node, state_dir, stats).await?;
+    let (AdminReply::HealInfo(info), AdminReply::HealStats(stats)) = (info, stats) else {
+        anyhow::bail!("unexpected reply to a heal report");
+    };
+    Ok(heal_report::summary(&info, &stats))
+}
+
+/// `volume heal VOL split-brain …`, as a client of the volume.
 async fn split_brain(
     node: Option<String>,
     state_dir: Option<PathBuf>,
