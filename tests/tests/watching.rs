@@ -128,7 +128,8 @@ fn heal_watch_refreshes_until_healed_as_text_or_as_a_bar() {
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("--json watch is not a stream of JSON documents: {e}\n{out}"));
     let last = docs.last().expect("a final report");
-    assert!(last.as_array().unwrap().iter().all(|b| b["total"] == 0), "{last}");
+    let bricks = last["heal_summary"].as_array().expect("heal_summary");
+    assert!(last["ok"] == true && bricks.iter().all(|b| b["total"] == 0), "{last}");
 }
 
 #[test]
@@ -155,6 +156,12 @@ fn rebalance_and_remove_brick_watches_end_with_the_final_report() {
     assert!(last.contains("volume rebalance: vol: success"), "{text}");
     let (ok, screen) = finish(terminal, Duration::from_secs(60));
     assert!(ok && screen.contains("completed"), "{screen}");
+    let out = c.daemon.cli_ok(&["--json", "volume", "rebalance", "vol", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        v["ok"] == true && v["rebalance"]["nodes"][0]["state"] == "Completed",
+        "{v}"
+    );
     assert!(!screen.contains("refreshing every"), "{screen}");
 
     c.daemon.cli_ok(&["volume", "remove-brick", "vol", &second, "start"]);
