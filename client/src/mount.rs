@@ -445,6 +445,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let write_behind = crate::write_behind::WriteBehind::new(counting.clone(), Some(graph.top.clone()));
     let top: Arc<dyn crate::layer::Subvolume> = write_behind.clone();
     top.reconfigure(&spec.options);
+    let links = graph.clone();
     tokio::spawn(crate::volume::follow_spec(
         endpoint.clone(),
         servers,
@@ -459,7 +460,10 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
             .await
             .with_context(|| format!("metrics listener on {addr}"))?;
         let (source, fs) = (opts.source.clone(), Arc::downgrade(&fs));
-        let render = move || counting.render(&source, fs.upgrade().map_or(0, |f| f.known_inodes()));
+        let render = move || {
+            let inodes = fs.upgrade().map_or(0, |f| f.known_inodes());
+            counting.render(&source, inodes, &links.node_links())
+        };
         tokio::spawn(cairn_common::metrics::serve(listener, Arc::new(render)));
     }
     fs.getattr(1).await.map_err(|e| {
