@@ -264,10 +264,12 @@ pub fn mount_in_background(opts: &MountOptions, args: &[String]) -> anyhow::Resu
         Some(_) => Ok(()),
         None => {
             let _ = child.wait();
-            let reason = verdict
-                .strip_prefix("ERR ")
-                .unwrap_or("the mount process exited early (see its log)");
-            bail!("{}", reason.trim())
+            let log = log_path(opts).map_or("its log".to_string(), |p| p.display().to_string());
+            let reason = match verdict.strip_prefix("ERR ") {
+                Some(reason) => reason.trim().to_string(),
+                None => format!("the mount process exited early (see {log})"),
+            };
+            bail!("{reason}")
         }
     }
 }
