@@ -60,6 +60,7 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
     for _ in 0..5 {
         let _ = std::fs::read(m.p("w/f1")).unwrap();
     }
+    assert_eq!(std::fs::read_dir(m.p("w")).unwrap().count(), 3);
 
     let info = daemon.cli_ok(&["volume", "profile", "vol", "info"]);
     for needle in [
@@ -85,9 +86,24 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
     let top = daemon.cli_ok(&["volume", "top", "vol", "open", "list-cnt", "1"]);
     assert!(
         top.lines()
-            .any(|l| l.ends_with("/w/f1") && l.starts_with('5') || l.starts_with('6')),
+            .any(|l| l.ends_with("/w/f1") && (l.starts_with('5') || l.starts_with('6'))),
         "top open:\n{top}"
     );
+    // Every file written, four 64 KiB writes each.
+    let top = daemon.cli_ok(&["volume", "top", "vol", "write", "list-cnt", "3"]);
+    for i in 0..3 {
+        assert!(
+            top.lines().any(|l| l.ends_with(&format!("/w/f{i}"))),
+            "top write lacks f{i}:\n{top}"
+        );
+    }
+    for metric in ["opendir", "readdir"] {
+        let top = daemon.cli_ok(&["volume", "top", "vol", metric]);
+        assert!(
+            top.starts_with("Brick: ") && top.lines().any(|l| l.ends_with("\t/w") || l.ends_with("\t\t/w")),
+            "top {metric}:\n{top}"
+        );
+    }
     let perf = daemon.cli_ok(&["volume", "top", "vol", "write-perf", "bs", "65536", "count", "16"]);
     assert!(perf.contains("Throughput") && perf.contains("MBps"), "{perf}");
     let bad = daemon.cli(&["volume", "top", "vol", "bogus"]);
