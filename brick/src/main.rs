@@ -98,6 +98,10 @@ fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Before READY=1: a SIGHUP (logrotate, `systemctl reload`) or
+        // SIGTERM right after it must find our handlers, not the default
+        // action that ends the process on the spot.
+        let signals = Signals::install()?;
         let node = Arc::new(node::Node::load_or_init(&state_dir, &args.listen)?);
         let endpoint = cairn_common::transport::server_endpoint(node.listen, &node.credentials(), &node.reset_secret)
             .with_context(|| format!("listening on {}", node.listen))?;
@@ -123,7 +127,7 @@ fn run(args: Args, log_file: Option<cairn_common::logging::LogFile>) -> anyhow::
         };
         let server = server::Server::new(node, limits);
         let serving = tokio::spawn(server.run(endpoint.clone(), stop_rx));
-        wait_for_signal(log_file).await?;
+        signals.wait(log_file).await;
         tracing::info!("shutting down");
         notify::notify("STOPPING=1");
         let _ = stop_tx.send(true);
@@ -166,23 +170,42 @@ fn write_man_page(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reopens the log file meanwhile.
-async fn wait_for_signal(log_file: Option<cairn_common::logging::LogFile>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => match &log_file {
-                Some(log) => match log.reopen() {
-                    Ok(()) => tracing::info!("log file reopened"),
-                    Err(e) => tracing::error!(error = %e, "could not reopen the log file"),
+/// The signals cairnd acts on, caught from start-up on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP reopens the log file meanwhile.
+    async fn wait(self, log_file: Option<cairn_common::logging::LogFile>) {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => match &log_file {
+                    Some(log) => match log.reopen() {
+                        Ok(()) => tracing::info!("log file reopened"),
+                        Err(e) => tracing::error!(error = %e, "could not reopen the log file"),
+                    },
+                    None => tracing::info!("SIGHUP ignored: logging to stderr"),
                 },
-                None => tracing::info!("SIGHUP ignored: logging to stderr"),
-            },
+            }
         }
     }
 }

@@ -27,8 +27,9 @@ impl Counting {
         }
     }
 
-    /// Prometheus text for this mount, labelled with its source.
-    pub fn render(&self, source: &str, known_inodes: usize) -> String {
+    /// Prometheus text for this mount, labelled with its source; `links`:
+    /// each node it uses and whether it is connected.
+    pub fn render(&self, source: &str, known_inodes: usize, links: &[(String, bool)]) -> String {
         let mut out = String::new();
         cairn_common::metrics::op_family_header(&mut out, "cairn_client_fop", "File operations this mount sent");
         let label = format!("mount=\"{}\",", cairn_common::metrics::escape(source));
@@ -54,6 +55,15 @@ impl Counting {
             "# TYPE cairn_client_inodes gauge\ncairn_client_inodes{{{}}} {known_inodes}\n",
             label.trim_end_matches(',')
         ));
+        out.push_str("# HELP cairn_client_node_connected 1 while the mount is connected to the node.\n");
+        out.push_str("# TYPE cairn_client_node_connected gauge\n");
+        for (node, up) in links {
+            let node = cairn_common::metrics::escape(node);
+            out.push_str(&format!(
+                "cairn_client_node_connected{{{label}node=\"{node}\"}} {}\n",
+                u8::from(*up)
+            ));
+        }
         out
     }
 }

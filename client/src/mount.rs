@@ -32,6 +32,8 @@ pub struct MountOptions {
     pub timeouts: Timeouts,
     pub call_timeout: Duration,
     pub read_only: bool,
+    /// `acl`: the kernel enforces POSIX ACLs (gluster's mount option).
+    pub acl: bool,
     /// Serve Prometheus metrics on this address (`metrics=127.0.0.1:9325`).
     pub metrics: Option<std::net::SocketAddr>,
     /// Kernel readahead window for the mount; FUSE defaults to 128 KiB,
@@ -41,6 +43,27 @@ pub struct MountOptions {
     pub log_file: Option<PathBuf>,
     pub foreground: bool,
 }
+
+/// The options mount.cairn acts on (mount.cairn(8) documents each), as
+/// `KEY` or `KEY=`; named in the error for an unknown one.
+pub const OPTIONS: &[&str] = &[
+    "ro",
+    "acl",
+    "backup-volfile-servers=",
+    "log-level=",
+    "log-file=",
+    "state-dir=",
+    "cert=",
+    "key=",
+    "ca=",
+    "attribute-timeout=",
+    "entry-timeout=",
+    "negative-timeout=",
+    "call-timeout=",
+    "read-ahead-kb=",
+    "metrics=",
+    "foreground",
+];
 
 /// Options mount(8) passes through from fstab that are not ours to act on.
 const GENERIC_OPTIONS: &[&str] = &[
@@ -143,6 +166,7 @@ impl MountOptions {
             },
             call_timeout: Duration::from_secs(60),
             read_only: false,
+            acl: false,
             metrics: None,
             read_ahead_kb: 4096,
             log_level: None,
@@ -154,6 +178,7 @@ impl MountOptions {
             let need = || v.with_context(|| format!("option {k} needs a value"));
             match k {
                 "ro" => o.read_only = true,
+                "acl" => o.acl = true,
                 "metrics" => {
                     o.metrics = Some(
                         need()?
@@ -181,7 +206,10 @@ impl MountOptions {
                 "log-level" => o.log_level = Some(need()?.to_string()),
                 "log-file" => o.log_file = Some(need()?.into()),
                 k if GENERIC_OPTIONS.contains(&k) || k.starts_with("x-") => {}
-                _ => bail!("unknown mount option {opt:?}"),
+                _ => bail!(
+                    "unknown mount option {opt:?}: use {} (see mount.cairn(8))",
+                    OPTIONS.join(" ")
+                ),
             }
         }
         if [&o.cert, &o.key, &o.ca].iter().filter(|p| p.is_some()).count() % 3 != 0 {
@@ -236,40 +264,93 @@ pub fn mount_in_background(opts: &MountOptions, args: &[String]) -> anyhow::Resu
         Some(_) => Ok(()),
         None => {
             let _ = child.wait();
-            let reason = verdict
-                .strip_prefix("ERR ")
-                .unwrap_or("the mount process exited early (see its log)");
-            bail!("{}", reason.trim())
+            let log = log_path(opts).map_or("its log".to_string(), |p| p.display().to_string());
+            let reason = match verdict.strip_prefix("ERR ") {
+                Some(reason) => reason.trim().to_string(),
+                None => format!("the mount process exited early (see {log})"),
+            };
+            bail!("{reason}")
         }
     }
 }
 
+/// Where a mount logs: `log-file=`, else
+/// /var/log/cairn/mnt-<mount point, slashes as dashes>.log as gluster names
+/// its mount logs. `None` when that directory cannot be made (a read-only
+/// /var): the records are dropped rather than the mount refused.
+pub fn log_path(opts: &MountOptions) -> Option<PathBuf> {
+    if let Some(p) = &opts.log_file {
+        return Some(p.clone());
+    }
+    let dir = Path::new(DEFAULT_LOG_DIR);
+    std::fs::create_dir_all(dir).ok()?;
+    let name: String = opts
+        .mountpoint
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '-' } else { c })
+        .collect();
+    let name = if name.is_empty() { "root".to_string() } else { name };
+    Some(dir.join(format!("mnt-{name}.log")))
+}
+
+/// Default directory of mount logs (and of cairnd's, in the packaged unit).
+pub const DEFAULT_LOG_DIR: &str = "/var/log/cairn";
+
+/// The serving process's stdout and stderr (panics, stray prints), opened
+/// by the command that starts it.
 fn open_log(opts: &MountOptions) -> anyhow::Result<std::fs::File> {
-    let path = match &opts.log_file {
-        Some(p) => p.clone(),
-        None => {
-            let dir = Path::new("/var/log/cairn");
-            if std::fs::create_dir_all(dir).is_err() {
-                return Ok(std::fs::File::options().write(true).open("/dev/null")?);
-            }
-            let name: String = opts
-                .mountpoint
-                .to_string_lossy()
-                .trim_matches('/')
-                .chars()
-                .map(|c| if c == '/' { '-' } else { c })
-                .collect();
-            dir.join(format!(
-                "mnt-{}.log",
-                if name.is_empty() { "root".into() } else { name }
-            ))
-        }
+    let Some(path) = log_path(opts) else {
+        return Ok(std::fs::File::options().write(true).open("/dev/null")?);
     };
     std::fs::File::options()
         .create(true)
         .append(true)
         .open(&path)
         .with_context(|| format!("opening log file {}", path.display()))
+}
+
+/// Sets up logging in the process that serves the mount: to its log file
+/// (reopened on SIGHUP, for logrotate) when started in the background or
+/// given `log-file=`; to stderr for `mount.cairn -f` without one.
+pub fn init_logging(opts: &MountOptions) -> Option<cairn_common::logging::LogFile> {
+    let level = opts.log_level.clone().unwrap_or_else(|| "info".into());
+    let in_background = std::env::var_os(READY_FD_ENV).is_some();
+    let path = if in_background || opts.log_file.is_some() {
+        log_path(opts)
+    } else {
+        None
+    };
+    match path.map(|p| (cairn_common::logging::init_file(&level, &p), p)) {
+        Some((Ok(log), _)) => Some(log),
+        Some((Err(e), p)) => {
+            cairn_common::logging::init(&level);
+            tracing::warn!(error = %e, path = %p.display(), "cannot open the log file: logging to stderr");
+            None
+        }
+        None => {
+            cairn_common::logging::init(&level);
+            None
+        }
+    }
+}
+
+/// SIGHUP after logrotate moved the log: records, and stdout and stderr
+/// (where a panic would go), continue in a fresh file of the same name.
+fn reopen_log(log: &cairn_common::logging::LogFile, path: Option<&Path>) {
+    if let Err(e) = log.reopen() {
+        tracing::error!(error = %e, "could not reopen the log file");
+        return;
+    }
+    if let Some(file) = path.and_then(|p| std::fs::File::options().append(true).open(p).ok()) {
+        // SAFETY: dup2 onto our own standard descriptors.
+        unsafe {
+            libc::dup2(file.as_raw_fd(), 1);
+            libc::dup2(file.as_raw_fd(), 2);
+        }
+    }
+    tracing::info!("log file reopened");
 }
 
 /// Tells the waiting command how the mount went (no-op in foreground mode).
@@ -286,8 +367,10 @@ fn report(result: &anyhow::Result<()>) {
     let _ = f.write_all(msg.as_bytes());
 }
 
-/// Mounts and serves until unmounted.
-pub fn run_foreground(mut opts: MountOptions) -> anyhow::Result<()> {
+/// Mounts and serves until unmounted; SIGHUP reopens `log` (if any).
+pub fn run_foreground(mut opts: MountOptions, log: Option<cairn_common::logging::LogFile>) -> anyhow::Result<()> {
+    // Named from the mount point as given, as the starting command did.
+    let log_path = log.as_ref().and_then(|_| log_path(&opts));
     // Resolve the mount point now: once mounted, looking at it is a FUSE
     // request this process itself has to answer.
     opts.mountpoint = opts
@@ -299,9 +382,20 @@ pub fn run_foreground(mut opts: MountOptions) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("cairn-mount")
         .build()?;
+    // Handlers from the start, before readiness is reported: a SIGHUP
+    // (logrotate) must never find the default action, which ends the mount.
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _context = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     let prepared = runtime.block_on(prepare(&opts));
     let session = prepared.and_then(|fs| {
-        let adapter = FuseAdapter::new(fs, runtime.handle().clone(), opts.timeouts);
+        let adapter = FuseAdapter::new(fs, runtime.handle().clone(), opts.timeouts).with_posix_acl(opts.acl);
         mount_session(&opts, adapter)
     });
     let session = match session {
@@ -319,12 +413,19 @@ pub fn run_foreground(mut opts: MountOptions) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "could not set the mount's readahead");
     }
     let target = opts.mountpoint.clone();
+    let (mut term, mut int, mut hup) = signals;
     runtime.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match &log {
+                    Some(log) => reopen_log(log, log_path.as_deref()),
+                    // A terminal's hang-up must not end a mount either.
+                    None => tracing::info!("SIGHUP ignored: logging to stderr"),
+                },
+            }
+        }
         tracing::info!("signal received: unmounting");
         let _ = lazy_unmount(&target);
     });
@@ -346,6 +447,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let write_behind = crate::write_behind::WriteBehind::new(counting.clone(), Some(graph.top.clone()));
     let top: Arc<dyn crate::layer::Subvolume> = write_behind.clone();
     top.reconfigure(&spec.options);
+    let links = graph.clone();
     tokio::spawn(crate::volume::follow_spec(
         endpoint.clone(),
         servers,
@@ -360,7 +462,10 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
             .await
             .with_context(|| format!("metrics listener on {addr}"))?;
         let (source, fs) = (opts.source.clone(), Arc::downgrade(&fs));
-        let render = move || counting.render(&source, fs.upgrade().map_or(0, |f| f.known_inodes()));
+        let render = move || {
+            let inodes = fs.upgrade().map_or(0, |f| f.known_inodes());
+            counting.render(&source, inodes, &links.node_links())
+        };
         tokio::spawn(cairn_common::metrics::serve(listener, Arc::new(render)));
     }
     fs.getattr(1).await.map_err(|e| {
@@ -464,6 +569,24 @@ mod tests {
         MountOptions::parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
     }
 
+    /// Every option the error message and the man page name is accepted.
+    #[test]
+    fn every_listed_option_parses() {
+        for key in OPTIONS {
+            let sample = match *key {
+                "backup-volfile-servers=" => "backup-volfile-servers=127.0.0.3".to_string(),
+                "metrics=" => "metrics=127.0.0.1:9325".to_string(),
+                "read-ahead-kb=" => "read-ahead-kb=128".to_string(),
+                // Only together, by design.
+                "cert=" | "key=" | "ca=" => "cert=c,key=k,ca=a".to_string(),
+                k if k.ends_with("-timeout=") => format!("{k}1"),
+                k if k.ends_with('=') => format!("{k}x"),
+                k => k.to_string(),
+            };
+            parse(&format!("127.0.0.2:/gv0 /mnt -o {sample}")).unwrap_or_else(|e| panic!("{sample}: {e:#}"));
+        }
+    }
+
     #[test]
     fn options() {
         let o = parse(
@@ -478,7 +601,13 @@ mod tests {
             o.backup_servers,
             vec!["127.0.0.3:24007".to_string(), "127.0.0.4:7000".to_string()]
         );
-        assert!(parse("127.0.0.2:/gv0 /mnt -o bogus").is_err());
+        let err = parse("127.0.0.2:/gv0 /mnt -o bogus").unwrap_err().to_string();
+        assert!(
+            err.contains("bogus") && err.contains("backup-volfile-servers="),
+            "{err}"
+        );
+        assert!(parse("127.0.0.2:/gv0 /mnt -o acl,log-level=debug,log-file=/tmp/m.log")
+            .is_ok_and(|o| o.acl && o.log_level.as_deref() == Some("debug")));
         assert!(parse("127.0.0.2:/gv0 /mnt -o cert=/a").is_err());
         assert!(parse("127.0.0.2:/gv0").is_err());
         assert!(parse("127.0.0.2:/gv0 /mnt -o attribute-timeout=x").is_err());

@@ -84,6 +84,14 @@ impl Graph {
         }))
     }
 
+    /// Each node the mount talks to, and whether it is connected now.
+    pub fn node_links(&self) -> Vec<(String, bool)> {
+        let parts = self.parts.lock().expect("parts poisoned");
+        let mut links: Vec<_> = parts.nodes.iter().map(|(n, c)| (n.clone(), c.is_connected())).collect();
+        links.sort();
+        links
+    }
+
     /// Takes a new spec of the same volume: a changed brick list reshapes
     /// distribute; layout generation and rebalance state apply at once.
     pub fn apply(&self, spec: &VolumeSpec) -> anyhow::Result<()> {

@@ -287,6 +287,16 @@ impl NodeClient {
         &self.target.node
     }
 
+    /// Whether a connection to the node is open now, without dialling or
+    /// waiting (for metrics). While the connection slot is busy, the last
+    /// dial's outcome answers.
+    pub fn is_connected(&self) -> bool {
+        match self.state.conn.try_lock() {
+            Ok(slot) => slot.as_ref().is_some_and(|c| c.close_reason().is_none()),
+            Err(_) => self.epoch() > 0 && self.state.dial_failed.lock().expect("dial state poisoned").is_none(),
+        }
+    }
+
     /// The live connection, dialling (and saying hello) if there is none.
     /// A node known to be down is re-dialled in the background, at most
     /// every REDIAL_AFTER, while requests fail at once: no request waits

@@ -60,6 +60,7 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
     for _ in 0..5 {
         let _ = std::fs::read(m.p("w/f1")).unwrap();
     }
+    assert_eq!(std::fs::read_dir(m.p("w")).unwrap().count(), 3);
 
     let info = daemon.cli_ok(&["volume", "profile", "vol", "info"]);
     for needle in [
@@ -85,9 +86,24 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
     let top = daemon.cli_ok(&["volume", "top", "vol", "open", "list-cnt", "1"]);
     assert!(
         top.lines()
-            .any(|l| l.ends_with("/w/f1") && l.starts_with('5') || l.starts_with('6')),
+            .any(|l| l.ends_with("/w/f1") && (l.starts_with('5') || l.starts_with('6'))),
         "top open:\n{top}"
     );
+    // Every file written, four 64 KiB writes each.
+    let top = daemon.cli_ok(&["volume", "top", "vol", "write", "list-cnt", "3"]);
+    for i in 0..3 {
+        assert!(
+            top.lines().any(|l| l.ends_with(&format!("/w/f{i}"))),
+            "top write lacks f{i}:\n{top}"
+        );
+    }
+    for metric in ["opendir", "readdir"] {
+        let top = daemon.cli_ok(&["volume", "top", "vol", metric]);
+        assert!(
+            top.starts_with("Brick: ") && top.lines().any(|l| l.ends_with("\t/w") || l.ends_with("\t\t/w")),
+            "top {metric}:\n{top}"
+        );
+    }
     let perf = daemon.cli_ok(&["volume", "top", "vol", "write-perf", "bs", "65536", "count", "16"]);
     assert!(perf.contains("Throughput") && perf.contains("MBps"), "{perf}");
     let bad = daemon.cli(&["volume", "top", "vol", "bogus"]);
@@ -108,6 +124,11 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
         "no connection counted"
     );
     assert!(scrape(&metrics, "/nope").starts_with("HTTP/1.1 404"));
+    let heal_queue = body
+        .lines()
+        .find(|l| l.starts_with("cairn_heal_pending_entries{brick="))
+        .unwrap_or_else(|| panic!("no heal queue length:\n{body}"));
+    assert!(heal_queue.ends_with(" 0"), "{heal_queue}");
 
     // The mount's own view of the same workload.
     let body = scrape(&client_metrics, "/metrics");
@@ -124,9 +145,38 @@ fn profile_top_and_metrics_reflect_a_known_workload() {
         body.contains("op=\"create\"") && body.contains("cairn_client_fop_duration_seconds_bucket{"),
         "{body}"
     );
+    let link = format!("node=\"{}\"}} 1", daemon.addr);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("cairn_client_node_connected{") && l.ends_with(&link)),
+        "no connected node in:\n{body}"
+    );
 
     daemon.cli_ok(&["volume", "profile", "vol", "stop"]);
     let after = daemon.cli(&["volume", "profile", "vol", "info"]);
     assert!(!after.ok() && after.stderr.contains("not started"), "{after:?}");
+
+    // A rebalance's progress, as this node's metrics show it.
+    daemon.cli_ok(&[
+        "volume",
+        "add-brick",
+        "vol",
+        &daemon.brick_arg(&dir.join("brick2")),
+        "force",
+    ]);
+    daemon.cli_ok(&["volume", "rebalance", "vol", "start"]);
+    let scanned = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("cairn_rebalance_scanned_total{volume=\"vol\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Finished: not running, and every file looked at.
+    let done = poll(std::time::Duration::from_secs(60), || {
+        let body = scrape(&metrics, "/metrics");
+        (body.contains("cairn_rebalance_running{volume=\"vol\"} 0") && scanned(&body) >= 3).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("rebalance never shown finished:\n{}", scrape(&metrics, "/metrics")));
+    assert!(done.contains("# TYPE cairn_rebalance_files_total counter"), "{done}");
     m.unmount();
 }

@@ -47,13 +47,35 @@ pub fn parse(volume: String, words: &[&str]) -> anyhow::Result<SplitBrain> {
     Ok(SplitBrain { volume, choice, file })
 }
 
-/// Settles the split-brain(s); returns the report to print.
+/// One file's outcome of `volume heal VOL split-brain …`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settled {
+    pub file: String,
+    /// Why it could not be healed (`None`: healed).
+    pub error: Option<String>,
+}
+
+/// gluster's report: `Healed FILE.` per file (or why not).
+pub fn settled_text(settled: &[Settled]) -> String {
+    if settled.is_empty() {
+        return "No split-brain entries on that brick.\n".to_string();
+    }
+    settled
+        .iter()
+        .map(|s| match &s.error {
+            None => format!("Healed {}.\n", s.file),
+            Some(e) => format!("Healing {} failed: {e}.\n", s.file),
+        })
+        .collect()
+}
+
+/// Settles the split-brain(s); one outcome per file.
 pub async fn run(
     node: &str,
     endpoint: &quinn::Endpoint,
     admin: impl AsyncFn(AdminRequest) -> anyhow::Result<AdminReply>,
     req: SplitBrain,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<Settled>> {
     let timeout = Duration::from_secs(60);
     let spec = cairn_client::volume::fetch_spec(endpoint, &[node.to_string()], &req.volume, timeout).await?;
     let sets = cairn_client::volume::replica_sets(endpoint, &spec, timeout)?;
@@ -71,15 +93,10 @@ pub async fn run(
             split_brain_paths(&spec, b, admin).await?
         }
     };
-    let mut out = String::new();
+    let mut out = Vec::new();
     for file in files {
-        match settle(&sets, &file, rule).await {
-            Ok(()) => out.push_str(&format!("Healed {file}.\n")),
-            Err(e) => out.push_str(&format!("Healing {file} failed: {e:#}.\n")),
-        }
-    }
-    if out.is_empty() {
-        out.push_str("No split-brain entries on that brick.\n");
+        let error = settle(&sets, &file, rule).await.err().map(|e| format!("{e:#}"));
+        out.push(Settled { file, error });
     }
     Ok(out)
 }

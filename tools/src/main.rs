@@ -5,6 +5,7 @@ mod heal;
 mod heal_report;
 mod output;
 mod rebalance;
+mod watch;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -117,6 +118,8 @@ pub(crate) enum VolumeCommand {
     Delete { name: String },
     /// Show volume definitions.
     Info { name: Option<String> },
+    /// List the volumes' names, one a line.
+    List,
     /// Show brick processes and their state.
     Status {
         name: Option<String>,
@@ -282,7 +285,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(Cli::command(), &dir)
                 .with_context(|| format!("writing man pages to {}", dir.display()))?;
-            Ok(format!("man pages written to {}\n", dir.display()))
+            Ok(if cli.json {
+                format!("{}\n", serde_json::json!({ "ok": true, "dir": dir }))
+            } else {
+                format!("man pages written to {}\n", dir.display())
+            })
         }
         Command::Peer { action } => {
             let (req, view) = match action {
@@ -323,7 +330,14 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 .enable_all()
                 .build()
                 .context("cannot start")?;
-            rt.block_on(split_brain(cli.node, cli.state_dir, req))
+            let settled = rt.block_on(split_brain(cli.node, cli.state_dir, req))?;
+            Ok(if cli.json {
+                // As the text report: per-file outcomes, the command itself ran.
+                let value = serde_json::json!({ "ok": true, "split_brain": settled });
+                format!("{}\n", serde_json::to_string_pretty(&value)?)
+            } else {
+                heal::settled_text(&settled)
+            })
         }
         Command::Volume {
             action: VolumeCommand::Heal { name, words },
@@ -338,6 +352,14 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 .build()
                 .context("cannot start")?;
             rt.block_on(heal_summary(cli.node, cli.state_dir, cli.json, name, watch))
+        }
+        Command::Volume {
+            action: VolumeCommand::List,
+        } => {
+            let req = AdminRequest::VolumeInfo { name: None };
+            admin_command(cli.node, cli.state_dir, false, req, |_, reply| {
+                output::volume_list(reply, cli.json)
+            })
         }
         Command::Volume {
             action: VolumeCommand::Rebalance { name, words },
@@ -396,7 +418,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
 }
 
 /// A rebalance or remove-brick request; with `watch` (status only), the
-/// report again every 2 s while some node is still in progress.
+/// report again every 2 s while some node is still in progress (a progress
+/// bar on a terminal), then the final report.
 fn task_command(
     node: Option<String>,
     state_dir: Option<PathBuf>,
@@ -408,6 +431,11 @@ fn task_command(
         .enable_all()
         .build()
         .context("cannot start")?;
+    let what = match &req {
+        AdminRequest::VolumeRemoveBrick { .. } => "remove-brick",
+        _ => "rebalance",
+    };
+    let display = watch.then(|| watch::Watch::new(json, what));
     loop {
         let reply = rt.block_on(volume(node.clone(), state_dir.clone(), req.clone()))?;
         let text = if json {
@@ -415,13 +443,15 @@ fn task_command(
         } else {
             output::text(&req, &reply, output::StatusView::Plain)
         };
-        let running = matches!(&reply, AdminReply::Rebalance(st) if rebalance::in_progress(st));
-        if !watch || !running {
-            return Ok(text);
+        let running = match &reply {
+            AdminReply::Rebalance(st) if rebalance::in_progress(st) => Some(st),
+            _ => None,
+        };
+        match (&display, running) {
+            (Some(display), Some(st)) => display.refresh(&watch::rebalance_progress(st), &text, "in progress"),
+            _ => return Ok(text),
         }
-        print!("{text}");
-        println!("-- in progress; refreshing every 2 s (Ctrl-C stops) --\n");
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(watch::REFRESH);
     }
 }
 
@@ -462,7 +492,12 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
         .take_while(|l| !l.starts_with("Usage:"))
         .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
         .collect();
-    eprintln!("{} (see 'cairn --help')", summary.join(" "));
+    let line = format!("{} (see 'cairn --help')", summary.join(" "));
+    // A script that asked for JSON gets it for a usage mistake too.
+    if std::env::args().any(|a| a == "--json") {
+        println!("{}", serde_json::json!({ "ok": false, "error": line }));
+    }
+    eprintln!("{line}");
     std::process::exit(2);
 }
 
@@ -586,6 +621,7 @@ pub(crate) fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest>
         },
         VolumeCommand::Delete { name } => AdminRequest::VolumeDelete { name },
         VolumeCommand::Info { name } => AdminRequest::VolumeInfo { name },
+        VolumeCommand::List => AdminRequest::VolumeInfo { name: None },
         VolumeCommand::Status { name, detail } => {
             if let Some(word) = detail.as_deref().filter(|w| !["detail", "clients", "mem"].contains(w)) {
                 anyhow::bail!("unexpected argument {word:?}: use detail, clients or mem");
@@ -602,7 +638,9 @@ pub(crate) fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest>
             key: if key == "all" {
                 None
             } else {
-                cairn_common::options::find(&key).with_context(|| format!("option {key} does not exist"))?;
+                cairn_common::options::find(&key).with_context(|| {
+                    format!("option {key} does not exist ('cairn volume get VOL all' lists the options)")
+                })?;
                 Some(key)
             },
         },
@@ -652,7 +690,9 @@ pub(crate) fn request_for(action: VolumeCommand) -> anyhow::Result<AdminRequest>
             key: match key.as_deref() {
                 None | Some("all") | Some("force") => None,
                 Some(k) => {
-                    cairn_common::options::find(k).with_context(|| format!("option {k} does not exist"))?;
+                    cairn_common::options::find(k).with_context(|| {
+                        format!("option {k} does not exist ('cairn volume get VOL all' lists the options)")
+                    })?;
                     Some(k.to_string())
                 }
             },
@@ -670,11 +710,11 @@ fn node_address(node: Option<String>, state_dir: &std::path::Path) -> anyhow::Re
     })
 }
 
-/// `volume heal VOL split-brain …`, as a client of the volume.
 /// `volume heal VOL info summary [--watch]`: per brick, how many entries
 /// are left, how many are split-brain, and while a crawl runs its progress
-/// and an estimate of the time left. With `--watch`, again every 2 s until
-/// nothing is left.
+/// and an estimate of the time left. With `--watch`, again every 2 s (a
+/// progress bar on a terminal) until nothing healable is left: entries in
+/// split-brain wait for `volume heal VOL split-brain …`, not for time.
 async fn heal_summary(
     node: Option<String>,
     state_dir: Option<PathBuf>,
@@ -682,49 +722,60 @@ async fn heal_summary(
     name: String,
     watch: bool,
 ) -> anyhow::Result<String> {
+    let display = watch.then(|| watch::Watch::new(json, "heal"));
+    let mut most = 0;
     loop {
-        let info = volume(
-            node.clone(),
-            state_dir.clone(),
-            AdminRequest::VolumeHealInfo {
-                name: name.clone(),
-                split_brain: false,
-            },
-        )
-        .await?;
-        let stats = volume(
-            node.clone(),
-            state_dir.clone(),
-            AdminRequest::VolumeHealStatistics {
-                name: name.clone(),
-                count_only: false,
-            },
-        )
-        .await?;
-        let (AdminReply::HealInfo(info), AdminReply::HealStats(stats)) = (info, stats) else {
-            anyhow::bail!("unexpected reply to a heal report");
-        };
-        let summary = heal_report::summary(&info, &stats);
+        let summary = heal_summary_once(node.clone(), state_dir.clone(), &name).await?;
         let text = if json {
-            format!("{}\n", serde_json::to_string_pretty(&summary)?)
+            let value = serde_json::json!({ "ok": true, "heal_summary": summary });
+            format!("{}\n", serde_json::to_string_pretty(&value)?)
         } else {
             heal_report::summary_text(&summary)
         };
-        let left: u64 = summary.iter().map(|b| b.total.unwrap_or(0)).sum();
-        if !watch || left == 0 {
-            return Ok(text);
+        let left = watch::healable(&summary);
+        most = most.max(left);
+        match &display {
+            Some(display) if left > 0 => {
+                display.refresh(
+                    &watch::heal_progress(&summary, most),
+                    &text,
+                    &format!("{left} entries left"),
+                );
+            }
+            _ => return Ok(text),
         }
-        print!("{text}");
-        println!("-- {} entries left; refreshing every 2 s (Ctrl-C stops) --\n", left);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(watch::REFRESH).await;
     }
 }
 
+/// One `heal info summary` report: the heal index and the crawl records.
+async fn heal_summary_once(
+    node: Option<String>,
+    state_dir: Option<PathBuf>,
+    name: &str,
+) -> anyhow::Result<Vec<heal_report::BrickSummary>> {
+    let info = AdminRequest::VolumeHealInfo {
+        name: name.to_string(),
+        split_brain: false,
+    };
+    let stats = AdminRequest::VolumeHealStatistics {
+        name: name.to_string(),
+        count_only: false,
+    };
+    let info = volume(node.clone(), state_dir.clone(), info).await?;
+    let stats = volume(node, state_dir, stats).await?;
+    let (AdminReply::HealInfo(info), AdminReply::HealStats(stats)) = (info, stats) else {
+        anyhow::bail!("unexpected reply to a heal report");
+    };
+    Ok(heal_report::summary(&info, &stats))
+}
+
+/// `volume heal VOL split-brain …`, as a client of the volume.
 async fn split_brain(
     node: Option<String>,
     state_dir: Option<PathBuf>,
     req: heal::SplitBrain,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<heal::Settled>> {
     let dir = cairn_common::state::resolve_state_dir(state_dir.as_deref());
     let address = node_address(node.clone(), &dir)?;
     let creds = cairn_common::state::node_credentials(&dir)?;
@@ -749,14 +800,31 @@ async fn volume(node: Option<String>, state_dir: Option<PathBuf>, req: AdminRequ
         Ok((Reply::Admin(r), _)) => r,
         Ok((other, _)) => anyhow::bail!("unexpected reply: {other:?}"),
         Err(RpcError::Remote { message, .. }) => {
-            anyhow::bail!("{}", command_prefix(&req, &message))
+            anyhow::bail!("{}{}", command_prefix(&req, &message), remedy(&message))
         }
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("Connection failed. Please check if cairnd is operational on {node}"))
+            return Err(e).with_context(|| {
+                format!(
+                    "Connection failed. Please check if cairnd is operational on {node} \
+                     (systemctl start cairnd there, or name a running node with --node HOST)"
+                )
+            })
         }
     };
     Ok(reply)
+}
+
+/// What to do about a refusal, after gluster's own words (which stay
+/// first: scripts match them).
+fn remedy(message: &str) -> &'static str {
+    let missing_volume = message.starts_with("Volume ") && message.ends_with(" does not exist");
+    if missing_volume {
+        " ('cairn volume list' shows the volumes)"
+    } else if message.starts_with("option ") && message.ends_with(" does not exist") {
+        " ('cairn volume get VOL all' lists the options)"
+    } else {
+        ""
+    }
 }
 
 /// gluster prefixes failures with the command: `volume start: gv0: failed: …`

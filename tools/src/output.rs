@@ -25,6 +25,22 @@ pub fn json(reply: &AdminReply) -> anyhow::Result<String> {
     Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
 }
 
+/// `volume list`: the names, one a line (gluster's text), or
+/// `{"ok": true, "names": [...]}`.
+pub fn volume_list(reply: &AdminReply, json: bool) -> String {
+    let names: Vec<&str> = match reply {
+        AdminReply::Volumes(v) => v.iter().map(|s| s.name.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    if json {
+        format!("{}\n", serde_json::json!({ "ok": true, "names": names }))
+    } else if names.is_empty() {
+        "No volumes present in cluster\n".to_string()
+    } else {
+        names.iter().map(|n| format!("{n}\n")).collect()
+    }
+}
+
 /// `view`: which `volume status` report.
 /// Which `volume status` report to print.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -10,10 +10,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let level = opts.log_level.clone().unwrap_or_else(|| "info".into());
     let result = if opts.foreground {
-        cairn_common::logging::init(&level);
-        cairn_client::mount::run_foreground(opts)
+        let log = cairn_client::mount::init_logging(&opts);
+        cairn_client::mount::run_foreground(opts, log)
     } else {
         cairn_client::mount::mount_in_background(&opts, &args)
     };

@@ -39,11 +39,27 @@ pub struct FuseAdapter {
     fs: Arc<CairnFs>,
     rt: tokio::runtime::Handle,
     timeouts: Timeouts,
+    /// `-o acl`: the kernel enforces POSIX ACLs (FUSE_POSIX_ACL).
+    posix_acl: bool,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<CairnFs>, rt: tokio::runtime::Handle, timeouts: Timeouts) -> FuseAdapter {
-        FuseAdapter { fs, rt, timeouts }
+        FuseAdapter {
+            fs,
+            rt,
+            timeouts,
+            posix_acl: false,
+        }
+    }
+
+    /// Asks the kernel to enforce POSIX ACLs in its permission checks.
+    /// Without it the ACL xattrs are still stored and read back (bricks
+    /// keep them, ext4/xfs keep the mode in step), but only the mode bits
+    /// decide access, as in gluster without `-o acl`.
+    pub fn with_posix_acl(mut self, on: bool) -> FuseAdapter {
+        self.posix_acl = on;
+        self
     }
 
     /// Runs a handler's work on the runtime, on behalf of the requesting
@@ -138,6 +154,14 @@ impl Filesystem for FuseAdapter {
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_POSIX_LOCKS
             | InitFlags::FUSE_FLOCK_LOCKS;
+        let wanted = if self.posix_acl {
+            wanted | InitFlags::FUSE_POSIX_ACL
+        } else {
+            wanted
+        };
+        if self.posix_acl && !config.capabilities().contains(InitFlags::FUSE_POSIX_ACL) {
+            tracing::warn!("the kernel does not offer POSIX ACLs: option acl has no effect");
+        }
         let offered = config.capabilities() & wanted;
         if let Err(missing) = config.add_capabilities(offered) {
             tracing::warn!(?missing, "kernel refused FUSE capabilities");
