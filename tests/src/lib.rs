@@ -524,7 +524,9 @@ impl Daemon {
             if !d.is_alive() {
                 return Some(false);
             }
-            d.cli(&["volume", "info"]).ok().then_some(true)
+            d.cli_within(Duration::from_secs(5), &["volume", "info"])
+                .is_some_and(|o| o.ok())
+                .then_some(true)
         });
         match ready {
             Some(true) => Ok(d),
@@ -591,6 +593,29 @@ impl Daemon {
             let _ = c.wait();
             unregister_pid(c.id() as i32);
         }
+    }
+
+    /// Runs the CLI, killing it if it has not finished within `limit`
+    /// (None then): a readiness probe must not wait out a node that died
+    /// while it was being asked.
+    pub fn cli_within(&self, limit: Duration, args: &[&str]) -> Option<CliOutput> {
+        let mut cmd = self.launch.command_without_env(&bin("cairn"));
+        cmd.arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--node")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("running cairn: {e}"));
+        let pid = child.id() as i32;
+        let out = with_timeout(limit, move || child.wait_with_output());
+        if out.is_none() {
+            // SAFETY: signalling a process we started and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        out.map(|o| CliOutput::from(o.unwrap_or_else(|e| panic!("running cairn: {e}"))))
     }
 
     /// Runs `cairn --state-dir DIR --node ADDR ARGS…`.
