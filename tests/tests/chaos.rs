@@ -84,6 +84,21 @@ impl Rng {
     }
 }
 
+/// Wall-clock time of day (UTC, as the daemons log it).
+fn stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let s = now.as_secs() % 86400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        now.subsec_millis()
+    )
+}
+
 fn seed_from_env_or_clock() -> u64 {
     match std::env::var("CAIRN_CHAOS_SEED") {
         Ok(s) => {
@@ -177,6 +192,16 @@ impl Change {
             (Change::Remove, State::File(_) | State::Dir) => Some(State::Absent),
             (Change::MakeDir, State::Absent) => Some(State::Dir),
             _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Change::Create(d) => format!("({} bytes #{:016x})", d.len(), digest(d)),
+            Change::Write { at, data } => format!("({} bytes at {at})", data.len()),
+            Change::Append(d) => format!("({} bytes)", d.len()),
+            Change::Truncate(len) => format!("(to {len})"),
+            Change::Remove | Change::MakeDir => String::new(),
         }
     }
 
@@ -360,6 +385,10 @@ struct Ctx {
     violations: Mutex<Vec<String>>,
     /// What each client is doing and since when (to name a hung call).
     busy: Vec<Mutex<Option<(String, Instant)>>>,
+    /// Every operation and fault with its time, to explain a violation
+    /// next to the daemons' logs.
+    trace: Mutex<std::io::BufWriter<std::fs::File>>,
+    trace_path: PathBuf,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -369,6 +398,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Ctx {
     fn new(seed: u64, clients: usize) -> Ctx {
         let (files, dirs) = slot_names();
+        let trace_path = std::env::temp_dir().join(format!("cairn-chaos-{seed}.trace"));
         Ctx {
             seed,
             files: files.into_iter().map(|n| Mutex::new(Slot::new(n))).collect(),
@@ -378,13 +408,38 @@ impl Ctx {
             stats: Mutex::new(Stats::default()),
             violations: Mutex::new(Vec::new()),
             busy: (0..clients).map(|_| Mutex::new(None)).collect(),
+            trace: Mutex::new(std::io::BufWriter::new(
+                std::fs::File::create(&trace_path).expect("creating the trace file"),
+            )),
+            trace_path,
         }
+    }
+
+    fn trace(&self, line: &str) {
+        let _ = writeln!(lock(&self.trace), "{} {line}", stamp());
     }
 
     fn violation(&self, msg: String) {
         let msg = format!("[seed {}] {msg}", self.seed);
         eprintln!("VIOLATION {msg}");
+        self.trace(&format!("VIOLATION {msg}"));
         lock(&self.violations).push(msg);
+    }
+
+    /// Counts an operation and traces it with what the model holds after.
+    fn done<T>(&self, kind: &'static str, what: &str, result: &Step<T>, model: &str) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(f) => format!("{} at {}", errno_name(f.errno), f.step),
+        };
+        self.trace(&format!("{what} -> {outcome}; model: {model}"));
+        self.count(
+            kind,
+            &result.as_ref().map(|_| ()).map_err(|f| Failure {
+                step: f.step,
+                errno: f.errno,
+            }),
+        );
     }
 
     fn count(&self, kind: &'static str, result: &Result<(), Failure>) {
@@ -535,6 +590,7 @@ enum Kind {
     Mkdir,
     Rmdir,
     Read,
+    List,
 }
 
 impl Kind {
@@ -549,11 +605,12 @@ impl Kind {
             Kind::Mkdir => "mkdir",
             Kind::Rmdir => "rmdir",
             Kind::Read => "read+verify",
+            Kind::List => "list+verify",
         }
     }
 
     fn pick(rng: &mut Rng) -> Kind {
-        const WEIGHTS: [(Kind, u64); 9] = [
+        const WEIGHTS: [(Kind, u64); 10] = [
             (Kind::Create, 20),
             (Kind::Overwrite, 18),
             (Kind::Append, 10),
@@ -563,6 +620,7 @@ impl Kind {
             (Kind::Mkdir, 5),
             (Kind::Rmdir, 3),
             (Kind::Read, 25),
+            (Kind::List, 4),
         ];
         let mut r = rng.below(WEIGHTS.iter().map(|w| w.1).sum());
         for (k, w) in WEIGHTS {
@@ -603,7 +661,8 @@ fn run_op(ctx: &Ctx, mnt: &Path, kind: Kind, rng: &mut Rng, id: usize, n: u64) {
             started(what.clone());
             let r = std::fs::rename(mnt.join(&from.rel), mnt.join(&to.rel)).map_err(at("rename"));
             judge_rename(ctx, &mut from, &mut to, &r, &what);
-            ctx.count(kind.name(), &r);
+            let model = format!("{} | {}", from.knowledge.describe(), to.knowledge.describe());
+            ctx.done(kind.name(), &what, &r, &model);
         }
         Kind::Mkdir | Kind::Rmdir => {
             let mut slot = lock(&ctx.dirs[rng.below(ctx.dirs.len() as u64) as usize]);
@@ -616,7 +675,7 @@ fn run_op(ctx: &Ctx, mnt: &Path, kind: Kind, rng: &mut Rng, id: usize, n: u64) {
                 (std::fs::remove_dir(&path).map_err(at("rmdir")), Change::Remove)
             };
             judge(ctx, &mut slot, &r, &[change], &what);
-            ctx.count(kind.name(), &r);
+            ctx.done(kind.name(), &what, &r, &slot.knowledge.describe());
         }
         Kind::Read => {
             let slot = lock(&ctx.files[file]);
@@ -624,7 +683,20 @@ fn run_op(ctx: &Ctx, mnt: &Path, kind: Kind, rng: &mut Rng, id: usize, n: u64) {
             started(what.clone());
             let r = do_read(&mnt.join(&slot.rel));
             judge_read(ctx, &slot, &r, &what);
-            ctx.count(kind.name(), &r.map(|_| ()));
+            let shown = match &r {
+                Ok(d) => format!("read {}; ", State::File(Arc::new(d.clone())).describe()),
+                Err(_) => String::new(),
+            };
+            ctx.done(kind.name(), &what, &r, &format!("{shown}{}", slot.knowledge.describe()));
+        }
+        Kind::List => {
+            let dir = DIRS[rng.below(DIRS.len() as u64) as usize];
+            let slots = lock_dir(ctx, dir);
+            let what = tag(if dir.is_empty() { "/" } else { dir });
+            started(what.clone());
+            let r = list_names(&mnt.join(dir));
+            judge_listing(ctx, &slots, dir, &r, &what);
+            ctx.done(kind.name(), &what, &r, &format!("listed {:?}", r.as_ref().ok()));
         }
         _ => {
             let mut slot = lock(&ctx.files[file]);
@@ -632,7 +704,8 @@ fn run_op(ctx: &Ctx, mnt: &Path, kind: Kind, rng: &mut Rng, id: usize, n: u64) {
             let path = mnt.join(&slot.rel);
             let (r, changes) = file_change(kind, &path, rng, || started(what.clone()));
             judge(ctx, &mut slot, &r, &changes, &what);
-            ctx.count(kind.name(), &r);
+            let what = format!("{what} {}", changes[0].describe());
+            ctx.done(kind.name(), &what, &r, &slot.knowledge.describe());
         }
     }
 }
@@ -674,8 +747,8 @@ fn file_change(kind: Kind, path: &Path, rng: &mut Rng, started: impl FnOnce()) -
     }
 }
 
-/// After a short write any prefix may have landed: the model allows the
-/// ones a FUSE request boundary (page-aligned 128 KiB) could leave.
+/// After a short write a prefix may have landed: the model allows those
+/// a FUSE request could end at (a multiple of the page size).
 fn prefixes(r: &Step<()>, data: &Arc<Vec<u8>>) -> impl Iterator<Item = Arc<Vec<u8>>> {
     let short = matches!(
         r,
@@ -689,7 +762,6 @@ fn prefixes(r: &Step<()>, data: &Arc<Vec<u8>>) -> impl Iterator<Item = Arc<Vec<u
         .map(|k| k * 4096)
         .take_while(move |&n| short && n < len)
         .map(move |n| Arc::new(data[..n].to_vec()))
-        .take(64)
 }
 
 /// Locks two slots in index order (no deadlock between clients).
@@ -705,6 +777,10 @@ fn lock_two(slots: &[Mutex<Slot>], a: usize, b: usize) -> (MutexGuard<'_, Slot>,
 
 /// Updates one slot's model after a change and reports what contradicts it.
 fn judge(ctx: &Ctx, slot: &mut Slot, r: &Step<()>, changes: &[Change], what: &str) {
+    let makes_a_name = matches!(changes[0], Change::Create(_) | Change::MakeDir);
+    if makes_a_name && matches!(r, Err(f) if f.errno == libc::ENOENT) {
+        ctx.violation(format!("{what}: ENOENT, but its directory is never removed"));
+    }
     match r {
         Ok(()) => {
             if let Err(e) = slot.acknowledge(&changes[0]) {
@@ -759,6 +835,65 @@ fn judge_rename(ctx: &Ctx, from: &mut Slot, to: &mut Slot, r: &Step<()>, what: &
     }
 }
 
+/// The slots directly in `dir` (files, then subdirectories: the order
+/// every client locks in, so no two wait for each other).
+fn lock_dir<'a>(ctx: &'a Ctx, dir: &str) -> Vec<MutexGuard<'a, Slot>> {
+    let (files, dirs) = slot_names();
+    let in_dir = |rel: &String| rel.strip_prefix(dir).is_some_and(|rest| !rest.contains('/'));
+    let files = files.iter().zip(&ctx.files);
+    let dirs = dirs.iter().zip(&ctx.dirs);
+    files
+        .chain(dirs)
+        .filter(|(rel, _)| in_dir(rel))
+        .map(|(_, slot)| lock(slot))
+        .collect()
+}
+
+fn list_names(dir: &Path) -> Step<Vec<String>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(at("opendir"))? {
+        names.push(e.map_err(at("readdir"))?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+/// A listing must show exactly the names the model says may exist: no
+/// name a stale replica still has, none missing that is acknowledged.
+fn judge_listing(ctx: &Ctx, slots: &[MutexGuard<'_, Slot>], dir: &str, r: &Step<Vec<String>>, what: &str) {
+    let Ok(names) = r else { return };
+    let may_exist = |s: &Slot| match &s.knowledge {
+        Knowledge::Known(v) => v.iter().any(|st| *st != State::Absent),
+        Knowledge::Unknown => true,
+    };
+    for name in names {
+        let rel = format!("{dir}{name}");
+        match slots.iter().find(|s| s.rel == rel) {
+            Some(s) if !may_exist(s) => ctx.violation(format!(
+                "{what}: lists {name} but the model says {}",
+                s.knowledge.describe()
+            )),
+            Some(_) => {}
+            // The fixed directories and the nemesis' probe (not locked here).
+            None if dir.is_empty() && (DIRS.contains(&format!("{name}/").as_str()) || name == PROBE) => {}
+            None => ctx.violation(format!("{what}: lists an unexpected name {name}")),
+        }
+    }
+    for s in slots {
+        let listed = names_contain(r, &s.rel[dir.len()..]);
+        if !listed && !s.allows(&State::Absent) {
+            ctx.violation(format!(
+                "{what}: does not list {} but the model says {}",
+                s.rel,
+                s.knowledge.describe()
+            ));
+        }
+    }
+}
+
+fn names_contain(r: &Step<Vec<String>>, name: &str) -> bool {
+    r.as_ref().is_ok_and(|names| names.iter().any(|n| n == name))
+}
+
 /// A read must show a state the model allows: anything else is stale or
 /// invented data.
 fn judge_read(ctx: &Ctx, slot: &Slot, r: &Step<Vec<u8>>, what: &str) {
@@ -801,39 +936,56 @@ fn nap(ctx: &Ctx, d: Duration) {
 /// a write must fail. Every node runs again when it returns.
 fn nemesis(ctx: &Ctx, pool: &Mutex<Pool>, probe_mnt: &Path, seed: u64, deadline: Instant) {
     let mut rng = Rng::new(seed ^ 0x6E65_6D65_7369_7321);
-    let mut probes = 0u64;
     while Instant::now() < deadline && !ctx.stop.load(Ordering::Relaxed) {
         nap(ctx, Duration::from_millis(rng.between(1000, 4000)));
         let node = rng.below(3) as usize;
         let mut pool = lock(pool);
         match rng.below(100) {
-            0..=44 => {
-                ctx.fault("kill+restart");
-                pool.kill(node);
-                std::thread::sleep(Duration::from_millis(rng.between(500, 8000)));
-                pool.restart(node);
-            }
-            45..=84 => {
-                ctx.fault("freeze (SIGSTOP) > call timeout");
-                signal(&pool, node, libc::SIGSTOP);
-                let secs = CALL_TIMEOUT_SECS * 1000 + rng.between(500, 8000);
-                std::thread::sleep(Duration::from_millis(secs));
-                signal(&pool, node, libc::SIGCONT);
-            }
-            85..=94 => {
-                ctx.fault("quorum loss (two nodes killed)");
-                let other = (node + 1 + rng.below(2) as usize) % 3;
-                pool.kill(node);
-                pool.kill(other);
-                probes += 1;
-                write_without_quorum(ctx, probe_mnt, &rng.bytes(100 + probes as usize));
-                std::thread::sleep(Duration::from_millis(rng.between(200, 2000)));
-                pool.restart(node);
-                pool.restart(other);
-            }
+            0..=44 => kill_and_restart(ctx, &mut pool, node, &mut rng),
+            45..=84 => freeze(ctx, &pool, node, &mut rng),
+            85..=94 => lose_quorum(ctx, &mut pool, node, probe_mnt, &mut rng),
             _ => ctx.fault("none (calm spell)"),
         }
     }
+}
+
+fn kill_and_restart(ctx: &Ctx, pool: &mut Pool, node: usize, rng: &mut Rng) {
+    ctx.fault("kill+restart");
+    ctx.trace(&format!("nemesis: SIGKILL node {node} ({})", pool.addr(node)));
+    pool.kill(node);
+    std::thread::sleep(Duration::from_millis(rng.between(500, 8000)));
+    pool.restart(node);
+    ctx.trace(&format!("nemesis: node {node} restarted"));
+}
+
+/// SIGSTOP for longer than the call timeout: below and above the QUIC
+/// idle timeout (10 s), so the mounts' connections sometimes survive
+/// the freeze and sometimes not.
+fn freeze(ctx: &Ctx, pool: &Pool, node: usize, rng: &mut Rng) {
+    ctx.fault("freeze (SIGSTOP) > call timeout");
+    let ms = CALL_TIMEOUT_SECS * 1000 + rng.between(500, 8000);
+    ctx.trace(&format!(
+        "nemesis: SIGSTOP node {node} ({}) for {ms} ms",
+        pool.addr(node)
+    ));
+    signal(pool, node, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(ms));
+    signal(pool, node, libc::SIGCONT);
+    ctx.trace(&format!("nemesis: SIGCONT node {node}"));
+}
+
+fn lose_quorum(ctx: &Ctx, pool: &mut Pool, node: usize, probe_mnt: &Path, rng: &mut Rng) {
+    ctx.fault("quorum loss (two nodes killed)");
+    let other = (node + 1 + rng.below(2) as usize) % 3;
+    ctx.trace(&format!("nemesis: SIGKILL nodes {node} and {other}"));
+    pool.kill(node);
+    pool.kill(other);
+    let size = rng.between(1, 4096) as usize;
+    write_without_quorum(ctx, probe_mnt, &rng.bytes(size));
+    std::thread::sleep(Duration::from_millis(rng.between(200, 2000)));
+    pool.restart(node);
+    pool.restart(other);
+    ctx.trace(&format!("nemesis: nodes {node} and {other} restarted"));
 }
 
 /// With two of three replicas gone a write must fail; if one is
@@ -854,7 +1006,7 @@ fn write_without_quorum(ctx: &Ctx, mnt: &Path, data: &[u8]) {
         &[Change::Create(data), Change::Create(Arc::new(Vec::new()))],
         &what,
     );
-    ctx.count("quorum probe", &r);
+    ctx.done("quorum probe", &what, &r, &slot.knowledge.describe());
 }
 
 // ---------------------------------------------------------------------------
@@ -1157,6 +1309,26 @@ fn report(ctx: &Ctx, secs: u64, elapsed: Duration, healed_in: Option<Duration>, 
     println!("violations: {}", lock(&ctx.violations).len());
 }
 
+/// After a failed run, the trace and every daemon and mount log go to
+/// `$TMPDIR/cairn-chaos-SEED/` (the pool's directory is removed); after a
+/// clean one the trace is removed.
+fn keep_evidence(ctx: &Ctx, pool: &Pool, failed: bool) -> PathBuf {
+    let _ = lock(&ctx.trace).flush();
+    let dir = std::env::temp_dir().join(format!("cairn-chaos-{}", ctx.seed));
+    if !failed {
+        let _ = std::fs::remove_file(&ctx.trace_path);
+        return dir;
+    }
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::rename(&ctx.trace_path, dir.join("trace"));
+    for e in std::fs::read_dir(&pool.dir).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::copy(e.path(), dir.join(e.file_name()));
+        }
+    }
+    dir
+}
+
 #[test]
 fn random_operations_under_node_faults_lose_no_acknowledged_write() {
     let seed = seed_from_env_or_clock();
@@ -1176,6 +1348,9 @@ fn random_operations_under_node_faults_lose_no_acknowledged_write() {
         std::fs::create_dir(mounts[0].join(d)).unwrap();
     }
     let ctx = Arc::new(Ctx::new(seed, MOUNTS * THREADS_PER_MOUNT));
+    for (i, brick) in bricks.iter().enumerate() {
+        ctx.trace(&format!("node {i} is {}, brick {}", pool.addr(i), brick.display()));
+    }
     let pool = Arc::new(Mutex::new(pool));
     let deadline = Instant::now() + Duration::from_secs(secs);
 
@@ -1224,11 +1399,13 @@ fn random_operations_under_node_faults_lose_no_acknowledged_write() {
     let fresh = pool.mount(2, VOL, "fresh", "attribute-timeout=0,entry-timeout=0");
     let flagged = check_through_mount(&ctx, &pool, &fresh, &bricks);
     report(&ctx, secs, began.elapsed(), healed_in, flagged);
-    let violations = lock(&ctx.violations);
+    let violations = lock(&ctx.violations).clone();
+    let kept = keep_evidence(&ctx, &pool, !violations.is_empty());
     assert!(
         violations.is_empty(),
-        "[seed {seed}] {} violation(s); replay with CAIRN_CHAOS_SEED={seed} CAIRN_CHAOS_SECS={secs}:\n{}",
+        "[seed {seed}] {} violation(s); replay with CAIRN_CHAOS_SEED={seed} CAIRN_CHAOS_SECS={secs}; trace and logs in {}:\n{}",
         violations.len(),
+        kept.display(),
         violations.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
 }
