@@ -151,3 +151,34 @@ fn a_stale_entry_dirty_mark_is_settled() {
         );
     }
 }
+
+/// A create cut short by a SIGKILL left a file with its name and gfid but
+/// no handle link on one brick: lookups found it, every request by gfid
+/// failed, and no heal could ever reach that copy. The brick's lookup now
+/// makes the handle again.
+#[test]
+fn a_file_whose_create_was_cut_short_on_a_brick_is_reachable_again() {
+    let (pool, mnt) = replica_3();
+    write_file(&mnt.join("f"), b"before");
+    let b1 = pool.brick_dir("b1");
+    let gfid = get_xattr(&b1.join("f"), "trusted.cairn.gfid").expect("a gfid");
+    let hex: String = gfid.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::remove_file(b1.join(".cairn/files").join(&hex[..2]).join(&hex)).expect("the handle link");
+    write_file(&mnt.join("f"), b"after, and longer");
+    let everywhere = poll(Duration::from_secs(30), || {
+        (0..3)
+            .all(|i| {
+                std::fs::read(pool.brick_dir(&format!("b{i}")).join("f"))
+                    .ok()
+                    .as_deref()
+                    == Some(&b"after, and longer"[..])
+            })
+            .then_some(())
+    });
+    assert!(
+        everywhere.is_some(),
+        "brick 1 holds {:?}",
+        String::from_utf8_lossy(&std::fs::read(b1.join("f")).unwrap_or_default())
+    );
+    assert_heals(&pool, "a file whose handle was re-made");
+}
