@@ -389,6 +389,8 @@ struct Ctx {
     /// next to the daemons' logs.
     trace: Mutex<std::io::BufWriter<std::fs::File>>,
     trace_path: PathBuf,
+    /// The bricks' directories, to show each copy when a read is wrong.
+    bricks: Vec<PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -396,7 +398,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ctx {
-    fn new(seed: u64, clients: usize) -> Ctx {
+    fn new(seed: u64, clients: usize, bricks: &[PathBuf]) -> Ctx {
         let (files, dirs) = slot_names();
         let trace_path = std::env::temp_dir().join(format!("cairn-chaos-{seed}.trace"));
         Ctx {
@@ -412,6 +414,7 @@ impl Ctx {
                 std::fs::File::create(&trace_path).expect("creating the trace file"),
             )),
             trace_path,
+            bricks: bricks.to_vec(),
         }
     }
 
@@ -904,11 +907,38 @@ fn judge_read(ctx: &Ctx, slot: &Slot, r: &Step<Vec<u8>>, what: &str) {
     };
     if !slot.allows(&shown) {
         ctx.violation(format!(
-            "{what}: read {} but the model allows {}",
+            "{what}: read {} but the model allows {}; the bricks now hold:\n{}",
             shown.describe(),
-            slot.knowledge.describe()
+            slot.knowledge.describe(),
+            brick_copies(&ctx.bricks, &slot.rel)
         ));
     }
+}
+
+/// Each brick's copy of `rel` right now: what it holds and its changelog.
+fn brick_copies(bricks: &[PathBuf], rel: &str) -> String {
+    let mut out = String::new();
+    for (i, b) in bricks.iter().enumerate() {
+        let p = b.join(rel);
+        let held = match std::fs::read(&p) {
+            Ok(d) => State::File(Arc::new(d)).describe(),
+            Err(e) => format!("error {e}"),
+        };
+        let xattrs = std::process::Command::new("getfattr")
+            .args(["-d", "-m", "trusted.cairn.afr", "-e", "hex", "--absolute-names"])
+            .arg(&p)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("  brick {i}: {held} {xattrs}\n"));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1347,7 +1377,7 @@ fn random_operations_under_node_faults_lose_no_acknowledged_write() {
     for d in DIRS.iter().filter(|d| !d.is_empty()) {
         std::fs::create_dir(mounts[0].join(d)).unwrap();
     }
-    let ctx = Arc::new(Ctx::new(seed, MOUNTS * THREADS_PER_MOUNT));
+    let ctx = Arc::new(Ctx::new(seed, MOUNTS * THREADS_PER_MOUNT, &bricks));
     for (i, brick) in bricks.iter().enumerate() {
         ctx.trace(&format!("node {i} is {}, brick {}", pool.addr(i), brick.display()));
     }
