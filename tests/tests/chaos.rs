@@ -1004,7 +1004,16 @@ fn freeze(ctx: &Ctx, pool: &Pool, node: usize, rng: &mut Rng) {
     ctx.trace(&format!("nemesis: SIGCONT node {node}"));
 }
 
+/// Kills two nodes at once — only once the heal index is empty, as an
+/// administrator waits for heal before more maintenance: with the third
+/// copy not yet healed, the lone survivor would serve what it missed (a
+/// lookup that reaches one replica cannot know it is behind; see "Not
+/// yet" under the self-heal daemon), which this run is not about.
 fn lose_quorum(ctx: &Ctx, pool: &mut Pool, node: usize, probe_mnt: &Path, rng: &mut Rng) {
+    if poll(Duration::from_secs(30), || (heal_count(pool) == Some(0)).then_some(())).is_none() {
+        ctx.fault("quorum loss skipped (heal pending)");
+        return;
+    }
     ctx.fault("quorum loss (two nodes killed)");
     let other = (node + 1 + rng.below(2) as usize) % 3;
     ctx.trace(&format!("nemesis: SIGKILL nodes {node} and {other}"));
@@ -1381,9 +1390,26 @@ fn random_operations_under_node_faults_lose_no_acknowledged_write() {
     for (i, brick) in bricks.iter().enumerate() {
         ctx.trace(&format!("node {i} is {}, brick {}", pool.addr(i), brick.display()));
     }
-    let pool = Arc::new(Mutex::new(pool));
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut pool = run_under_faults(&ctx, pool, &mounts, Duration::from_secs(secs));
+    let (healed_in, flagged) = check_after_heal(&ctx, &mut pool, &bricks);
+    report(&ctx, secs, began.elapsed(), healed_in, flagged);
+    let violations = lock(&ctx.violations).clone();
+    let kept = keep_evidence(&ctx, &pool, !violations.is_empty());
+    assert!(
+        violations.is_empty(),
+        "[seed {seed}] {} violation(s); replay with CAIRN_CHAOS_SEED={seed} CAIRN_CHAOS_SECS={secs}; trace and logs in {}:\n{}",
+        violations.len(),
+        kept.display(),
+        violations.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
 
+/// The clients and the nemesis for `length`; then the nemesis finishes
+/// its fault in course (every node runs again) and the clients stop.
+fn run_under_faults(ctx: &Arc<Ctx>, pool: Pool, mounts: &[PathBuf], length: Duration) -> Pool {
+    let seed = ctx.seed;
+    let pool = Arc::new(Mutex::new(pool));
+    let deadline = Instant::now() + length;
     let clients: Vec<_> = (0..MOUNTS * THREADS_PER_MOUNT)
         .map(|id| {
             let (ctx, mnt) = (ctx.clone(), mounts[id % MOUNTS].clone());
@@ -1400,42 +1426,38 @@ fn random_operations_under_node_faults_lose_no_acknowledged_write() {
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The nemesis ends its fault in course (every node runs again).
     if nemesis_thread.join().is_err() {
         ctx.stop.store(true, Ordering::Relaxed);
         panic!("[seed {seed}] the nemesis failed (see above)");
     }
     ctx.stop.store(true, Ordering::Relaxed);
-    join_clients(&ctx, clients);
-
-    let mut pool = Arc::try_unwrap(pool)
+    join_clients(ctx, clients);
+    Arc::try_unwrap(pool)
         .ok()
         .expect("the nemesis is done")
         .into_inner()
-        .unwrap();
+        .unwrap()
+}
+
+/// Every node running, the heal index empty (or the rest reported in
+/// split-brain), then the bricks and a fresh mount against the model.
+/// Returns how long heal took and how many split-brain paths kept an
+/// acceptable copy.
+fn check_after_heal(ctx: &Ctx, pool: &mut Pool, bricks: &[PathBuf]) -> (Option<Duration>, usize) {
     for i in 0..3 {
         if pool.nodes[i].is_none() {
             pool.restart(i);
         }
     }
-    let healed_in = wait_for_heal(&pool, Duration::from_secs(90));
-    if healed_in.is_none() && split_brain_entries(&pool).is_empty() {
+    let healed_in = wait_for_heal(pool, Duration::from_secs(90));
+    if healed_in.is_none() && split_brain_entries(pool).is_empty() {
         ctx.violation(format!(
             "the heal index never emptied, and no split-brain is reported:\n{}",
-            heal_diagnostics(&pool, &bricks)
+            heal_diagnostics(pool, bricks)
         ));
     }
-    check_bricks(&ctx, &pool, &bricks);
+    check_bricks(ctx, pool, bricks);
     let fresh = pool.mount(2, VOL, "fresh", "attribute-timeout=0,entry-timeout=0");
-    let flagged = check_through_mount(&ctx, &pool, &fresh, &bricks);
-    report(&ctx, secs, began.elapsed(), healed_in, flagged);
-    let violations = lock(&ctx.violations).clone();
-    let kept = keep_evidence(&ctx, &pool, !violations.is_empty());
-    assert!(
-        violations.is_empty(),
-        "[seed {seed}] {} violation(s); replay with CAIRN_CHAOS_SEED={seed} CAIRN_CHAOS_SECS={secs}; trace and logs in {}:\n{}",
-        violations.len(),
-        kept.display(),
-        violations.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
-    );
+    let flagged = check_through_mount(ctx, pool, &fresh, bricks);
+    (healed_in, flagged)
 }
