@@ -1,8 +1,11 @@
 //! Replicate's locks (gluster's inodelk and entrylk): exclusive, whole-inode
 //! or one-name locks in a named domain, held by (connection, owner) and
 //! dropped when the connection dies, so a crashed client never wedges a
-//! file. Re-entrant for the same holder. Unrelated to POSIX locks, which
-//! applications see (`locks.rs`).
+//! file. Re-entrant for the same holder. An entry lock with an empty name
+//! covers the whole directory (gluster's entrylk with a NULL basename): it
+//! excludes every name lock of that directory held by someone else, and
+//! they exclude it. Unrelated to POSIX locks, which applications see
+//! (`locks.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +25,47 @@ pub enum LockTarget {
         parent: [u8; 16],
         name: Vec<u8>,
     },
+}
+
+impl LockTarget {
+    /// The whole-directory lock that covers this name lock, if it is one.
+    fn whole_dir(&self) -> Option<LockTarget> {
+        match self {
+            LockTarget::Entry {
+                brick,
+                domain,
+                parent,
+                name,
+            } if !name.is_empty() => Some(LockTarget::Entry {
+                brick: *brick,
+                domain: domain.clone(),
+                parent: *parent,
+                name: Vec::new(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Is this a name lock in the directory a whole-directory lock covers?
+    fn is_name_in(&self, dir: &LockTarget) -> bool {
+        match (self, dir) {
+            (
+                LockTarget::Entry {
+                    brick,
+                    domain,
+                    parent,
+                    name,
+                },
+                LockTarget::Entry {
+                    brick: b,
+                    domain: d,
+                    parent: p,
+                    name: whole,
+                },
+            ) => whole.is_empty() && !name.is_empty() && brick == b && domain == d && parent == p,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +96,13 @@ impl DomainLocks {
         }
     }
 
-    /// Takes the lock if it is free or already the holder's; EAGAIN if not.
+    /// Takes the lock if it is free (and no other holder's lock covers
+    /// it) or already the holder's; EAGAIN if not.
     pub fn try_lock(&self, target: LockTarget, holder: Holder) -> Result<(), i32> {
         let mut held = self.held.lock().expect("domain locks poisoned");
+        let covered = Self::covered(&held, &target, holder);
         match held.get_mut(&target) {
-            None => {
+            None if !covered => {
                 held.insert(target, (holder, 1));
                 Ok(())
             }
@@ -64,7 +110,18 @@ impl DomainLocks {
                 *depth += 1;
                 Ok(())
             }
-            Some(_) => Err(libc::EAGAIN),
+            _ => Err(libc::EAGAIN),
+        }
+    }
+
+    /// Does someone else hold a lock that overlaps `target` without being
+    /// it: the whole directory of a name, or a name of a whole directory?
+    fn covered(held: &HashMap<LockTarget, (Holder, u32)>, target: &LockTarget, holder: Holder) -> bool {
+        let other = |h: &Holder| *h != holder;
+        match target.whole_dir() {
+            Some(dir) => held.get(&dir).is_some_and(|(h, _)| other(h)),
+            // Only a whole-directory lock needs the scan (heals take it).
+            None => held.iter().any(|(t, (h, _))| other(h) && t.is_name_in(target)),
         }
     }
 
@@ -111,6 +168,15 @@ mod tests {
         }
     }
 
+    fn entry(parent: u8, name: &str) -> LockTarget {
+        LockTarget::Entry {
+            brick: uuid::Uuid::nil(),
+            domain: "vol-replicate-0".into(),
+            parent: [parent; 16],
+            name: name.as_bytes().to_vec(),
+        }
+    }
+
     const A: Holder = Holder { conn: 1, owner: 7 };
     const B: Holder = Holder { conn: 2, owner: 7 };
 
@@ -144,5 +210,32 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(locks.lock(inode(1), A, false).await, Err(libc::EAGAIN));
+    }
+
+    #[tokio::test]
+    async fn a_whole_directory_entry_lock_excludes_the_names_of_others() {
+        let locks = Arc::new(DomainLocks::default());
+        locks.lock(entry(1, "x"), A, false).await.unwrap();
+        // A name held by another: the whole directory waits.
+        assert_eq!(locks.lock(entry(1, ""), B, false).await, Err(libc::EAGAIN));
+        // Its own names do not stop a holder; another directory is free.
+        locks.lock(entry(1, ""), A, false).await.unwrap();
+        locks.lock(entry(2, ""), B, false).await.unwrap();
+        locks.unlock(&entry(1, "x"), A).unwrap();
+        // The whole directory held: every name of it waits, for others.
+        assert_eq!(locks.lock(entry(1, "y"), B, false).await, Err(libc::EAGAIN));
+        locks.lock(entry(1, "y"), A, false).await.unwrap();
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move { locks.lock(entry(1, "z"), B, true).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        locks.unlock(&entry(1, ""), A).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("waiter woke")
+            .unwrap()
+            .unwrap();
     }
 }

@@ -38,7 +38,18 @@ impl Brick {
     fn entry_gfid(&self, parent: &Gfid, dir: BorrowedFd<'_>, name: &CString, st: &libc::stat) -> FsResult<Gfid> {
         let path = sys::proc_path(dir, name.to_bytes()).ctx(|| "proc path".into())?;
         match sys::lgetxattr(&path, &c(GFID_XATTR)) {
-            Ok(v) => Gfid::from_slice(&v).ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}"))),
+            Ok(v) => {
+                let gfid =
+                    Gfid::from_slice(&v).ok_or_else(|| FsError::new(libc::EIO, format!("corrupt gfid on {name:?}")))?;
+                if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                    // A failed repair leaves things as they were: the lookup
+                    // still answers.
+                    if let Err(e) = self.repair_file_handle(parent, dir, name, &gfid) {
+                        tracing::warn!(brick = %self.path.display(), %gfid, error = %e, "could not re-make a file's handle");
+                    }
+                }
+                Ok(gfid)
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
                 // Wait out a creation in progress, then look again.
                 let _creating = self.entry_lock(parent, name.to_bytes());
@@ -65,6 +76,28 @@ impl Brick {
             }
             Err(e) => Err(e).ctx(|| format!("reading the gfid of {name:?}")),
         }
+    }
+
+    /// A regular file whose name carries its gfid but whose handle link is
+    /// missing: its create was cut short (the daemon was killed between
+    /// setting the gfid and linking the handle). Every request by gfid
+    /// failed (ESTALE) while the name kept lookups and entry heals content,
+    /// so no heal could ever reach the copy (the chaos checker found it).
+    /// The handle is made again, under the entry lock a create in progress
+    /// holds.
+    fn repair_file_handle(&self, parent: &Gfid, dir: BorrowedFd<'_>, name: &CString, gfid: &Gfid) -> FsResult<()> {
+        let handle = Self::handle_name(gfid);
+        let present = || sys::stat_at(self.files.as_fd(), &handle).is_ok();
+        if present() {
+            return Ok(());
+        }
+        let _creating = self.entry_lock(parent, name.to_bytes());
+        if present() {
+            return Ok(());
+        }
+        self.make_handle(parent, dir, name, gfid, false)?;
+        tracing::warn!(brick = %self.path.display(), %gfid, name = ?name, "re-made the handle of a file whose create was cut short");
+        Ok(())
     }
 
     fn make_handle(

@@ -213,9 +213,9 @@ impl Replicate {
 
     /// After a heal the sinks equal the sources: subtracts (exactly as
     /// seen, so newer changes keep their marks) the sources' blame of the
-    /// sinks, the sinks' stale blame of the sources, and — for data and
-    /// metadata, healed under the inode lock so nothing is in flight —
-    /// everyone's dirty mark.
+    /// sinks, the sinks' stale blame of the sources and of each other, and
+    /// — for data and metadata, healed under the inode lock so nothing is
+    /// in flight — everyone's dirty mark.
     pub(super) async fn clear_blame(
         &self,
         gfid: Gfid,
@@ -232,11 +232,16 @@ impl Replicate {
         // Each child once, with everyone it may blame: a child that is both
         // a source and a sink (an entry merge, where every replica is both)
         // must not have its blame subtracted twice.
+        // Sinks drop their blame of each other too: each now equals the
+        // source. Left behind, two sinks blaming each other kept the inode
+        // in the heal index for ever, and looked like a split-brain once
+        // the source went away (the chaos checker found it).
+        let healed: Vec<usize> = keepers.iter().chain(sinks).copied().collect();
         let mut blamed_by: Vec<(usize, Vec<usize>)> = Vec::new();
         for (c, others) in keepers
             .iter()
             .map(|s| (*s, sinks))
-            .chain(sinks.iter().map(|s| (*s, &keepers[..])))
+            .chain(sinks.iter().map(|s| (*s, &healed[..])))
         {
             match blamed_by.iter_mut().find(|(x, _)| *x == c) {
                 Some((_, list)) => {
@@ -258,6 +263,7 @@ impl Replicate {
             };
             let mut deltas: Vec<(String, [i32; 3])> = others
                 .iter()
+                .filter(|&&j| j != c)
                 .map(|&j| &self.blame_names[j])
                 .filter(|name| value(name) != 0)
                 .map(|name| (name.clone(), kind.delta(-value(name))))
@@ -485,6 +491,74 @@ impl Replicate {
         }
     }
 
+    /// An entry change cut short (its client, or a brick, went away between
+    /// pre-op and post-op) leaves `dirty` on the directory with nobody
+    /// blamed; no heal cleared it, so the directory stayed in the heal index
+    /// for ever (the chaos checker found it). Under a whole-directory entry
+    /// lock on every child that answers no entry change is in flight, so a
+    /// dirty mark still there is stale: the names are merged as gluster's
+    /// conservative merge does (made where missing, nothing removed), then
+    /// the marks are dropped exactly as seen. EAGAIN while someone holds a
+    /// name of the directory (the index keeps it for a later pass).
+    async fn settle_stale_entry_dirty(&self, dir: Gfid, owner: u64) -> Result<(), Errno> {
+        let locked = self.lock_whole_dir(dir, owner).await?;
+        let settled = async {
+            let seen = self.counters(dir, &locked).await;
+            let v = self.judge(&seen, Kind::Entry);
+            if !v.dirty || !v.sinks.is_empty() || v.split_brain {
+                return Ok(());
+            }
+            if !self.merge_entries_as(dir, owner, None).await? {
+                return Ok(());
+            }
+            for &c in &locked {
+                let stale = seen[c]
+                    .as_ref()
+                    .and_then(|held| held.iter().find(|(n, _)| n == DIRTY))
+                    .map_or(0, |(_, v)| v[Kind::Entry as usize]);
+                if stale != 0 {
+                    let deltas = vec![(DIRTY.to_string(), Kind::Entry.delta(-stale))];
+                    let _ = self.on(c, Fop::Xattrop { gfid: dir, deltas }, Bytes::new()).await;
+                }
+            }
+            tracing::info!(subvolume = %self.name, %dir, "stale entry dirty mark settled");
+            Ok(())
+        }
+        .await;
+        self.unlock_whole_dir(dir, owner, &locked).await;
+        settled
+    }
+
+    /// Tries the whole-directory entry lock (an empty name) on each child
+    /// in order; the children that granted it, or EAGAIN (nothing held)
+    /// if a name of the directory is held by someone.
+    async fn lock_whole_dir(&self, dir: Gfid, owner: u64) -> Result<Vec<usize>, Errno> {
+        let op = Fop::EntryLk {
+            parent: dir,
+            name: Vec::new(),
+            domain: self.domain.clone(),
+            owner,
+            lock: true,
+            wait: false,
+        };
+        let mut held = Vec::new();
+        for i in self.all() {
+            match self.on(i, op.clone(), Bytes::new()).await {
+                Ok(_) => held.push(i),
+                Err(Errno(libc::EAGAIN)) => {
+                    self.unlock_whole_dir(dir, owner, &held).await;
+                    return Err(Errno(libc::EAGAIN));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(held)
+    }
+
+    async fn unlock_whole_dir(&self, dir: Gfid, owner: u64, held: &[usize]) {
+        self.lock_entry(dir, &[], owner, false, held).await;
+    }
+
     /// Makes each sink's entries in `dir` the source's: creates what it
     /// lacks (same gfid; files empty and blamed, so data heal follows) and
     /// removes what the source no longer has.
@@ -501,6 +575,9 @@ impl Replicate {
         let v = self.judge(&counters, Kind::Entry);
         if v.split_brain {
             return self.merge_entries_as(dir, owner, self.policy_rule()).await.map(|_| ());
+        }
+        if v.sinks.is_empty() && v.dirty {
+            return self.settle_stale_entry_dirty(dir, owner).await;
         }
         if v.sources.is_empty() || v.sinks.is_empty() {
             return Ok(());

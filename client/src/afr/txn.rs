@@ -602,11 +602,12 @@ impl Replicate {
         };
         let Begun {
             locked,
-            prepared: members,
+            prepared: mut members,
             ..
         } = self.begin(plan).await?;
         if members.len() < locked.len() {
             tracing::debug!(subvolume = %self.name, %gfid, ?locked, ?members, "pre-op failed on some replicas");
+            members = self.blame_left_out(plan, gfid, &locked, members).await;
         }
         if members.is_empty() {
             self.end(plan, &locked, |_| Vec::new()).await;
@@ -626,6 +627,27 @@ impl Replicate {
         );
         self.watch_hold(gfid);
         Ok(members)
+    }
+
+    /// A replica that took the lock but failed the pre-op takes no part
+    /// in the hold's writes: it is blamed at once on the members, like
+    /// one that was never locked. Unblamed, it missed every write of the
+    /// hold with nobody the wiser and served them stale to readers (the
+    /// chaos checker found it after a restarted brick). Returns the members
+    /// that recorded the blame; if one could not, nobody takes part (its
+    /// dirty mark sends heal to look).
+    async fn blame_left_out(&self, plan: &Plan, gfid: Gfid, locked: &[usize], members: Vec<usize>) -> Vec<usize> {
+        let left_out: Vec<usize> = locked.iter().copied().filter(|i| !members.contains(i)).collect();
+        let blame: Vec<(String, [i32; 3])> = left_out
+            .iter()
+            .map(|j| (self.blame_names[*j].clone(), Kind::Data.delta(1)))
+            .collect();
+        self.demote(&gfid, Kind::Data, &left_out);
+        let blamed = self.mark(plan, &members, &blame).await;
+        if blamed.len() < members.len() {
+            return Vec::new();
+        }
+        blamed
     }
 
     fn leave_hold(&self, gfid: Gfid, failed: &[usize]) {
@@ -733,5 +755,134 @@ impl Replicate {
         // Prefer a data replica's answer (the arbiter's sizes are zero).
         let pick = done.iter().position(|(i, _)| !self.is_arbiter(*i)).unwrap_or(0);
         Ok(done.into_iter().nth(pick).expect("an answer").1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{FopFuture, Subvolume};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use uuid::Uuid;
+
+    /// A brick in memory: opens, locks and writes succeed; xattrops add to
+    /// its counters, unless it refuses changes to them (as a restarted
+    /// brick that lost the file's handle did).
+    struct FakeBrick {
+        counters: Mutex<HashMap<String, [i32; 3]>>,
+        writes: Mutex<u32>,
+        refuses_xattrop: bool,
+    }
+
+    impl FakeBrick {
+        fn new(refuses_xattrop: bool) -> Arc<FakeBrick> {
+            Arc::new(FakeBrick {
+                counters: Mutex::new(HashMap::new()),
+                writes: Mutex::new(0),
+                refuses_xattrop,
+            })
+        }
+
+        fn add(&self, deltas: Vec<(String, [i32; 3])>) {
+            let mut c = self.counters.lock().unwrap();
+            for (name, d) in deltas {
+                let v = c.entry(name).or_default();
+                for k in 0..3 {
+                    v[k] += d[k];
+                }
+            }
+        }
+
+        fn counter(&self, name: &str) -> [i32; 3] {
+            self.counters.lock().unwrap().get(name).copied().unwrap_or_default()
+        }
+    }
+
+    impl Subvolume for FakeBrick {
+        fn call(&self, op: Fop, _payload: Bytes) -> FopFuture<'_> {
+            Box::pin(async move {
+                let empty = |r| Ok((r, Bytes::new()));
+                match op {
+                    Fop::Open { .. } => empty(Reply::Opened { fh: 1 }),
+                    Fop::InodeLk { .. } | Fop::Flush { .. } | Fop::Fsync { .. } | Fop::Release { .. } => {
+                        empty(Reply::Empty)
+                    }
+                    Fop::Xattrop { deltas, .. } => {
+                        if self.refuses_xattrop && !deltas.is_empty() {
+                            return Err(Errno(libc::ESTALE));
+                        }
+                        self.add(deltas);
+                        let c = self.counters.lock().unwrap();
+                        empty(Reply::Counters(c.iter().map(|(k, v)| (k.clone(), *v)).collect()))
+                    }
+                    // The compound begin and end: locks always granted;
+                    // the counters as Xattrop treats them.
+                    Fop::TxnBegin { marks, .. } | Fop::TxnEnd { marks, .. } => {
+                        let changes = marks.iter().any(|m| !m.deltas.is_empty());
+                        if self.refuses_xattrop && changes {
+                            return Err(Errno(libc::ESTALE));
+                        }
+                        for m in marks {
+                            self.add(m.deltas);
+                        }
+                        empty(Reply::Empty)
+                    }
+                    Fop::Write { len, .. } => {
+                        *self.writes.lock().unwrap() += 1;
+                        empty(Reply::Written { len })
+                    }
+                    _ => Err(Errno(libc::ENOSYS)),
+                }
+            })
+        }
+
+        fn name(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_fails_the_eager_pre_op_is_blamed_for_the_writes_it_misses() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|i| FakeBrick::new(i == 0)).collect();
+        let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
+        let children = bricks.iter().map(|b| b.clone() as Arc<dyn Subvolume>).collect();
+        let r = Replicate::new("t-replicate-0".into(), children, &ids, false).unwrap();
+        let gfid = Gfid([7; 16]);
+        let fh = match r
+            .call(
+                Fop::Open {
+                    gfid,
+                    flags: libc::O_RDWR,
+                },
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok((Reply::Opened { fh }, _)) => fh,
+            other => panic!("open: {other:?}"),
+        };
+        let write = Fop::Write { fh, offset: 0, len: 4 };
+        r.call(write, Bytes::from_static(b"data"))
+            .await
+            .expect("two of three took the write");
+        r.call(Fop::Flush { fh, lock_owner: 1 }, Bytes::new())
+            .await
+            .expect("flush");
+        assert_eq!(*bricks[0].writes.lock().unwrap(), 0, "brick 0 took no part");
+        let blame = changelog_name(&ids[0]);
+        for (i, b) in bricks.iter().enumerate().skip(1) {
+            assert_eq!(*b.writes.lock().unwrap(), 1, "brick {i} took the write");
+            assert!(
+                b.counter(&blame)[Kind::Data as usize] > 0,
+                "brick {i} does not blame brick 0 for the write it missed: {:?}",
+                b.counters.lock().unwrap()
+            );
+            assert_eq!(b.counter(DIRTY), [0; 3], "brick {i}'s dirty mark is settled");
+        }
+    }
+
+    fn changelog_name(id: &Uuid) -> String {
+        super::super::changelog::pending_name(id)
     }
 }
