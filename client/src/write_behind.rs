@@ -95,7 +95,7 @@ impl WriteBehind {
         Arc::new_cyclic(|me| WriteBehind {
             inner,
             space,
-            enabled: AtomicBool::new(true),
+            enabled: AtomicBool::new(false),
             window: AtomicU64::new(4 << 20),
             state: Mutex::new(State::default()),
             finished: Notify::new(),
@@ -327,7 +327,7 @@ impl Subvolume for WriteBehind {
 
     fn reconfigure(&self, options: &std::collections::BTreeMap<String, String>) {
         use cairn_common::options::{effective, parse_bool, parse_size};
-        let on = parse_bool(effective(options, "performance.write-behind")).unwrap_or(true);
+        let on = parse_bool(effective(options, "performance.write-behind")).unwrap_or(false);
         self.enabled.store(on, Ordering::Relaxed);
         if let Some(w) = parse_size(effective(options, "performance.write-behind-window-size")) {
             self.window.store(w, Ordering::Relaxed);
@@ -437,6 +437,7 @@ mod tests {
         let file = Arc::new(SlowFile::default());
         let wb = WriteBehind::new(file.clone(), None);
         let mut o = std::collections::BTreeMap::new();
+        o.insert("performance.write-behind".to_string(), "on".to_string());
         o.insert("performance.write-behind-window-size".to_string(), window.to_string());
         wb.reconfigure(&o);
         (file, wb)
