@@ -209,6 +209,10 @@ impl Server {
                 if let Some(lock) = waited_lock(&req) {
                     return self.serve_waited_lock(&state, req, lock, send, recv).await;
                 }
+                if let Some((brick, Fop::TxnBegin { .. })) = fop_of(&req) {
+                    let brick = *brick;
+                    return self.serve_txn_begin(&state, brick, req, send, recv).await;
+                }
                 self.dispatch(&state, req, &mut recv).await
             }
         };
@@ -234,7 +238,7 @@ impl Server {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let Request::Fop { op, .. } = &req else {
+        let Some((_, op)) = fop_of(&req) else {
             unreachable!("waited_lock only matches fops")
         };
         let holder = crate::domain_locks::Holder {
@@ -264,6 +268,65 @@ impl Server {
                 "giving back a lock the client stopped waiting for"
             );
             let _ = self.domain_locks.unlock(&lock, holder);
+        }
+    }
+
+    /// `TxnBegin`, undone if the client stopped reading (or its connection
+    /// was lost) before its answer arrived: a client whose call timed out
+    /// (replies lost one way, say)
+    /// counts this brick out of the transaction and never ends it here, so
+    /// the locks would stay held until its connection died and the pre-op
+    /// would leave a `dirty` mark nobody clears (found by the one-way loss
+    /// scenario of `tests/tests/netns_faults.rs`). The same rule as
+    /// [`serve_waited_lock`](Self::serve_waited_lock).
+    async fn serve_txn_begin(
+        self: Arc<Self>,
+        state: &Arc<ConnState>,
+        brick_id: Uuid,
+        req: Request,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let undo = match fop_of(&req) {
+            Some((
+                _,
+                Fop::TxnBegin {
+                    domain,
+                    owner,
+                    locks,
+                    marks,
+                },
+            )) => (domain.clone(), *owner, locks.clone(), marks.clone()),
+            _ => unreachable!("only TxnBegin comes here"),
+        };
+        let (resp, payload) = self.dispatch(state, req, &mut recv).await;
+        let begun = matches!(resp, Response::Ok(_));
+        let mut chunks = if payload.is_empty() { vec![] } else { vec![payload] };
+        if let Err(e) = wire::send_message(&mut send, &resp, &mut chunks).await {
+            tracing::debug!(conn = state.id, error = %e, "could not send a reply");
+        }
+        // Ok(None): the client has the answer. Stopped, or the connection
+        // lost before it acknowledged the answer: it counts us out.
+        if !begun || matches!(send.stopped().await, Ok(None)) {
+            return;
+        }
+        let (domain, owner, locks, marks) = undo;
+        tracing::debug!(
+            conn = state.id,
+            "undoing a transaction start the client stopped waiting for"
+        );
+        let Some(brick) = self.node.brick(&brick_id) else {
+            return;
+        };
+        let back: Vec<TxnMark> = marks
+            .into_iter()
+            .map(|m| TxnMark {
+                gfid: m.gfid,
+                deltas: m.deltas.into_iter().map(|(n, d)| (n, d.map(|v| -v))).collect(),
+            })
+            .collect();
+        if let Err(e) = self.txn_end(state, &brick, brick_id, domain, owner, &locks, &back) {
+            tracing::warn!(conn = state.id, error = %e.context, "could not undo an abandoned transaction start; heal will look at it");
         }
     }
 
@@ -809,19 +872,27 @@ fn lock_owner(op: &Fop) -> u64 {
     }
 }
 
+/// The brick and file operation of a request, whether it names its
+/// caller (`FopAs`, a mount's requests) or not.
+fn fop_of(req: &Request) -> Option<(&Uuid, &Fop)> {
+    match req {
+        Request::Fop { brick, op } | Request::FopAs { brick, op, .. } => Some((brick, op)),
+        _ => None,
+    }
+}
+
 /// The target of a request that takes a replicate lock and may wait for it.
 fn waited_lock(req: &Request) -> Option<crate::domain_locks::LockTarget> {
-    match req {
-        Request::Fop {
+    match fop_of(req)? {
+        (
             brick,
-            op:
-                op @ (Fop::InodeLk {
-                    lock: true, wait: true, ..
-                }
-                | Fop::EntryLk {
-                    lock: true, wait: true, ..
-                }),
-        } => lock_target(*brick, op),
+            op @ (Fop::InodeLk {
+                lock: true, wait: true, ..
+            }
+            | Fop::EntryLk {
+                lock: true, wait: true, ..
+            }),
+        ) => lock_target(*brick, op),
         _ => None,
     }
 }
