@@ -318,15 +318,16 @@ impl Server {
         let Some(brick) = self.node.brick(&brick_id) else {
             return;
         };
-        let back: Vec<TxnMark> = marks
-            .into_iter()
-            .map(|m| TxnMark {
-                gfid: m.gfid,
-                deltas: m.deltas.into_iter().map(|(n, d)| (n, d.map(|v| -v))).collect(),
-            })
-            .collect();
-        if let Err(e) = self.txn_end(state, &brick, brick_id, domain, owner, &locks, &back) {
-            tracing::warn!(conn = state.id, error = %e.context, "could not undo an abandoned transaction start; heal will look at it");
+        for m in marks {
+            let back: Vec<(String, [i32; 3])> = m.deltas.into_iter().map(|(n, d)| (n, d.map(|v| -v))).collect();
+            if let Err(e) = brick.xattrop(&m.gfid, &back) {
+                tracing::warn!(conn = state.id, gfid = %m.gfid, error = %e.context, "could not undo an abandoned pre-op; heal will look at it");
+            }
+        }
+        // A lost connection has already given its locks back.
+        let holder = crate::domain_locks::Holder { conn: state.id, owner };
+        for l in locks.iter().rev() {
+            let _ = self.domain_locks.unlock(&txn_lock_target(brick_id, &domain, l), holder);
         }
     }
 
