@@ -592,7 +592,8 @@ impl Server {
                 Ok((Reply::Empty, Bytes::new()))
             }
             Fop::InodeLk { owner, lock, wait, .. } | Fop::EntryLk { owner, lock, wait, .. } => {
-                let target = lock_target(brick_id, &op).expect("a lock fop has a target");
+                let target =
+                    lock_target(brick_id, &op).ok_or_else(|| FsError::new(libc::EINVAL, "not a lock request"))?;
                 self.domain_lock(state, target, owner, lock, wait).await
             }
             Fop::TxnBegin {
@@ -848,22 +849,14 @@ fn kind_of(t: LockType) -> LockKind {
 
 /// What a replicate lock fop (`InodeLk`, `EntryLk`) locks.
 fn lock_target(brick: Uuid, op: &Fop) -> Option<crate::domain_locks::LockTarget> {
-    match op {
-        Fop::InodeLk { gfid, domain, .. } => Some(crate::domain_locks::LockTarget::Inode {
-            brick,
-            domain: domain.clone(),
-            gfid: gfid.0,
-        }),
+    let (domain, lock) = match op {
+        Fop::InodeLk { gfid, domain, .. } => (domain, TxnLock::Inode(*gfid)),
         Fop::EntryLk {
             parent, name, domain, ..
-        } => Some(crate::domain_locks::LockTarget::Entry {
-            brick,
-            domain: domain.clone(),
-            parent: parent.0,
-            name: name.clone(),
-        }),
-        _ => None,
-    }
+        } => (domain, TxnLock::Entry(*parent, name.clone())),
+        _ => return None,
+    };
+    Some(txn_lock_target(brick, domain, &lock))
 }
 
 fn lock_owner(op: &Fop) -> u64 {
