@@ -962,7 +962,7 @@ fn nap(ctx: &Ctx, d: Duration) {
 
 /// Injects one fault at a time until `deadline`: a node SIGKILLed then
 /// restarted, a node frozen (SIGSTOP) longer than the call timeout then
-/// resumed, or — rarely — two nodes killed at once (quorum lost), when
+/// resumed, or — rarely — two nodes killed in turn (quorum lost), when
 /// a write must fail. Every node runs again when it returns.
 fn nemesis(ctx: &Ctx, pool: &Mutex<Pool>, probe_mnt: &Path, seed: u64, deadline: Instant) {
     let mut rng = Rng::new(seed ^ 0x6E65_6D65_7369_7321);
@@ -1004,27 +1004,33 @@ fn freeze(ctx: &Ctx, pool: &Pool, node: usize, rng: &mut Rng) {
     ctx.trace(&format!("nemesis: SIGCONT node {node}"));
 }
 
-/// Kills two nodes at once — only once the heal index is empty, as an
-/// administrator waits for heal before more maintenance: with the third
-/// copy not yet healed, the lone survivor would serve what it missed (a
-/// lookup that reaches one replica cannot know it is behind; see "Not
-/// yet" under the self-heal daemon), which this run is not about.
+/// Kills two nodes one after the other (writers go on in between, so the
+/// first misses what the second takes), whether or not the last fault is
+/// healed yet: the survivor may be a copy restarted but not yet healed,
+/// which must then serve nothing (no read quorum), and the two must come
+/// back without bringing back anything removed meanwhile. Then both
+/// return.
 fn lose_quorum(ctx: &Ctx, pool: &mut Pool, node: usize, probe_mnt: &Path, rng: &mut Rng) {
-    if poll(Duration::from_secs(30), || (heal_count(pool) == Some(0)).then_some(())).is_none() {
-        ctx.fault("quorum loss skipped (heal pending)");
-        return;
-    }
-    ctx.fault("quorum loss (two nodes killed)");
+    ctx.fault("quorum loss (two nodes killed in turn)");
     let other = (node + 1 + rng.below(2) as usize) % 3;
-    ctx.trace(&format!("nemesis: SIGKILL nodes {node} and {other}"));
+    ctx.trace(&format!("nemesis: SIGKILL node {node}"));
     pool.kill(node);
+    std::thread::sleep(Duration::from_millis(rng.between(0, 1500)));
+    ctx.trace(&format!("nemesis: SIGKILL node {other}"));
     pool.kill(other);
     let size = rng.between(1, 4096) as usize;
     write_without_quorum(ctx, probe_mnt, &rng.bytes(size));
     std::thread::sleep(Duration::from_millis(rng.between(200, 2000)));
-    pool.restart(node);
-    pool.restart(other);
-    ctx.trace(&format!("nemesis: nodes {node} and {other} restarted"));
+    // Back in either order, one at a time.
+    let (first, second) = if rng.below(2) == 0 {
+        (node, other)
+    } else {
+        (other, node)
+    };
+    pool.restart(first);
+    std::thread::sleep(Duration::from_millis(rng.between(0, 3000)));
+    pool.restart(second);
+    ctx.trace(&format!("nemesis: nodes {first} and {second} restarted"));
 }
 
 /// With two of three replicas gone a write must fail; if one is

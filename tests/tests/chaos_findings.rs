@@ -182,3 +182,110 @@ fn a_file_whose_create_was_cut_short_on_a_brick_is_reachable_again() {
     );
     assert_heals(&pool, "a file whose handle was re-made");
 }
+
+/// Three replicas failed one after the other, each missing what the two
+/// others did meanwhile, so every copy of a directory blames the other two
+/// (an entry split-brain). gluster's conservative merge keeps every name
+/// some copy has, which brought back files whose unlink had been
+/// acknowledged (the chaos checker found it). With quorum every
+/// acknowledged change reached two of three: a name on one copy alone was
+/// removed (or never acknowledged) and goes; while a copy is away such a
+/// name is undecidable and answers EIO rather than a guess.
+#[test]
+fn an_entry_split_brain_keeps_what_a_majority_holds_and_nothing_removed_comes_back() {
+    let mut pool = Pool::new(3);
+    let bricks: Vec<String> = (0..3).map(|i| pool.brick(i, &format!("b{i}"))).collect();
+    let mut args = vec!["volume", "create", "rv", "replica", "3"];
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    pool.node(0).cli_ok(&args);
+    let heal_options = [
+        "cluster.self-heal-daemon",
+        "cluster.entry-self-heal",
+        "cluster.data-self-heal",
+        "cluster.metadata-self-heal",
+    ];
+    for o in heal_options {
+        pool.node(0).cli_ok(&["volume", "set", "rv", o, "off"]);
+    }
+    pool.node(0).cli_ok(&["volume", "start", "rv"]);
+    let mnt = pool.mount(0, "rv", "mnt", "attribute-timeout=0,entry-timeout=0");
+    let d = mnt.join("d");
+    std::fs::create_dir(&d).unwrap();
+    for name in ["x", "y", "keep"] {
+        write_file(&d.join(name), name.as_bytes());
+    }
+    // Each step runs with one node away, once the mount reaches the two
+    // others again (a change reaching one of them alone is refused).
+    let retry = |what: &str, f: &dyn Fn() -> std::io::Result<()>| {
+        let done = poll(Duration::from_secs(30), || f().ok());
+        assert!(done.is_some(), "{what}: {:?}", f());
+    };
+    pool.kill(2);
+    retry("unlink x without b2", &|| std::fs::remove_file(d.join("x")));
+    pool.restart(2);
+    pool.kill(0);
+    retry("create z without b0", &|| std::fs::write(d.join("z"), b"z"));
+    retry("unlink y without b0", &|| std::fs::remove_file(d.join("y")));
+    pool.restart(0);
+    pool.kill(1);
+    retry("create w without b1", &|| std::fs::write(d.join("w"), b"w"));
+    pool.restart(1);
+    let brick_d: Vec<PathBuf> = (0..3).map(|i| pool.brick_dir(&format!("b{i}")).join("d")).collect();
+    let names = |i: usize| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&brick_d[i])
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        [names(0), names(1), names(2)],
+        [vec!["keep", "w", "y"], vec!["keep", "z"], vec!["keep", "w", "x", "z"]],
+        "the three copies of d each missed one step"
+    );
+    let errno = |name: &str| std::fs::metadata(d.join(name)).err().and_then(|e| e.raw_os_error());
+    // Every copy answers: the holders decide.
+    let decided = poll(Duration::from_secs(30), || {
+        (errno("x") == Some(libc::ENOENT) && errno("z").is_none()).then_some(())
+    });
+    assert!(decided.is_some(), "x: {:?}, z: {:?}", errno("x"), errno("z"));
+    for (name, want) in [
+        ("x", Some(libc::ENOENT)),
+        ("y", Some(libc::ENOENT)),
+        ("z", None),
+        ("w", None),
+        ("keep", None),
+    ] {
+        assert_eq!(errno(name), want, "{name}");
+    }
+    // One copy away: a name one of the other two holds could be either.
+    pool.kill(2);
+    let undecided = poll(Duration::from_secs(30), || {
+        (errno("y") == Some(libc::EIO)).then_some(())
+    });
+    assert!(undecided.is_some(), "y with b2 away: {:?}", errno("y"));
+    assert_eq!(errno("z"), Some(libc::EIO), "z with b2 away");
+    assert_eq!(std::fs::read(d.join("keep")).unwrap(), b"keep", "both hold it");
+    pool.restart(2);
+    for o in heal_options {
+        pool.node(0).cli_ok(&["volume", "set", "rv", o, "on"]);
+    }
+    assert_heals(&pool, "an entry split-brain of three");
+    for i in 0..3 {
+        assert_eq!(names(i), ["keep", "w", "z"], "b{i} after heal");
+        for name in ["w", "z", "keep"] {
+            let held = std::fs::read(brick_d[i].join(name)).unwrap();
+            assert_eq!(held, name.as_bytes(), "b{i}'s {name}");
+        }
+    }
+    let mut listed: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["keep", "w", "z"]);
+}

@@ -219,43 +219,61 @@ fn an_arbiter_volume_keeps_acknowledged_fio_writes_through_a_data_brick_kill() {
 }
 
 #[test]
-fn without_quorum_changes_fail_with_erofs_and_reads_go_on() {
+fn without_quorum_changes_fail_with_erofs_and_nothing_is_served() {
+    use std::os::unix::fs::FileExt;
     let (mut pool, mnt) = replicated(3, false, &[]);
     std::fs::write(mnt.join("f"), b"before").unwrap();
+    let open = std::fs::OpenOptions::new().write(true).open(mnt.join("f")).unwrap();
     pool.kill(1);
     // Two of three: still a quorum (auto).
     std::fs::write(mnt.join("g"), b"two of three").unwrap();
     pool.kill(2);
-    let err = std::fs::write(mnt.join("f"), b"one of three").unwrap_err();
+    // A change through a file already open is refused…
+    let err = open.write_at(b"one of three", 0).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-    let err = std::fs::create_dir(mnt.join("newdir")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"before");
+    // …and a path is not even looked up: the survivor cannot know whether
+    // it missed changes (those who would blame it are away), so nothing is
+    // served from it (gluster since 3.13).
+    for (what, err) in [
+        ("read", std::fs::read(mnt.join("f")).unwrap_err()),
+        ("mkdir", std::fs::create_dir(mnt.join("newdir")).unwrap_err()),
+    ] {
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{what}: {err}");
+    }
     assert_eq!(std::fs::read(brick_file(&pool, 0, "f")).unwrap(), b"before");
+    // With a second replica back, reads go on.
+    pool.restart(1);
+    let read = poll(Duration::from_secs(20), || std::fs::read(mnt.join("f")).ok());
+    assert_eq!(read.as_deref(), Some(&b"before"[..]));
 }
 
 #[test]
 fn fixed_quorum_is_a_live_option() {
+    use std::os::unix::fs::FileExt;
     // A third member keeps the pool's majority while a brick node is down.
     let (mut pool, mnt) = replicated_in(3, 2, false, &[]);
     pool.kill(1);
     // replica 2 defaults to no quorum: one brick takes writes.
     std::fs::write(mnt.join("f"), b"alone").unwrap();
+    let open = std::fs::OpenOptions::new().write(true).open(mnt.join("f")).unwrap();
     pool.node(0)
         .cli_ok(&["volume", "set", "rv", "cluster.quorum-type", "fixed"]);
     pool.node(0)
         .cli_ok(&["volume", "set", "rv", "cluster.quorum-count", "2"]);
     let refused = poll(Duration::from_secs(15), || {
-        std::fs::write(mnt.join("f"), b"again")
+        open.write_at(b"again", 0)
             .err()
             .filter(|e| e.raw_os_error() == Some(libc::EROFS))
     });
     assert!(refused.is_some(), "fixed quorum 2 never applied");
-    // Once refused, a change changes nothing; reads go on.
-    let before = std::fs::read(mnt.join("f")).unwrap();
-    let err = std::fs::write(mnt.join("f"), b"third").unwrap_err();
+    // Once refused, a change changes nothing, and nothing is read from a
+    // set short of its quorum (as gluster: ENOTCONN).
+    let before = std::fs::read(brick_file(&pool, 0, "f")).unwrap();
+    let err = open.write_at(b"third", 0).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), before);
+    let err = std::fs::read(mnt.join("f")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    assert_eq!(std::fs::read(brick_file(&pool, 0, "f")).unwrap(), before);
     let o = pool
         .node(0)
         .cli(&["volume", "set", "rv", "cluster.quorum-type", "most"]);

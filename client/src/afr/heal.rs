@@ -29,7 +29,7 @@ pub(super) fn heal_owner() -> u64 {
 impl Replicate {
     /// Does this layer heal `kind` of change? A mount as its
     /// `cluster.*-self-heal` option says; the self-heal daemon always.
-    fn heals(&self, kind: Kind) -> bool {
+    pub(super) fn heals(&self, kind: Kind) -> bool {
         let flag = match kind {
             Kind::Data => &self.data_heal,
             Kind::Metadata => &self.metadata_heal,

@@ -1,7 +1,15 @@
 //! A directory in entry split-brain — its replicas each changed names
 //! while the other was away, so each blames the other and neither is a
-//! source — heals by a conservative merge, as gluster's: every name some
+//! source — heals name by name. Without a quorum promise (replica 2,
+//! quorum off) that is a conservative merge, as gluster's: every name some
 //! replica has is made on the replicas lacking it and nothing is removed.
+//! Where quorum makes every acknowledged change reach a majority, the
+//! holders of a name decide: a majority keeps it everywhere, fewer than a
+//! majority even counting the replicas away means it was removed (or never
+//! acknowledged) and it goes; anything in between waits for the replicas
+//! away. gluster's merge would bring back names whose unlink was
+//! acknowledged after two replicas failed in turn (the chaos checker found
+//! it), and its merged listing served them meanwhile.
 //! A name with different gfids on different replicas (a gfid split-brain)
 //! answers EIO until a policy or the administrator picks the copy to keep
 //! (`settle_gfid`): the other copies are kept beside it
@@ -17,7 +25,40 @@ use cairn_common::Gfid;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 
+/// What becomes of a name that only some replicas of a directory in
+/// entry split-brain hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NameFate {
+    /// Made on the replicas lacking it.
+    Spread,
+    /// Removed from the replicas holding it.
+    Remove,
+    /// Undecidable until the replicas away answer.
+    Unknown,
+}
+
+/// The fate of a name held by `holders` of the `answered` replicas (of
+/// `n`), when every acknowledged change reached `majority` replicas (None:
+/// no such promise, so the conservative merge).
+pub(super) fn name_fate(holders: usize, answered: usize, n: usize, majority: Option<usize>) -> NameFate {
+    let Some(q) = majority else {
+        return NameFate::Spread;
+    };
+    if holders >= q {
+        NameFate::Spread
+    } else if holders + n.saturating_sub(answered) < q {
+        NameFate::Remove
+    } else {
+        NameFate::Unknown
+    }
+}
+
 impl Replicate {
+    /// The majority every acknowledged change reached, if quorum gives one.
+    pub(super) fn name_majority(&self) -> Option<usize> {
+        self.quorum.lock().expect("quorum poisoned").majority(self.n())
+    }
+
     /// The rule a favorite-child policy gives, if one is set.
     pub(super) fn policy_rule(&self) -> Option<Rule> {
         match self.policy() {
@@ -43,6 +84,7 @@ impl Replicate {
             .iter()
             .flat_map(|(_, l)| l.iter().map(|e| e.name.clone()))
             .collect();
+        let majority = self.name_majority();
         let mut conflicts = 0;
         for name in names {
             let holders: Vec<(usize, &DirEntry)> = lists
@@ -51,6 +93,12 @@ impl Replicate {
                 .collect();
             let gfids: HashSet<Gfid> = holders.iter().map(|(_, e)| e.gfid).collect();
             if gfids.len() == 1 && holders.len() == present.len() {
+                continue;
+            }
+            let fate = name_fate(holders.len(), present.len(), self.n(), majority);
+            if gfids.len() == 1 && fate == NameFate::Unknown {
+                tracing::info!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(&name), holders = holders.len(), "entry split-brain: a name's fate waits for the replicas away");
+                conflicts += 1;
                 continue;
             }
             let locked = self.lock_entry(dir, &name, owner, true, &present).await;
@@ -62,6 +110,24 @@ impl Replicate {
                     };
                 }
                 let (source, e) = holders[0];
+                if fate == NameFate::Remove {
+                    // Re-checked under the lock: a client may have made
+                    // the name again meanwhile (it then holds a majority).
+                    let mut now = Vec::new();
+                    for &i in &present {
+                        if let Some(a) = self.lookup_on(i, dir, &name).await? {
+                            now.push((i, a));
+                        }
+                    }
+                    if name_fate(now.len(), present.len(), self.n(), majority) != NameFate::Remove {
+                        return Ok(false);
+                    }
+                    for (i, a) in now {
+                        self.remove_on(i, dir, &name, a.is_dir()).await?;
+                    }
+                    tracing::info!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(&name), "entry split-brain: removed a name fewer than a majority held");
+                    return Ok(true);
+                }
                 for &sink in present.iter().filter(|i| !holders.iter().any(|(h, _)| h == *i)) {
                     self.recreate(dir, e, source, sink).await?;
                 }
@@ -148,5 +214,44 @@ impl Replicate {
         self.readable.lock().expect("readable poisoned").remove(&kept.gfid);
         tracing::warn!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(name), ?rule, kept = winner, "gfid split-brain resolved");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Quorum;
+    use super::{name_fate, NameFate};
+
+    #[test]
+    fn only_a_quorum_with_a_true_majority_decides_names() {
+        assert_eq!(Quorum::Auto.majority(3), Some(2));
+        assert_eq!(Quorum::Auto.majority(5), Some(3));
+        // Half with the first brick is a quorum of an even set: no majority.
+        assert_eq!(Quorum::Auto.majority(2), None);
+        assert_eq!(Quorum::Auto.majority(4), None);
+        assert_eq!(Quorum::Fixed(2).majority(2), Some(2));
+        assert_eq!(Quorum::Fixed(1).majority(2), None);
+        assert_eq!(Quorum::None.majority(3), None);
+    }
+
+    #[test]
+    fn a_names_holders_decide_its_fate() {
+        use NameFate::*;
+        // No majority promise: gluster's conservative merge.
+        assert_eq!(name_fate(1, 2, 2, None), Spread);
+        // Replica 3, all answering: two keep it, one alone lost it.
+        assert_eq!(name_fate(2, 3, 3, Some(2)), Spread);
+        assert_eq!(name_fate(1, 3, 3, Some(2)), Remove);
+        // One away: two holders are enough; one could be either (the one
+        // away may hold it too, or have removed it with the other).
+        assert_eq!(name_fate(2, 2, 3, Some(2)), Spread);
+        assert_eq!(name_fate(1, 2, 3, Some(2)), Unknown);
+        // Replica 5: one holder with two away could still be a majority's;
+        // with one away it cannot.
+        assert_eq!(name_fate(1, 3, 5, Some(3)), Unknown);
+        assert_eq!(name_fate(1, 4, 5, Some(3)), Remove);
+        assert_eq!(name_fate(2, 4, 5, Some(3)), Unknown);
+        assert_eq!(name_fate(1, 5, 5, Some(3)), Remove);
+        assert_eq!(name_fate(2, 5, 5, Some(3)), Remove);
     }
 }

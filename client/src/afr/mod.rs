@@ -72,6 +72,23 @@ impl Quorum {
         }
     }
 
+    /// How many replicas every acknowledged change reached, when that is
+    /// more than half of `n`: then a name on fewer was never acknowledged
+    /// or was removed by an acknowledged unlink or rename (which reached as
+    /// many), and a name on that many was not removed since. None when
+    /// quorum promises no majority (off, an even split's tie-break, or a
+    /// fixed count of half or less).
+    pub fn majority(self, n: usize) -> Option<usize> {
+        let k = match self {
+            Quorum::None => return None,
+            // An even set's quorum may be exactly half (with the first).
+            Quorum::Auto if n % 2 == 0 => return None,
+            Quorum::Auto => n / 2 + 1,
+            Quorum::Fixed(k) => k,
+        };
+        (2 * k > n).then_some(k)
+    }
+
     /// gluster's defaults: none for replica 2, auto from 3 (and arbiter).
     pub fn default_for(n: usize, arbiter: bool) -> Quorum {
         if n >= 3 || arbiter {
@@ -310,9 +327,36 @@ impl Replicate {
         Errno(libc::EIO)
     }
 
-    /// Reads counters and decides who is readable; EIO on split-brain.
-    async fn inspect(&self, gfid: Gfid, present: &[usize], is_dir: bool) -> Result<(Readable, [Verdict; 3]), Errno> {
+    /// Reads need a quorum of answering replicas too (where quorum is on),
+    /// as in gluster since 3.13: a copy is known to be behind only through
+    /// the blame of the replicas that took what it missed, and those may be
+    /// the ones away. A lone survivor restarted before its heal would
+    /// otherwise serve what it missed, and names removed meanwhile (the
+    /// chaos checker found both). ENOTCONN, not EROFS: nothing is served.
+    fn check_read_quorum(&self, up: &[usize]) -> Result<(), Errno> {
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if quorum.met(up, self.n()) {
+            return Ok(());
+        }
+        tracing::debug!(subvolume = %self.name, ?up, "too few replicas answer to know what is current: not served");
+        Err(Errno(libc::ENOTCONN))
+    }
+
+    /// Reads counters and decides who is readable; EIO on split-brain,
+    /// ENOTCONN without a read quorum among the children that answer —
+    /// those in `present` that give counters, and `also_up` (children
+    /// known to answer though not asked, e.g. those lacking the name).
+    async fn inspect(
+        &self,
+        gfid: Gfid,
+        present: &[usize],
+        also_up: &[usize],
+        is_dir: bool,
+    ) -> Result<(Readable, [Verdict; 3]), Errno> {
         let counters = self.counters(gfid, present).await;
+        let mut up: Vec<usize> = (0..self.n()).filter(|i| counters[*i].is_some()).collect();
+        up.extend(also_up.iter().filter(|i| counters[**i].is_none()));
+        self.check_read_quorum(&up)?;
         let data = self.judge(&counters, Kind::Data);
         let metadata = self.judge(&counters, Kind::Metadata);
         let entry = self.judge(&counters, Kind::Entry);
@@ -345,7 +389,7 @@ impl Replicate {
     async fn read_order(&self, gfid: Gfid, kind: Kind, is_dir: bool) -> Result<Vec<usize>, Errno> {
         let r = match self.known(&gfid) {
             Some(r) => r,
-            None => self.inspect(gfid, &self.all(), is_dir).await?.0,
+            None => self.inspect(gfid, &self.all(), &[], is_dir).await?.0,
         };
         let mut list = match kind {
             Kind::Data => r.data,
@@ -355,7 +399,7 @@ impl Replicate {
         if list.is_empty() {
             // Nothing known readable (e.g. every source down): re-read.
             self.readable.lock().expect("readable poisoned").remove(&gfid);
-            let r = self.inspect(gfid, &self.all(), is_dir).await?.0;
+            let r = self.inspect(gfid, &self.all(), &[], is_dir).await?.0;
             list = match kind {
                 Kind::Data => r.data,
                 Kind::Metadata => r.metadata,
@@ -485,6 +529,8 @@ impl Replicate {
                 }
             }
         }
+        let answered: Vec<usize> = found.iter().map(|(i, _)| *i).chain(missing.iter().copied()).collect();
+        self.check_read_quorum(&answered)?;
         if found.is_empty() {
             return Err(if missing.is_empty() {
                 first_err.unwrap_or(Errno(libc::ENOTCONN))
@@ -497,7 +543,7 @@ impl Replicate {
         let gfids: HashSet<Gfid> = found.iter().map(|(_, a)| a.gfid).collect();
         let mut entry_sinks = Vec::new();
         if gfids.len() > 1 || !missing.is_empty() {
-            let (_, verdicts) = self.inspect(parent, &self.all(), true).await?;
+            let (_, verdicts) = self.inspect(parent, &self.all(), &[], true).await?;
             let entry = &verdicts[Kind::Entry as usize];
             entry_sinks = entry.sinks.clone();
             if gfids.len() > 1 {
@@ -518,6 +564,18 @@ impl Replicate {
                 let gfid = *trusted.iter().next().expect("one gfid");
                 found.retain(|(_, a)| a.gfid == gfid);
             }
+            // The directory's copies blame each other: the name's holders
+            // decide, as the merge will (see `merge`).
+            if entry.split_brain && gfids.len() == 1 {
+                match merge::name_fate(found.len(), answered.len(), self.n(), self.name_majority()) {
+                    merge::NameFate::Spread => {}
+                    merge::NameFate::Remove => {
+                        self.maybe_heal_entry(parent);
+                        return Err(Errno(libc::ENOENT));
+                    }
+                    merge::NameFate::Unknown => return Err(self.split_brain(parent, "entry (a name's fate)")),
+                }
+            }
             // The name is gone on the entry sources: it was removed while
             // the copies holding it were down.
             if !entry.sources.is_empty() && found.iter().all(|(i, _)| !entry.sources.contains(i)) {
@@ -528,12 +586,12 @@ impl Replicate {
         let present: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
         let is_dir = found[0].1.is_dir();
         let gfid = found[0].1.gfid;
-        let (readable, verdicts) = match self.inspect(gfid, &present, is_dir).await {
+        let (readable, verdicts) = match self.inspect(gfid, &present, &missing, is_dir).await {
             Err(Errno(libc::EIO)) if !is_dir && self.policy() != Policy::None => {
                 // A split-brain the administrator chose to settle by policy.
                 self.resolve(parent, &name, gfid, &present, Rule::Policy(self.policy()))
                     .await?;
-                self.inspect(gfid, &present, is_dir).await?
+                self.inspect(gfid, &present, &missing, is_dir).await?
             }
             other => other?,
         };
@@ -666,9 +724,16 @@ impl Replicate {
                 // root is never looked up, so this is where its entries heal.
                 if cookie == 0 {
                     self.readable.lock().expect("readable poisoned").remove(&gfid);
-                    if let Ok((_, [_, _, entries])) = self.inspect(gfid, &self.all(), true).await {
+                    if let Ok((_, [_, _, entries])) = self.inspect(gfid, &self.all(), &[], true).await {
                         if !entries.sinks.is_empty() && !entries.sources.is_empty() {
                             self.maybe_heal_entry(gfid);
+                        }
+                        if entries.split_brain && self.heals(Kind::Entry) && !self.daemon.load(Ordering::Relaxed) {
+                            // One child's listing of a split directory may
+                            // show names the others removed: merge first
+                            // (a merge another healer runs answers EAGAIN).
+                            let _ = self.heal_entries(gfid).await;
+                            self.readable.lock().expect("readable poisoned").remove(&gfid);
                         }
                     }
                 }

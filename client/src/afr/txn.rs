@@ -459,6 +459,33 @@ impl Replicate {
         }
     }
 
+    /// Takes back a name `op` made on the replicas in `out.done` (closing
+    /// what a create opened); false if `op` makes no name or a replica
+    /// could not take it back.
+    async fn unmake_name(&self, op: &Fop, out: &Outcome) -> bool {
+        let (parent, name, is_dir) = match op {
+            Fop::Create { parent, name, .. } | Fop::Mknod { parent, name, .. } | Fop::Symlink { parent, name, .. } => {
+                (*parent, name, false)
+            }
+            Fop::Mkdir { parent, name, .. } => (*parent, name, true),
+            Fop::Link {
+                new_parent, new_name, ..
+            } => (*new_parent, new_name, false),
+            _ => return false,
+        };
+        let mut all = true;
+        for (i, (reply, _)) in &out.done {
+            if let Reply::Created { fh, .. } = reply {
+                let _ = self.on(*i, Fop::Release { fh: *fh }, Bytes::new()).await;
+            }
+            if let Err(e) = self.remove_on(*i, parent, name, is_dir).await {
+                tracing::warn!(subvolume = %self.name, child = i, errno = e.0, "could not take back a name refused for want of quorum; heal will look at it");
+                all = false;
+            }
+        }
+        all
+    }
+
     pub(super) async fn transact(&self, op: Fop, payload: Bytes) -> FopResult {
         for fh in op.handles() {
             self.reopen_where_missing(fh).await;
@@ -483,6 +510,23 @@ impl Replicate {
         let mut out = self.apply_change(&op, &payload, &plan, &prepared).await;
         if !out.done.is_empty() {
             self.replace_stale_names(&op, &plan, &payload, &mut out).await;
+        }
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if !out.done.is_empty() && !quorum.met(&out.succeeded(), n) && self.unmake_name(&op, &out).await {
+            // A name made on too few replicas to acknowledge: taken back
+            // under the entry lock still held, so the refusal leaves
+            // nothing behind (it used to stay on one brick, with nobody
+            // blamed on its directory, and its heal waited for ever).
+            let undo = self.pre_op(plan.kind, &absent, -1);
+            self.end(&plan, &locked, |i| {
+                if prepared.contains(&i) {
+                    undo.clone()
+                } else {
+                    Vec::new()
+                }
+            })
+            .await;
+            return Err(Errno(libc::EROFS));
         }
         if out.done.is_empty() || out.moved() {
             // Failed everywhere: the request was refused (EEXIST, ENOTEMPTY,
@@ -531,7 +575,6 @@ impl Replicate {
         if succeeded.iter().any(|i| !settled.contains(i)) {
             tracing::warn!(subvolume = %self.name, "could not record a change's outcome on every replica; heal will look at it");
         }
-        let quorum = *self.quorum.lock().expect("quorum poisoned");
         let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
         for gfid in &plan.marks {
             self.demote(gfid, plan.kind, &behind);
@@ -550,6 +593,12 @@ impl Replicate {
         let gfid = plan.marks[0];
         let n = self.n();
         let members = self.join_hold(gfid, &plan).await?;
+        if !self.quorum.lock().expect("quorum poisoned").met(&members, n) {
+            // The hold lost members (or quorum was raised) since it began:
+            // a write it could not acknowledge is not made at all.
+            self.leave_hold(gfid, &[]);
+            return Err(Errno(libc::EROFS));
+        }
         let out = self.apply_change(&op, &payload, &plan, &members).await;
         if out.moved() {
             // Migrated away (see `transact`): nobody is to blame.
@@ -773,14 +822,24 @@ mod tests {
         counters: Mutex<HashMap<String, [i32; 3]>>,
         writes: Mutex<u32>,
         refuses_xattrop: bool,
+        /// Names made in the root (creates and unlinks only).
+        names: Mutex<Vec<Vec<u8>>>,
+        /// Creates fail as if the brick had gone away.
+        unreachable_for_creates: bool,
     }
 
     impl FakeBrick {
         fn new(refuses_xattrop: bool) -> Arc<FakeBrick> {
+            Self::with(refuses_xattrop, false)
+        }
+
+        fn with(refuses_xattrop: bool, unreachable_for_creates: bool) -> Arc<FakeBrick> {
             Arc::new(FakeBrick {
                 counters: Mutex::new(HashMap::new()),
                 writes: Mutex::new(0),
                 refuses_xattrop,
+                names: Mutex::new(Vec::new()),
+                unreachable_for_creates,
             })
         }
 
@@ -832,6 +891,24 @@ mod tests {
                         *self.writes.lock().unwrap() += 1;
                         empty(Reply::Written { len })
                     }
+                    Fop::EntryLk { .. } => empty(Reply::Empty),
+                    Fop::Create { .. } if self.unreachable_for_creates => Err(Errno(libc::ENOTCONN)),
+                    Fop::Create { name, gfid, .. } => {
+                        self.names.lock().unwrap().push(name);
+                        empty(Reply::Created {
+                            attr: file_attr(gfid),
+                            fh: 1,
+                        })
+                    }
+                    Fop::Unlink { name, .. } => {
+                        let mut names = self.names.lock().unwrap();
+                        let before = names.len();
+                        names.retain(|n| *n != name);
+                        if names.len() == before {
+                            return Err(Errno(libc::ENOENT));
+                        }
+                        empty(Reply::Empty)
+                    }
                     _ => Err(Errno(libc::ENOSYS)),
                 }
             })
@@ -879,6 +956,58 @@ mod tests {
                 b.counters.lock().unwrap()
             );
             assert_eq!(b.counter(DIRTY), [0; 3], "brick {i}'s dirty mark is settled");
+        }
+    }
+
+    fn file_attr(gfid: Gfid) -> cairn_common::proto::Attr {
+        let t = cairn_common::proto::Timespec { sec: 0, nsec: 0 };
+        cairn_common::proto::Attr {
+            gfid,
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size: 0,
+            blocks: 0,
+            blksize: 4096,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            linkto: None,
+        }
+    }
+
+    /// The chaos checker found a create refused for want of quorum left
+    /// behind on the one brick that made it, with nobody blamed on its
+    /// directory: no heal ever removed or spread it.
+    #[tokio::test]
+    async fn a_create_refused_for_want_of_quorum_leaves_no_name_behind() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|i| FakeBrick::with(false, i > 0)).collect();
+        let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
+        let children = bricks.iter().map(|b| b.clone() as Arc<dyn Subvolume>).collect();
+        let r = Replicate::new("t-replicate-0".into(), children, &ids, false).unwrap();
+        let create = Fop::Create {
+            parent: Gfid::ROOT,
+            name: b"f".to_vec(),
+            gfid: Gfid([9; 16]),
+            mode: 0o644,
+            umask: 0,
+            flags: libc::O_WRONLY,
+            creds: cairn_common::proto::Creds { uid: 0, gid: 0 },
+        };
+        let err = r
+            .call(create, Bytes::new())
+            .await
+            .expect_err("one of three cannot acknowledge");
+        assert_eq!(err.0, libc::EROFS);
+        for (i, b) in bricks.iter().enumerate() {
+            assert!(b.names.lock().unwrap().is_empty(), "brick {i} kept the name");
+            let counters = b.counters.lock().unwrap().clone();
+            assert!(
+                counters.values().all(|v| *v == [0; 3]),
+                "brick {i} is left marked: {counters:?}"
+            );
         }
     }
 
