@@ -242,7 +242,9 @@ pub fn check(brick: &Brick, op: &Fop, who: &Creds) -> FsResult<()> {
         return Ok(());
     }
     match op {
-        Fop::Lookup { parent, .. } => need(brick, parent, who, SEARCH, "lookup").map(drop),
+        Fop::Lookup { parent, .. } | Fop::LookupCounters { parent, .. } => {
+            need(brick, parent, who, SEARCH, "lookup").map(drop)
+        }
         Fop::Readdir { gfid, .. } => need(brick, gfid, who, READ, "readdir").map(drop),
         Fop::Open { gfid, flags } => need(brick, gfid, who, open_access(*flags), "open").map(drop),
         Fop::Create {

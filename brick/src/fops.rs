@@ -88,6 +88,13 @@ pub fn blocking_fop(brick: &Arc<Brick>, files: &OpenFiles, op: Fop, payload: Byt
     let none = Bytes::new();
     Ok(match op {
         Fop::Lookup { parent, name } => (Reply::Entry(brick.lookup(&parent, &name)?), none),
+        Fop::LookupCounters { parent, name } => {
+            let attr = brick.lookup(&parent, &name)?;
+            // Unreadable counters are the caller's to ask for again; the
+            // entry itself was found.
+            let counters = brick.xattrop(&attr.gfid, &[]).ok();
+            (Reply::EntryCounters { attr, counters }, none)
+        }
         Fop::GetAttr { gfid } => (Reply::Attr(brick.getattr(&gfid)?), none),
         Fop::SetAttr { gfid, fh, set } => {
             let open = match fh {

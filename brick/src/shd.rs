@@ -235,6 +235,8 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
     // elsewhere, a change in flight) are tried again soon, backing off.
     let mut retry: Option<(tokio::time::Instant, Duration)> = None;
     let mut next_look = tokio::time::Instant::now() + INDEX_LOOK;
+    // Inodes marked only dirty at the last look at the index.
+    let mut dirty_before: std::collections::HashSet<cairn_common::Gfid> = std::collections::HashSet::new();
     // `local_sets` applied the options of this version.
     let mut applied_version = spec.version;
     loop {
@@ -271,7 +273,19 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
             next_look = now + INDEX_LOOK;
             // While a replica is away its blame cannot be healed anyway.
             let all_up = reachable.iter().flatten().all(|up| *up);
-            blamed = all_up && !(asked || returned || sweep_due || retry_due) && index_blames(&node, &sets).await;
+            if all_up && !(asked || returned || sweep_due || retry_due) {
+                let look = look_at_index(&node, &sets).await;
+                // A dirty mark still there a look later may belong to a
+                // change whose writer died (or whose brick was killed
+                // mid-change): nobody else settles it before the sweep
+                // (`cluster.heal-timeout`, 600 s by default), and the
+                // chaos checker's final wait found one left. A crawl
+                // under the writers' locks tells.
+                blamed = look.blames || look.dirty.iter().any(|g| dirty_before.contains(g));
+                dirty_before = look.dirty;
+            } else {
+                dirty_before.clear();
+            }
         }
         if !(asked || returned || sweep_due || retry_due || blamed) {
             continue;
@@ -299,27 +313,42 @@ async fn work(node: Arc<Node>, shared: Arc<Shared>) {
     }
 }
 
-/// Does a local brick's index hold an entry that blames a replica (not
-/// only a change in flight, which its writer settles itself)?
-async fn index_blames(node: &Node, sets: &[LocalSet]) -> bool {
+/// What a look at the local heal indexes found.
+#[derive(Default)]
+struct IndexLook {
+    /// Some entry blames a replica.
+    blames: bool,
+    /// Entries marked only dirty (a change in flight, which its writer
+    /// normally settles itself).
+    dirty: std::collections::HashSet<cairn_common::Gfid>,
+}
+
+async fn look_at_index(node: &Node, sets: &[LocalSet]) -> IndexLook {
     let bricks: Vec<_> = sets
         .iter()
         .flat_map(|s| s.bricks.iter())
         .filter_map(|b| node.brick(b))
         .collect();
     tokio::task::spawn_blocking(move || {
-        bricks.iter().any(|b| {
-            b.pending_heal().is_ok_and(|list| {
-                list.iter().any(|(_, _, counters)| {
+        let mut look = IndexLook::default();
+        for list in bricks.iter().filter_map(|b| b.pending_heal().ok()) {
+            for (gfid, _, counters) in list {
+                let marked = |dirty: bool| {
                     counters
                         .iter()
-                        .any(|(name, v)| name != cairn_common::changelog::DIRTY && *v != [0; 3])
-                })
-            })
-        })
+                        .any(|(name, v)| (name == cairn_common::changelog::DIRTY) == dirty && *v != [0; 3])
+                };
+                if marked(false) {
+                    look.blames = true;
+                } else if marked(true) {
+                    look.dirty.insert(gfid);
+                }
+            }
+        }
+        look
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or_default()
 }
 
 impl LocalSet {
@@ -425,8 +454,10 @@ async fn crawl_index(node: &Node, shared: &Shared, set: &Arc<Replicate>, brick: 
         }
         let mut healed_now = 0;
         let slots = &tokio::sync::Semaphore::new(threads.max(1));
+        let local = &local;
         let mut outcomes = futures::stream::iter(entries)
             .map(|(gfid, _, _)| async move {
+                let seen_as = local.known_name(&gfid);
                 // While mounts move data, half as many heals run at once.
                 let share = if shared.busy.load(Ordering::Relaxed) {
                     threads / (threads / 2).max(1)
@@ -434,7 +465,7 @@ async fn crawl_index(node: &Node, shared: &Shared, set: &Arc<Replicate>, brick: 
                     1
                 };
                 let _slot = slots.acquire_many(share as u32).await;
-                match set.heal_index_entry(gfid).await {
+                match set.heal_index_entry_named(gfid, seen_as).await {
                     Ok(h) => h,
                     Err(e) => {
                         tracing::debug!(%gfid, errno = e.0, "heal did not finish");

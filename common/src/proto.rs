@@ -453,6 +453,13 @@ pub enum Fop {
         locks: Vec<TxnLock>,
         marks: Vec<TxnMark>,
     },
+    /// `Lookup` that also answers the found inode's replication counters
+    /// (as an `Xattrop` without deltas): replicate judges a cold lookup in
+    /// one round trip instead of two.
+    LookupCounters {
+        parent: Gfid,
+        name: Vec<u8>,
+    },
 }
 
 /// A replicate lock named by a transaction (`InodeLk` / `EntryLk` targets).
@@ -515,6 +522,22 @@ impl Fop {
             Fop::SetLinkto { .. } => "set_linkto",
             Fop::TxnBegin { .. } => "txn_begin",
             Fop::TxnEnd { .. } => "txn_end",
+            // Still a lookup to whoever counts calls (`volume profile`).
+            Fop::LookupCounters { .. } => "lookup",
+        }
+    }
+
+    /// Gives back what the server holds for the caller (a lock, a freeze,
+    /// an open file, a transaction's locks): it must reach the server even
+    /// when the node looks unresponsive, or what it holds stays held for as
+    /// long as the connection lives.
+    pub fn releases(&self) -> bool {
+        match self {
+            Fop::TxnEnd { .. } | Fop::Release { .. } | Fop::Flush { .. } => true,
+            Fop::InodeLk { lock, .. } | Fop::EntryLk { lock, .. } => !lock,
+            Fop::MigrateFreeze { freeze, .. } => !freeze,
+            Fop::SetLk { lock, .. } => lock.typ == LockType::Unlock,
+            _ => false,
         }
     }
 
@@ -526,6 +549,7 @@ impl Fop {
         matches!(
             self,
             Fop::Lookup { .. }
+                | Fop::LookupCounters { .. }
                 | Fop::GetAttr { .. }
                 | Fop::Readlink { .. }
                 | Fop::Open { .. }
@@ -1167,6 +1191,12 @@ pub enum Reply {
     Counters(Vec<(String, [i32; 3])>),
     /// Block checksums (`Fop::Checksum`).
     Checksums(Vec<Option<u64>>),
+    /// `Fop::LookupCounters`: the entry, and its counters unless they
+    /// could not be read (the caller then asks with an `Xattrop`).
+    EntryCounters {
+        attr: Attr,
+        counters: Option<Vec<(String, [i32; 3])>>,
+    },
 }
 
 // A reply lives for one request and is moved a few times; boxing the

@@ -27,6 +27,9 @@ const REDIAL_AFTER: Duration = Duration::from_secs(1);
 /// A re-dial of a node known to be down gives up sooner than a first dial:
 /// a live node answers a QUIC handshake in milliseconds.
 const REDIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a call timed out, how long a probe of the node may take before
+/// calls to it fail at once (see `LinkState::suspect`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Socket buffers: the knob that mattered on loopback (losses fell to zero).
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -227,11 +230,21 @@ struct LinkState {
     dial_failed: std::sync::Mutex<Option<(std::time::Instant, RpcError)>>,
     /// A background re-dial is under way.
     redialing: std::sync::atomic::AtomicBool,
+    /// A call timed out: the node may be frozen, its connection alive
+    /// until the idle timeout. Until a probe answers, each call probes
+    /// first (one probe at a time, PROBE_TIMEOUT) instead of waiting its
+    /// whole call timeout on a node that answers nothing (the chaos
+    /// checker's SIGSTOP cost every request its timeout).
+    suspect: std::sync::atomic::AtomicBool,
+    /// Serialises probes; holds when the last one failed.
+    probe: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl LinkState {
     fn install(&self, slot: &mut Option<quinn::Connection>, conn: quinn::Connection) {
         *self.dial_failed.lock().expect("dial state poisoned") = None;
+        // A handshake just completed: the node answers.
+        self.suspect.store(false, std::sync::atomic::Ordering::SeqCst);
         *slot = Some(conn);
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
@@ -254,6 +267,8 @@ impl NodeClient {
                 epoch: std::sync::atomic::AtomicU64::new(0),
                 dial_failed: std::sync::Mutex::new(None),
                 redialing: std::sync::atomic::AtomicBool::new(false),
+                suspect: std::sync::atomic::AtomicBool::new(false),
+                probe: tokio::sync::Mutex::new(None),
             }),
             call_timeout,
         }
@@ -419,11 +434,67 @@ impl NodeClient {
             exchange(&conn, req, payload).await
         };
         match timeout {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .map_err(|_| RpcError::Timeout(self.target.node.clone()))?,
+            Some(t) => {
+                // What gives back server state is always sent: skipped,
+                // a frozen node would hold it once it resumes (a lock kept
+                // every later heal and writer of a file waiting).
+                if self.state.suspect.load(std::sync::atomic::Ordering::SeqCst) && !releases(req) {
+                    self.probe().await?;
+                }
+                let r = tokio::time::timeout(t, fut).await;
+                if r.is_err() {
+                    self.state.suspect.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                r.map_err(|_| RpcError::Timeout(self.target.node.clone()))?
+            }
             None => fut.await,
         }
+    }
+
+    /// Asks a suspect node for a hello (the server answers it without
+    /// touching a disk): Ok and no longer suspect if it answers within
+    /// PROBE_TIMEOUT. Calls arriving while a probe runs wait for it; for
+    /// PROBE_TIMEOUT after a failed one they fail at once, then the next
+    /// call probes again.
+    async fn probe(&self) -> Result<(), RpcError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut last_failed = self.state.probe.lock().await;
+        if !self.state.suspect.load(SeqCst) {
+            return Ok(());
+        }
+        let silent = || RpcError::Unreachable(format!("{} is not answering", self.target.node));
+        if last_failed.is_some_and(|t| t.elapsed() < PROBE_TIMEOUT) {
+            return Err(silent());
+        }
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let conn = self.connection().await?;
+            exchange(&conn, &hello, Bytes::new()).await
+        })
+        .await;
+        match answered {
+            Ok(Ok(_)) => {
+                self.state.suspect.store(false, SeqCst);
+                *last_failed = None;
+                Ok(())
+            }
+            // Refused or unreachable: the call would meet the same.
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                *last_failed = Some(std::time::Instant::now());
+                tracing::debug!(node = %self.target.node, "a node that let a call time out does not answer a probe either");
+                Err(silent())
+            }
+        }
+    }
+}
+
+fn releases(req: &Request) -> bool {
+    match req {
+        Request::Fop { op, .. } | Request::FopAs { op, .. } => op.releases(),
+        _ => false,
     }
 }
 

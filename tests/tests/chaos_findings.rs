@@ -274,10 +274,10 @@ fn an_entry_split_brain_keeps_what_a_majority_holds_and_nothing_removed_comes_ba
         pool.node(0).cli_ok(&["volume", "set", "rv", o, "on"]);
     }
     assert_heals(&pool, "an entry split-brain of three");
-    for i in 0..3 {
+    for (i, dir) in brick_d.iter().enumerate() {
         assert_eq!(names(i), ["keep", "w", "z"], "b{i} after heal");
         for name in ["w", "z", "keep"] {
-            let held = std::fs::read(brick_d[i].join(name)).unwrap();
+            let held = std::fs::read(dir.join(name)).unwrap();
             assert_eq!(held, name.as_bytes(), "b{i}'s {name}");
         }
     }
@@ -288,4 +288,53 @@ fn an_entry_split_brain_keeps_what_a_majority_holds_and_nothing_removed_comes_ba
         .collect();
     listed.sort();
     assert_eq!(listed, ["keep", "w", "z"]);
+}
+
+/// A name whose copies carry different gfids while its directory's
+/// changelog is clean — one replica kept a copy of a change refused
+/// elsewhere — answered EIO for ever: no entry heal of the parent would
+/// run, and the other copies' heal waited for it. With quorum, the gfid a
+/// majority holds is the name: a lookup serves it and heals the odd copy,
+/// and so does the self-heal daemon for a file its index names.
+#[test]
+fn a_name_with_a_minority_gfid_is_served_and_healed_from_the_majority() {
+    let (pool, mnt) = replica_3();
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    let good = pattern(3, 40 * 1024);
+    write_file(&mnt.join("d/f"), &good);
+    let (b0, b2) = (pool.brick_dir("b0"), pool.brick_dir("b2"));
+    let gfid = get_xattr(&b0.join("d/f"), "trusted.cairn.gfid").expect("a gfid");
+    // b2's copy is replaced behind the volume's back by an empty file of
+    // another gfid (the brick's lookup makes its handle).
+    let diverge = || {
+        let hex: String = gfid.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::remove_file(b2.join(".cairn/files").join(&hex[..2]).join(&hex)).expect("the handle link");
+        std::fs::remove_file(b2.join("d/f")).unwrap();
+        std::fs::write(b2.join("d/f"), b"").unwrap();
+        set_xattr(&b2.join("d/f"), "trusted.cairn.gfid", &[0x5a; 16]);
+    };
+    let healed = || {
+        poll(Duration::from_secs(30), || {
+            (get_xattr(&b2.join("d/f"), "trusted.cairn.gfid").as_deref() == Some(&gfid[..])
+                && std::fs::read(b2.join("d/f")).ok().as_deref() == Some(&good[..]))
+            .then_some(())
+        })
+        .is_some()
+    };
+    diverge();
+    assert!(read_file(&mnt.join("d/f")) == good, "the majority's copy is served");
+    assert!(healed(), "the lookup's heal gave b2 the majority's copy");
+    assert_heals(&pool, "a name with a minority gfid, healed by a lookup");
+    // Again, with nobody looking: the majority's copies blame b2 (as the
+    // writes that made them would) and the daemon heals the name.
+    diverge();
+    let id2 = brick_id(&pool, 2);
+    for i in 0..2 {
+        let copy = pool.brick_dir(&format!("b{i}")).join("d/f");
+        set_xattr(&copy, &format!("trusted.cairn.afr.{id2}"), &counter(1, 0, 0));
+        index(&pool.brick_dir(&format!("b{i}")), &copy);
+    }
+    pool.node(0).cli_ok(&["volume", "heal", "rv"]);
+    assert!(healed(), "the daemon gave b2 the majority's copy");
+    assert_heals(&pool, "a name with a minority gfid, healed by the daemon");
 }

@@ -471,6 +471,12 @@ impl Brick {
     /// The volume path of a gfid, for reports (`volume top`): a directory's
     /// from /proc's view of its fd, a file's from the name it was last seen
     /// under (None if not seen since the daemon started).
+    /// The parent and name a file was last looked up or made under here,
+    /// if this brick remembers (not across restarts).
+    pub fn known_name(&self, gfid: &Gfid) -> Option<(Gfid, Vec<u8>)> {
+        self.names.lock().expect("names poisoned").get(gfid).cloned()
+    }
+
     pub fn path_of(&self, gfid: &Gfid) -> Option<String> {
         if gfid.is_root() {
             return Some("/".to_string());

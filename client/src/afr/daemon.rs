@@ -39,9 +39,25 @@ impl Replicate {
     /// Heals `gfid`: its data and metadata, and a directory's entries,
     /// each under the locks writers take.
     pub async fn heal_index_entry(&self, gfid: Gfid) -> Result<Healed, Errno> {
-        let Some((attr, missing)) = self.find_inode(gfid).await? else {
+        self.heal_index_entry_named(gfid, None).await
+    }
+
+    /// As `heal_index_entry`, with the name the inode was last seen under
+    /// on the indexing brick, if it knows: a replica lacking the inode, or
+    /// holding another under that name, gets it from the name's heal when
+    /// its parent's changelog has nothing to heal.
+    pub async fn heal_index_entry_named(&self, gfid: Gfid, seen_as: Option<(Gfid, Vec<u8>)>) -> Result<Healed, Errno> {
+        let Some((mut attr, mut missing)) = self.find_inode(gfid).await? else {
             return Ok(Healed::Gone);
         };
+        if let (true, Some((parent, name))) = (missing, &seen_as) {
+            if self.heal_name(*parent, name).await.unwrap_or(false) {
+                match self.find_inode(gfid).await? {
+                    Some(found) => (attr, missing) = found,
+                    None => return Ok(Healed::Gone),
+                }
+            }
+        }
         let is_dir = attr.is_dir();
         let before = self.counters(gfid, &self.all()).await;
         if !missing && before.iter().all(|c| c.as_ref().is_some_and(all_zero)) {

@@ -50,6 +50,20 @@ impl Replicate {
         self.spawn_heal((dir, true), wanted, move |me| async move { me.heal_entries(dir).await });
     }
 
+    /// Heals one name in the background (see `heal_name`).
+    pub(super) fn maybe_heal_name(&self, parent: Gfid, name: &[u8]) {
+        if !self.heals(Kind::Entry) || self.daemon.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        let name = name.to_vec();
+        tokio::spawn(async move {
+            if let Err(e) = me.heal_name(parent, &name).await {
+                tracing::debug!(subvolume = %me.name, %parent, errno = e.0, "a name's heal did not finish");
+            }
+        });
+    }
+
     /// Runs one heal per (inode, entries?) at a time, in the background.
     fn spawn_heal<F, Fut>(&self, key: (Gfid, bool), wanted: bool, work: F)
     where
@@ -603,6 +617,7 @@ impl Replicate {
                 let results = join_all(batch.iter().map(|e| async move {
                     let locked = self.lock_entry(dir, &e.name, owner, true, &pair).await;
                     let result = async {
+                        self.still_entry_source(dir, source).await?;
                         let Some(want) = self.lookup_on(source, dir, &e.name).await? else {
                             return Ok(());
                         };
@@ -626,6 +641,7 @@ impl Replicate {
             for h in have.iter().filter(|h| !wanted.iter().any(|e| e.name == h.name)) {
                 let locked = self.lock_entry(dir, &h.name, owner, true, &pair).await;
                 let result = async {
+                    self.still_entry_source(dir, source).await?;
                     if self.lookup_on(source, dir, &h.name).await?.is_some() {
                         return Ok(());
                     }
@@ -643,6 +659,21 @@ impl Replicate {
         self.clear_blame(dir, Kind::Entry, &v.sources, &v.sinks, &counters)
             .await;
         Ok(())
+    }
+
+    /// Under a name's entry lock: is `source` still a source of `dir`'s
+    /// entries? A change that finished before the lock was granted, made
+    /// while the source was not reachable to its client, blames it now;
+    /// healing from it then would remove the name just made (the chaos
+    /// checker saw an acknowledged create vanish from a listing that way)
+    /// or bring back one just removed. EAGAIN: a later pass judges again.
+    async fn still_entry_source(&self, dir: Gfid, source: usize) -> Result<(), Errno> {
+        let counters = self.counters(dir, &self.all()).await;
+        if self.judge(&counters, Kind::Entry).sources.contains(&source) {
+            return Ok(());
+        }
+        tracing::debug!(subvolume = %self.name, %dir, source, "the entry heal's source fell behind meanwhile");
+        Err(Errno(libc::EAGAIN))
     }
 
     pub(super) async fn recreate(&self, dir: Gfid, e: &DirEntry, source: usize, sink: usize) -> Result<(), Errno> {
@@ -702,6 +733,40 @@ impl Replicate {
                 },
             }
         };
+        // The new copy is born blamed: every other copy blames it before it
+        // exists, so no reader ever takes its emptiness for the file. Blamed
+        // afterwards by the source alone, an empty copy whose source then
+        // went away (or a heal killed between the two steps) was unblamed
+        // in the others' eyes and served as the file (the chaos checker
+        // found a file's contents replaced by zeros that way).
+        let kind = a.mode & libc::S_IFMT;
+        let mut birth_blame = [0, 1, 0];
+        if kind == libc::S_IFREG && a.size > 0 {
+            birth_blame[0] = 1;
+        }
+        if kind == libc::S_IFDIR {
+            birth_blame[2] = 1;
+        }
+        let blamed = kind == libc::S_IFREG || kind == libc::S_IFDIR;
+        if blamed {
+            let others: Vec<usize> = self.all().into_iter().filter(|i| *i != sink).collect();
+            let marked = self
+                .on_each(&others, |_| {
+                    Some((
+                        Fop::Xattrop {
+                            gfid: a.gfid,
+                            deltas: vec![(self.blame_names[sink].clone(), birth_blame)],
+                        },
+                        Bytes::new(),
+                    ))
+                })
+                .await;
+            // The source must hold the blame; others lacking the inode or
+            // away cannot.
+            if let Some((_, Err(e))) = marked.iter().find(|(i, _)| *i == source) {
+                return Err(e.clone());
+            }
+        }
         let made = match self.on(sink, op, Bytes::new()).await {
             Ok(_) => true,
             // Another name of the same file (a hard link) made it already.
@@ -720,39 +785,16 @@ impl Replicate {
             }
             Err(err) => return Err(err),
         };
-        let small_file = a.mode & libc::S_IFMT == libc::S_IFREG && e.linkto.is_none() && a.size <= SMALL_FILE;
+        let small_file = kind == libc::S_IFREG && e.linkto.is_none() && a.size <= SMALL_FILE;
         if made && small_file && self.fill_new_copy(a.gfid, source, sink).await {
             return Ok(());
         }
-        // The new copy is empty: blame it for data and metadata on the
-        // source so the inode heal fills it in.
-        if a.mode & libc::S_IFMT == libc::S_IFREG || a.mode & libc::S_IFMT == libc::S_IFDIR {
-            let mut delta = [0, 1, 0];
-            if a.mode & libc::S_IFMT == libc::S_IFREG && a.size > 0 {
-                delta[0] = 1;
-            }
-            self.on(
-                source,
-                Fop::Xattrop {
-                    gfid: a.gfid,
-                    deltas: vec![(self.blame_names[sink].clone(), delta)],
-                },
-                Bytes::new(),
-            )
-            .await?;
-            let is_dir = a.mode & libc::S_IFMT == libc::S_IFDIR;
+        // The new copy is empty and blamed: the inode heal fills it in (a
+        // directory's contents too).
+        if blamed {
+            let is_dir = kind == libc::S_IFDIR;
             self.maybe_heal_inode(a.gfid, is_dir);
             if is_dir {
-                // Its contents next (the source blames nothing yet: mark it).
-                self.on(
-                    source,
-                    Fop::Xattrop {
-                        gfid: a.gfid,
-                        deltas: vec![(self.blame_names[sink].clone(), Kind::Entry.delta(1))],
-                    },
-                    Bytes::new(),
-                )
-                .await?;
                 self.maybe_heal_entry(a.gfid);
             }
         }

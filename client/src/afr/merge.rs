@@ -53,7 +53,77 @@ pub(super) fn name_fate(holders: usize, answered: usize, n: usize, majority: Opt
     }
 }
 
+/// The gfid that at least `majority` of the copies of a name carry, if
+/// quorum makes a majority decisive: a create or rename that put another
+/// gfid there and was acknowledged would have reached as many.
+pub(super) fn majority_gfid(copies: &[Gfid], majority: Option<usize>) -> Option<Gfid> {
+    let q = majority?;
+    copies
+        .iter()
+        .copied()
+        .find(|g| copies.iter().filter(|x| *x == g).count() >= q)
+}
+
 impl Replicate {
+    /// Heals one name whose copies differ — missing on some replicas, or
+    /// another gfid there — when a majority's copy decides it: under the
+    /// name's entry lock, that copy is made on every other replica. A
+    /// directory's changelog can be clean while a name differs (a create
+    /// refused on all but one replica that could not be taken back, a
+    /// heal cut short), and such a name waited for ever for an entry heal
+    /// of its parent. Ok(true) if it now agrees where answered; Ok(false)
+    /// if no majority decides it, or a copy is a directory (left to the
+    /// administrator, as gfid split-brains of directories are).
+    pub async fn heal_name(&self, parent: Gfid, name: &[u8]) -> Result<bool, Errno> {
+        let Some(majority) = self.name_majority() else {
+            return Ok(false);
+        };
+        let owner = heal_owner();
+        let locked = self.lock_entry(parent, name, owner, true, &self.all()).await;
+        let result = async {
+            let mut copies: Vec<(usize, Attr)> = Vec::new();
+            let mut lacking = Vec::new();
+            for &i in &locked {
+                match self.lookup_on(i, parent, name).await? {
+                    Some(a) => copies.push((i, a)),
+                    None => lacking.push(i),
+                }
+            }
+            let gfids: Vec<Gfid> = copies.iter().map(|(_, a)| a.gfid).collect();
+            let Some(kept) = majority_gfid(&gfids, Some(majority)) else {
+                return Ok(false);
+            };
+            let stale: Vec<&(usize, Attr)> = copies.iter().filter(|(_, a)| a.gfid != kept).collect();
+            if stale.is_empty() && lacking.is_empty() {
+                return Ok(true);
+            }
+            if copies.iter().any(|(_, a)| a.is_dir()) && !stale.is_empty() {
+                return Ok(false);
+            }
+            let (source, a) = *copies.iter().find(|(_, a)| a.gfid == kept).expect("a holder");
+            let entry = DirEntry {
+                cookie: 0,
+                name: name.to_vec(),
+                gfid: kept,
+                kind: a.mode & libc::S_IFMT,
+                attr: None,
+                linkto: a.linkto,
+            };
+            for (i, old) in stale {
+                self.remove_on(*i, parent, name, old.is_dir()).await?;
+                self.recreate(parent, &entry, source, *i).await?;
+            }
+            for i in lacking {
+                self.recreate(parent, &entry, source, i).await?;
+            }
+            tracing::info!(subvolume = %self.name, %parent, name = %String::from_utf8_lossy(name), "a name a majority holds is made on the other replicas");
+            Ok(true)
+        }
+        .await;
+        self.lock_entry(parent, name, owner, false, &locked).await;
+        result
+    }
+
     /// The majority every acknowledged change reached, if quorum gives one.
     pub(super) fn name_majority(&self) -> Option<usize> {
         self.quorum.lock().expect("quorum poisoned").majority(self.n())
@@ -109,26 +179,35 @@ impl Replicate {
                         None => Ok(false),
                     };
                 }
-                let (source, e) = holders[0];
+                // Re-checked under the lock: the listings are older, and a
+                // client may have made or removed the name meanwhile.
+                let mut now = Vec::new();
+                for &i in &present {
+                    if let Some(a) = self.lookup_on(i, dir, &name).await? {
+                        now.push((i, a));
+                    }
+                }
+                let want = holders[0].1.gfid;
+                if now.iter().any(|(_, a)| a.gfid != want) || name_fate(now.len(), present.len(), self.n(), majority) != fate
+                {
+                    return Ok(false);
+                }
+                if now.is_empty() {
+                    return Ok(true);
+                }
                 if fate == NameFate::Remove {
-                    // Re-checked under the lock: a client may have made
-                    // the name again meanwhile (it then holds a majority).
-                    let mut now = Vec::new();
-                    for &i in &present {
-                        if let Some(a) = self.lookup_on(i, dir, &name).await? {
-                            now.push((i, a));
-                        }
-                    }
-                    if name_fate(now.len(), present.len(), self.n(), majority) != NameFate::Remove {
-                        return Ok(false);
-                    }
                     for (i, a) in now {
                         self.remove_on(i, dir, &name, a.is_dir()).await?;
                     }
                     tracing::info!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(&name), "entry split-brain: removed a name fewer than a majority held");
                     return Ok(true);
                 }
-                for &sink in present.iter().filter(|i| !holders.iter().any(|(h, _)| h == *i)) {
+                let (source, e) = holders
+                    .iter()
+                    .find(|(h, _)| now.iter().any(|(i, _)| i == h))
+                    .copied()
+                    .unwrap_or(holders[0]);
+                for &sink in present.iter().filter(|i| !now.iter().any(|(h, _)| h == *i)) {
                     self.recreate(dir, e, source, sink).await?;
                 }
                 Ok(true)

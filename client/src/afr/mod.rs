@@ -353,7 +353,30 @@ impl Replicate {
         also_up: &[usize],
         is_dir: bool,
     ) -> Result<(Readable, [Verdict; 3]), Errno> {
-        let counters = self.counters(gfid, present).await;
+        self.inspect_given(gfid, present, also_up, is_dir, None).await
+    }
+
+    /// As `inspect`, with the counters of `present` already in hand when
+    /// `given` (a lookup's answers), else read now.
+    async fn inspect_given(
+        &self,
+        gfid: Gfid,
+        present: &[usize],
+        also_up: &[usize],
+        is_dir: bool,
+        given: Option<Vec<Option<Counters>>>,
+    ) -> Result<(Readable, [Verdict; 3]), Errno> {
+        let counters = match given {
+            Some(mut c) => {
+                for (i, slot) in c.iter_mut().enumerate() {
+                    if !present.contains(&i) {
+                        *slot = None;
+                    }
+                }
+                c
+            }
+            None => self.counters(gfid, present).await,
+        };
         let mut up: Vec<usize> = (0..self.n()).filter(|i| counters[*i].is_some()).collect();
         up.extend(also_up.iter().filter(|i| counters[**i].is_none()));
         self.check_read_quorum(&up)?;
@@ -506,7 +529,7 @@ impl Replicate {
         let results = self
             .on_each(&self.all(), |_| {
                 Some((
-                    Fop::Lookup {
+                    Fop::LookupCounters {
                         parent,
                         name: name.clone(),
                     },
@@ -515,10 +538,16 @@ impl Replicate {
             })
             .await;
         let mut found: Vec<(usize, Attr)> = Vec::new();
+        // Each copy's counters, as its lookup answered them.
+        let mut answered_counters: Vec<Option<Counters>> = vec![None; self.n()];
         let mut missing = Vec::new();
         let mut first_err = None;
         for (i, r) in results {
             match r {
+                Ok((Reply::EntryCounters { attr, counters }, _)) => {
+                    answered_counters[i] = counters;
+                    found.push((i, attr));
+                }
                 Ok((Reply::Entry(a), _)) => found.push((i, a)),
                 Err(Errno(libc::ENOENT)) => missing.push(i),
                 Err(e) => {
@@ -552,7 +581,12 @@ impl Replicate {
                     .filter(|(i, _)| entry.sources.contains(i))
                     .map(|(_, a)| a.gfid)
                     .collect();
-                if trusted.len() != 1 {
+                let copies: Vec<Gfid> = found.iter().map(|(_, a)| a.gfid).collect();
+                let by_majority = merge::majority_gfid(&copies, self.name_majority());
+                if trusted.len() != 1 && by_majority.is_some() {
+                    // A majority's copy is the name; the others are heal's.
+                    self.maybe_heal_name(parent, &name);
+                } else if trusted.len() != 1 {
                     if let Some(rule) = self.policy_rule() {
                         // The administrator chose to settle these by policy.
                         if self.settle_gfid(parent, &name, rule).await? {
@@ -561,7 +595,9 @@ impl Replicate {
                     }
                     return Err(self.split_brain(parent, "gfid"));
                 }
-                let gfid = *trusted.iter().next().expect("one gfid");
+                let gfid = by_majority
+                    .filter(|_| trusted.len() != 1)
+                    .unwrap_or_else(|| *trusted.iter().next().expect("one gfid"));
                 found.retain(|(_, a)| a.gfid == gfid);
             }
             // The directory's copies blame each other: the name's holders
@@ -586,7 +622,13 @@ impl Replicate {
         let present: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
         let is_dir = found[0].1.is_dir();
         let gfid = found[0].1.gfid;
-        let (readable, verdicts) = match self.inspect(gfid, &present, &missing, is_dir).await {
+        // The counters came with the lookups (one round trip, not two)
+        // unless a copy could not read them.
+        let with_lookup = present
+            .iter()
+            .all(|i| answered_counters[*i].is_some())
+            .then_some(answered_counters);
+        let (readable, verdicts) = match self.inspect_given(gfid, &present, &missing, is_dir, with_lookup).await {
             Err(Errno(libc::EIO)) if !is_dir && self.policy() != Policy::None => {
                 // A split-brain the administrator chose to settle by policy.
                 self.resolve(parent, &name, gfid, &present, Rule::Policy(self.policy()))

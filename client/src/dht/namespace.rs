@@ -212,7 +212,12 @@ impl Distribute {
 
     /// Makes sure a directory exists on every subvolume (a subvolume that
     /// was down at mkdir, or a directory made behind the volume's back) and
-    /// returns its merged attributes.
+    /// returns its merged attributes. Found on no subvolume any more, it
+    /// was removed since it was seen: ENOENT, and nothing is made again.
+    /// Re-making it regardless brought back a directory another client had
+    /// just removed (the chaos checker's rmdir that "succeeded" on an
+    /// absent directory). A copy on some subvolume still counts: after
+    /// add-brick a name may hash to a subvolume that has no copy yet.
     async fn heal_dir(&self, parent: Gfid, name: &[u8], seen: Attr) -> Result<Attr, Errno> {
         let results = self
             .everywhere(&Fop::Lookup {
@@ -220,6 +225,13 @@ impl Distribute {
                 name: name.to_vec(),
             })
             .await;
+        if results.iter().all(|r| entry_of(r).is_none()) {
+            return Err(if results.iter().any(|r| matches!(r, Err(Errno(libc::ENOENT)))) {
+                Errno(libc::ENOENT)
+            } else {
+                Errno(libc::ENOTCONN)
+            });
+        }
         for (i, r) in results.iter().enumerate() {
             if matches!(r, Err(Errno(libc::ENOENT))) {
                 let op = Fop::Mkdir {
