@@ -1526,12 +1526,27 @@ impl Node {
                 self.stop_task(name, task)
             }
             RemoveBrickAction::Commit => {
-                let task = this_task().map_err(|e| {
+                let mut task = this_task().map_err(|e| {
                     anyhow::anyhow!(
                         "{e}: run 'volume remove-brick {name} {} start' and wait until its status shows completed, or use 'force' to remove the bricks without migrating their data",
                         labels(&ids)
                     )
                 })?;
+                // Each node's status answer counts its worker's end as soon
+                // as it is known there; the marks in the pool configuration
+                // reach this node a moment later. A commit right after a
+                // status that showed completed everywhere waits for them
+                // (a few seconds at most) rather than refuse.
+                for _ in 0..25 {
+                    if !task_running(&task) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    match self.volume_spec(name)?.task {
+                        Some(fresh) if fresh.id == task.id => task = fresh,
+                        _ => break,
+                    }
+                }
                 if task.stopped {
                     bail!(
                         "the remove-brick task of volume {name} was stopped: start it again, or use 'force' to remove the bricks without migrating their data"
