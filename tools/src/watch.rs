@@ -8,7 +8,7 @@
 //! followed by a refresh line, so scripts reading the text see exactly what
 //! the one-shot command prints.
 
-use crate::heal_report::BrickSummary;
+use super::heal_report::BrickSummary;
 use cairn_common::proto::{RebalanceStatus, TaskState};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -118,7 +118,7 @@ pub fn rebalance_progress(st: &RebalanceStatus) -> Progress {
     let mut message = format!(
         "{} files moved ({}), {} scanned, {} failures; {} of {} nodes finished",
         sum(|n| n.files),
-        crate::rebalance::human_size(sum(|n| n.bytes)),
+        super::rebalance::human_size(sum(|n| n.bytes)),
         sum(|n| n.scanned),
         sum(|n| n.failures),
         st.nodes.len() - running.len(),
