@@ -51,7 +51,7 @@ impl Replicate {
             return Ok(Healed::Gone);
         };
         if let (true, Some((parent, name))) = (missing, &seen_as) {
-            if self.heal_name(*parent, name).await.unwrap_or(false) {
+            if self.heal_name(*parent, name, Some(gfid)).await.unwrap_or(false) {
                 match self.find_inode(gfid).await? {
                     Some(found) => (attr, missing) = found,
                     None => return Ok(Healed::Gone),

@@ -58,7 +58,7 @@ impl Replicate {
         let Some(me) = self.me.upgrade() else { return };
         let name = name.to_vec();
         tokio::spawn(async move {
-            if let Err(e) = me.heal_name(parent, &name).await {
+            if let Err(e) = me.heal_name(parent, &name, None).await {
                 tracing::debug!(subvolume = %me.name, %parent, errno = e.0, "a name's heal did not finish");
             }
         });

@@ -74,7 +74,10 @@ impl Replicate {
     /// of its parent. Ok(true) if it now agrees where answered; Ok(false)
     /// if no majority decides it, or a copy is a directory (left to the
     /// administrator, as gfid split-brains of directories are).
-    pub async fn heal_name(&self, parent: Gfid, name: &[u8]) -> Result<bool, Errno> {
+    /// With `expect`, only when the majority's copy is that inode (the
+    /// daemon's name for an inode may be stale after a rename: the name
+    /// then belongs to another file, perhaps one being made right now).
+    pub async fn heal_name(&self, parent: Gfid, name: &[u8], expect: Option<Gfid>) -> Result<bool, Errno> {
         let Some(majority) = self.name_majority() else {
             return Ok(false);
         };
@@ -90,7 +93,7 @@ impl Replicate {
                 }
             }
             let gfids: Vec<Gfid> = copies.iter().map(|(_, a)| a.gfid).collect();
-            let Some(kept) = majority_gfid(&gfids, Some(majority)) else {
+            let Some(kept) = majority_gfid(&gfids, Some(majority)).filter(|g| expect.is_none_or(|e| e == *g)) else {
                 return Ok(false);
             };
             let stale: Vec<&(usize, Attr)> = copies.iter().filter(|(_, a)| a.gfid != kept).collect();
