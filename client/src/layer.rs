@@ -65,3 +65,25 @@ where
         .map(|r| r.expect("every future completed"))
         .collect()
 }
+
+/// A regular file's attributes for tests: mode 0644, `size` bytes, all
+/// times zero.
+#[cfg(test)]
+pub(crate) fn test_file(gfid: cairn_common::Gfid, size: u64) -> cairn_common::proto::Attr {
+    let zero = cairn_common::proto::Timespec::default();
+    cairn_common::proto::Attr {
+        gfid,
+        mode: libc::S_IFREG | 0o644,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        size,
+        blocks: 0,
+        blksize: 4096,
+        atime: zero,
+        mtime: zero,
+        ctime: zero,
+        linkto: None,
+    }
+}

@@ -339,7 +339,7 @@ impl Subvolume for WriteBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_common::proto::{Attr, Timespec};
+    use cairn_common::proto::Attr;
     use std::time::Duration;
 
     /// A file store below write-behind: applies writes to one buffer in
@@ -358,21 +358,7 @@ mod tests {
     const GFID: Gfid = Gfid([7; 16]);
 
     fn attr(size: u64) -> Attr {
-        Attr {
-            gfid: GFID,
-            mode: libc::S_IFREG | 0o644,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            size,
-            blocks: 0,
-            blksize: 4096,
-            atime: Timespec::default(),
-            mtime: Timespec::default(),
-            ctime: Timespec::default(),
-            linkto: None,
-        }
+        crate::layer::test_file(GFID, size)
     }
 
     impl Subvolume for SlowFile {

@@ -103,7 +103,9 @@ impl Replicate {
             if copies.iter().any(|(_, a)| a.is_dir()) && !stale.is_empty() {
                 return Ok(false);
             }
-            let (source, a) = *copies.iter().find(|(_, a)| a.gfid == kept).expect("a holder");
+            let Some(&(source, a)) = copies.iter().find(|(_, a)| a.gfid == kept) else {
+                return Ok(false);
+            };
             let entry = DirEntry {
                 cookie: 0,
                 name: name.to_vec(),

@@ -595,9 +595,12 @@ impl Replicate {
                     }
                     return Err(self.split_brain(parent, "gfid"));
                 }
-                let gfid = by_majority
+                let Some(gfid) = by_majority
                     .filter(|_| trusted.len() != 1)
-                    .unwrap_or_else(|| *trusted.iter().next().expect("one gfid"));
+                    .or_else(|| trusted.iter().next().copied())
+                else {
+                    return Err(self.split_brain(parent, "gfid"));
+                };
                 found.retain(|(_, a)| a.gfid == gfid);
             }
             // The directory's copies blame each other: the name's holders

@@ -234,19 +234,9 @@ mod tests {
     fn copy(size: u64, mtime: i64, ctime: i64) -> Attr {
         let t = |sec| Timespec { sec, nsec: 0 };
         Attr {
-            gfid: Gfid::ROOT,
-            mode: libc::S_IFREG | 0o644,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            size,
-            blocks: 0,
-            blksize: 4096,
-            atime: t(0),
             mtime: t(mtime),
             ctime: t(ctime),
-            linkto: None,
+            ..crate::layer::test_file(Gfid::ROOT, size)
         }
     }
 

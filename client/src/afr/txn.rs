@@ -896,7 +896,7 @@ mod tests {
                     Fop::Create { name, gfid, .. } => {
                         self.names.lock().unwrap().push(name);
                         empty(Reply::Created {
-                            attr: file_attr(gfid),
+                            attr: crate::layer::test_file(gfid, 0),
                             fh: 1,
                         })
                     }
@@ -956,25 +956,6 @@ mod tests {
                 b.counters.lock().unwrap()
             );
             assert_eq!(b.counter(DIRTY), [0; 3], "brick {i}'s dirty mark is settled");
-        }
-    }
-
-    fn file_attr(gfid: Gfid) -> cairn_common::proto::Attr {
-        let t = cairn_common::proto::Timespec { sec: 0, nsec: 0 };
-        cairn_common::proto::Attr {
-            gfid,
-            mode: libc::S_IFREG | 0o644,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            size: 0,
-            blocks: 0,
-            blksize: 4096,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            linkto: None,
         }
     }
 
