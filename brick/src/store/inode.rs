@@ -253,6 +253,10 @@ impl Brick {
             let Some(gfid) = item.file_name().to_str().and_then(Gfid::from_hex) else {
                 continue;
             };
+            if self.drop_if_orphan(&gfid) {
+                let _ = std::fs::remove_file(item.path());
+                continue;
+            }
             match self.xattrop(&gfid, &[]) {
                 Ok(counters) => out.push((gfid, self.path_of(&gfid), counters)),
                 // Removed since: its index entry goes with it.

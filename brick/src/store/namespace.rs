@@ -186,6 +186,33 @@ impl Brick {
         }
     }
 
+    /// Drops the handle of a file that no name leads to and nobody has
+    /// open: one unlinked while open when this daemon was killed (the
+    /// handle outlives the close that never came). Its heal index entry
+    /// would otherwise wait for ever for replicas that rightly lack it.
+    /// True if it was such an orphan and is gone.
+    pub fn drop_if_orphan(&self, gfid: &Gfid) -> bool {
+        let handle = Self::handle_name(gfid);
+        let _guard = self.link_lock.lock().expect("link lock poisoned");
+        if self.is_open(gfid) {
+            return false;
+        }
+        let orphan = sys::stat_at(self.files.as_fd(), &handle).is_ok_and(|st| st.st_nlink == 1);
+        if !orphan {
+            return false;
+        }
+        match sys::unlink_at(self.files.as_fd(), &handle, false) {
+            Ok(()) => {
+                tracing::info!(%gfid, "dropped the handle of a file no name leads to (unlinked while open before a restart)");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%gfid, error = %e, "could not drop an orphan file handle");
+                false
+            }
+        }
+    }
+
     /// The last name of a file that migrated to another subvolume went:
     /// its handle goes too, even while the file is open here, so nothing
     /// reaches this copy by gfid again — not even a client reopening its

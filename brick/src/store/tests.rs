@@ -114,6 +114,28 @@ fn file_handles_follow_the_last_name() {
     assert_eq!(handles_in(&b, "dirs"), 0);
 }
 
+/// A file unlinked while open keeps its handle until the last close; a
+/// daemon killed before that close leaves a handle no name leads to. Its
+/// heal index entry must not wait for ever on replicas that rightly lack
+/// it (the long chaos soak found one): the index crawl drops both.
+#[test]
+fn an_orphan_handle_left_by_a_kill_leaves_the_heal_index() {
+    let (_t, b) = brick();
+    let dirty = format!("{}dirty", super::inode::AFR_XATTR_PREFIX);
+    let kept = mkfile(&b, &Gfid::ROOT, b"kept");
+    let orphan = mkfile(&b, &Gfid::ROOT, b"orphan");
+    for f in [&kept, &orphan] {
+        b.xattrop(&f.gfid, &[(dirty.clone(), [1, 0, 0])]).unwrap();
+    }
+    // The unlink that happened while the file was open, before the kill.
+    std::fs::remove_file(b.path.join("orphan")).unwrap();
+    assert_eq!(handles_in(&b, "files"), 2);
+    let pending: Vec<Gfid> = b.pending_heal().unwrap().into_iter().map(|(g, _, _)| g).collect();
+    assert_eq!(pending, vec![kept.gfid]);
+    assert_eq!(handles_in(&b, "files"), 1, "the orphan's handle is gone");
+    assert_eq!(b.lookup(&Gfid::ROOT, b"kept").unwrap().gfid, kept.gfid);
+}
+
 #[test]
 fn entries_made_behind_the_bricks_back_get_a_gfid_once() {
     let (_t, b) = brick();

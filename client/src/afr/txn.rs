@@ -416,36 +416,74 @@ impl Replicate {
         out
     }
 
-    /// A new name that the other replicas took but one refused with EEXIST
-    /// holds a stale entry there (removed and made again while it was
-    /// away, not healed yet). Under the entry lock this transaction holds,
-    /// the stale entry goes and the change is made there too, rather than
-    /// leaving that replica behind (and perhaps the change short of quorum).
-    async fn replace_stale_names(&self, op: &Fop, plan: &Plan, payload: &Bytes, out: &mut Outcome) {
-        let (parent, name) = match op {
-            Fop::Create { parent, name, .. }
-            | Fop::Mkdir { parent, name, .. }
-            | Fop::Mknod { parent, name, .. }
-            | Fop::Symlink { parent, name, .. }
-            | Fop::MakeLink { parent, name, .. } => (*parent, name.clone()),
-            _ => return,
+    /// A request making a name met names already there on some replicas:
+    /// EEXIST, or — a create without O_EXCL — the file there opened in
+    /// place of the new one. Decided under the entry lock this transaction
+    /// holds:
+    /// - fewer replicas hold another name than made ours: theirs are stale
+    ///   (removed and made again while they were away, not healed yet).
+    ///   They go and the change is made there too, rather than leaving
+    ///   those replicas behind, or — a create — answering with one file's
+    ///   handle on some replicas and another's on the rest: the chaos
+    ///   checker found an acknowledged create's data on one replica only,
+    ///   the other's copy empty and blamed by nobody, after a thawed
+    ///   replica's stale name was opened and written through.
+    /// - at least as many hold the other name: it is the file (our lookup
+    ///   raced a create elsewhere, or a replica is behind), so ours is
+    ///   taken back and the request answers as though it had met the name
+    ///   everywhere: EEXIST, or the existing file opened. Removing the
+    ///   majority's name — a directory with all in it — would lose data.
+    async fn settle_existing_names(&self, op: &Fop, plan: &Plan, payload: &Bytes, out: &mut Outcome) {
+        let Some((parent, name, want, is_dir)) = name_made_by(op) else {
+            return;
         };
-        let made = match &out.done[0].1 .0 {
-            Reply::Entry(a) | Reply::Created { attr: a, .. } => a.gfid,
-            _ => return,
+        let gfid_in = |r: &Reply| match r {
+            Reply::Entry(a) | Reply::Created { attr: a, .. } => Some(a.gfid),
+            _ => None,
         };
-        let stale: Vec<usize> = out
+        let made: Vec<usize> = out
+            .done
+            .iter()
+            .filter(|(_, (r, _))| gfid_in(r) == Some(want))
+            .map(|(i, _)| *i)
+            .collect();
+        let opened: Vec<(usize, Reply)> = out
+            .done
+            .iter()
+            .filter(|(_, (r, _))| gfid_in(r).is_some_and(|g| g != want))
+            .map(|(i, (r, _))| (*i, r.clone()))
+            .collect();
+        let refused: Vec<usize> = out
             .failed
             .iter()
             .filter(|(_, e)| e.0 == libc::EEXIST)
             .map(|(i, _)| *i)
             .collect();
-        for i in stale {
-            let is_dir = match self.lookup_on(i, parent, &name).await {
-                Ok(Some(a)) if a.gfid != made => a.is_dir(),
+        if made.is_empty() || opened.is_empty() && refused.is_empty() {
+            return;
+        }
+        if opened.len() + refused.len() >= made.len() {
+            tracing::info!(subvolume = %self.name, ?made, existing = opened.len() + refused.len(), "a name being made exists on as many replicas: the new one is taken back");
+            for &i in &made {
+                self.take_back_on(i, out, parent, name, is_dir).await;
+                out.done.retain(|(j, _)| *j != i);
+                out.failed.push((i, Errno(libc::EEXIST)));
+            }
+            return;
+        }
+        for (i, reply) in &opened {
+            if let Reply::Created { fh, .. } = reply {
+                let _ = self.on(*i, Fop::Release { fh: *fh }, Bytes::new()).await;
+            }
+            out.done.retain(|(j, _)| j != i);
+            out.failed.push((*i, Errno(libc::EEXIST)));
+        }
+        for i in opened.iter().map(|(i, _)| *i).chain(refused) {
+            let stale_is_dir = match self.lookup_on(i, parent, name).await {
+                Ok(Some(a)) if a.gfid != want => a.is_dir(),
                 _ => continue,
             };
-            if self.remove_on(i, parent, &name, is_dir).await.is_err() {
+            if self.remove_on(i, parent, name, stale_is_dir).await.is_err() {
                 continue;
             }
             let Part::Send(child_op) = self.child_op(i, op, plan) else {
@@ -459,28 +497,39 @@ impl Replicate {
         }
     }
 
+    /// Takes back the name made on child `i` (closing what a create opened
+    /// there); false if it could not.
+    async fn take_back_on(&self, i: usize, out: &Outcome, parent: Gfid, name: &[u8], is_dir: bool) -> bool {
+        let Some((_, (reply, _))) = out.done.iter().find(|(j, _)| *j == i) else {
+            return true;
+        };
+        if let Reply::Created { fh, .. } = reply {
+            let _ = self.on(i, Fop::Release { fh: *fh }, Bytes::new()).await;
+        }
+        match self.remove_on(i, parent, name, is_dir).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(subvolume = %self.name, child = i, errno = e.0, "could not take back a name just made; heal will look at it");
+                false
+            }
+        }
+    }
+
     /// Takes back a name `op` made on the replicas in `out.done` (closing
     /// what a create opened); false if `op` makes no name or a replica
-    /// could not take it back.
+    /// could not take it back. A create that opened a file already there
+    /// only closes it: that name is not this request's to remove.
     async fn unmake_name(&self, op: &Fop, out: &Outcome) -> bool {
-        let (parent, name, is_dir) = match op {
-            Fop::Create { parent, name, .. } | Fop::Mknod { parent, name, .. } | Fop::Symlink { parent, name, .. } => {
-                (*parent, name, false)
-            }
-            Fop::Mkdir { parent, name, .. } => (*parent, name, true),
-            Fop::Link {
-                new_parent, new_name, ..
-            } => (*new_parent, new_name, false),
-            _ => return false,
+        let Some((parent, name, want, is_dir)) = name_made_by(op) else {
+            return false;
         };
         let mut all = true;
         for (i, (reply, _)) in &out.done {
-            if let Reply::Created { fh, .. } = reply {
-                let _ = self.on(*i, Fop::Release { fh: *fh }, Bytes::new()).await;
-            }
-            if let Err(e) = self.remove_on(*i, parent, name, is_dir).await {
-                tracing::warn!(subvolume = %self.name, child = i, errno = e.0, "could not take back a name refused for want of quorum; heal will look at it");
-                all = false;
+            match reply {
+                Reply::Created { attr, fh } if attr.gfid != want => {
+                    let _ = self.on(*i, Fop::Release { fh: *fh }, Bytes::new()).await;
+                }
+                _ => all &= self.take_back_on(*i, out, parent, name, is_dir).await,
             }
         }
         all
@@ -509,7 +558,7 @@ impl Replicate {
         }
         let mut out = self.apply_change(&op, &payload, &plan, &prepared).await;
         if !out.done.is_empty() {
-            self.replace_stale_names(&op, &plan, &payload, &mut out).await;
+            self.settle_existing_names(&op, &plan, &payload, &mut out).await;
         }
         let quorum = *self.quorum.lock().expect("quorum poisoned");
         if !out.done.is_empty() && !quorum.met(&out.succeeded(), n) && self.unmake_name(&op, &out).await {
@@ -807,6 +856,24 @@ impl Replicate {
     }
 }
 
+/// The name a request makes, the gfid it gives it, and whether it is a
+/// directory; None for requests that make no name.
+fn name_made_by(op: &Fop) -> Option<(Gfid, &[u8], Gfid, bool)> {
+    match op {
+        Fop::Create { parent, name, gfid, .. }
+        | Fop::Mknod { parent, name, gfid, .. }
+        | Fop::Symlink { parent, name, gfid, .. }
+        | Fop::MakeLink { parent, name, gfid, .. } => Some((*parent, name, *gfid, false)),
+        Fop::Mkdir { parent, name, gfid, .. } => Some((*parent, name, *gfid, true)),
+        Fop::Link {
+            gfid,
+            new_parent,
+            new_name,
+        } => Some((*new_parent, new_name, *gfid, false)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,8 +889,8 @@ mod tests {
         counters: Mutex<HashMap<String, [i32; 3]>>,
         writes: Mutex<u32>,
         refuses_xattrop: bool,
-        /// Names made in the root (creates and unlinks only).
-        names: Mutex<Vec<Vec<u8>>>,
+        /// Names in the root, with their gfids (creates and unlinks only).
+        names: Mutex<Vec<(Vec<u8>, Gfid)>>,
         /// Creates fail as if the brick had gone away.
         unreachable_for_creates: bool,
     }
@@ -893,17 +960,31 @@ mod tests {
                     }
                     Fop::EntryLk { .. } => empty(Reply::Empty),
                     Fop::Create { .. } if self.unreachable_for_creates => Err(Errno(libc::ENOTCONN)),
-                    Fop::Create { name, gfid, .. } => {
-                        self.names.lock().unwrap().push(name);
+                    // As a brick does: without O_EXCL an existing name's
+                    // file is opened.
+                    Fop::Create { name, gfid, flags, .. } => {
+                        let mut names = self.names.lock().unwrap();
+                        let gfid = match names.iter().find(|(n, _)| *n == name) {
+                            Some(_) if flags & libc::O_EXCL != 0 => return Err(Errno(libc::EEXIST)),
+                            Some((_, existing)) => *existing,
+                            None => {
+                                names.push((name, gfid));
+                                gfid
+                            }
+                        };
                         empty(Reply::Created {
                             attr: crate::layer::test_file(gfid, 0),
                             fh: 1,
                         })
                     }
+                    Fop::Lookup { name, .. } => match self.names.lock().unwrap().iter().find(|(n, _)| *n == name) {
+                        Some((_, gfid)) => empty(Reply::Entry(crate::layer::test_file(*gfid, 0))),
+                        None => Err(Errno(libc::ENOENT)),
+                    },
                     Fop::Unlink { name, .. } => {
                         let mut names = self.names.lock().unwrap();
                         let before = names.len();
-                        names.retain(|n| *n != name);
+                        names.retain(|(n, _)| *n != name);
                         if names.len() == before {
                             return Err(Errno(libc::ENOENT));
                         }
@@ -990,6 +1071,68 @@ mod tests {
                 "brick {i} is left marked: {counters:?}"
             );
         }
+    }
+
+    fn create_of(name: &[u8], gfid: Gfid) -> Fop {
+        Fop::Create {
+            parent: Gfid::ROOT,
+            name: name.to_vec(),
+            gfid,
+            mode: 0o644,
+            umask: 0,
+            flags: libc::O_WRONLY | libc::O_CREAT,
+            creds: cairn_common::proto::Creds { uid: 0, gid: 0 },
+        }
+    }
+
+    fn replica_of(bricks: &[Arc<FakeBrick>]) -> Arc<Replicate> {
+        let ids: Vec<Uuid> = (1..=bricks.len() as u128).map(Uuid::from_u128).collect();
+        let children = bricks.iter().map(|b| b.clone() as Arc<dyn Subvolume>).collect();
+        Replicate::new("t-replicate-0".into(), children, &ids, false).unwrap()
+    }
+
+    /// The 1500 s chaos soak found a create acknowledged with its data on
+    /// one replica only: a thawed replica still held the name's old file,
+    /// the create opened that file there, and the writes went to it while
+    /// another replica's new copy stayed empty and blamed by nobody.
+    #[tokio::test]
+    async fn a_create_meeting_a_stale_name_on_a_minority_replaces_it() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|_| FakeBrick::new(false)).collect();
+        let (old, new) = (Gfid([1; 16]), Gfid([2; 16]));
+        bricks[2].names.lock().unwrap().push((b"f".to_vec(), old));
+        let r = replica_of(&bricks);
+        match r.call(create_of(b"f", new), Bytes::new()).await {
+            Ok((Reply::Created { attr, .. }, _)) => assert_eq!(attr.gfid, new),
+            other => panic!("create: {other:?}"),
+        }
+        for (i, b) in bricks.iter().enumerate() {
+            assert_eq!(*b.names.lock().unwrap(), vec![(b"f".to_vec(), new)], "brick {i}");
+        }
+    }
+
+    /// The other way round: the name is a majority's file (this mount's
+    /// lookup raced a create, or one replica is behind). Removing it would
+    /// lose that file; the create opens it instead and takes its own new
+    /// copy back.
+    #[tokio::test]
+    async fn a_create_meeting_a_majoritys_name_opens_that_file() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|_| FakeBrick::new(false)).collect();
+        let (old, new) = (Gfid([1; 16]), Gfid([2; 16]));
+        for b in &bricks[..2] {
+            b.names.lock().unwrap().push((b"f".to_vec(), old));
+        }
+        let r = replica_of(&bricks);
+        match r.call(create_of(b"f", new), Bytes::new()).await {
+            Ok((Reply::Created { attr, .. }, _)) => assert_eq!(attr.gfid, old),
+            other => panic!("create: {other:?}"),
+        }
+        for b in &bricks[..2] {
+            assert_eq!(*b.names.lock().unwrap(), vec![(b"f".to_vec(), old)]);
+        }
+        assert!(
+            bricks[2].names.lock().unwrap().is_empty(),
+            "the new copy was taken back"
+        );
     }
 
     fn changelog_name(id: &Uuid) -> String {
