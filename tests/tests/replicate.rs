@@ -111,6 +111,34 @@ fn replica_3_keeps_every_acknowledged_write_through_a_node_kill_and_heals_it() {
     );
 }
 
+/// A read-only open goes to the one replica reads are served from (a cold
+/// read costs one open, not one per replica): a read through it must still
+/// be served when that replica dies, whichever it is.
+#[test]
+fn a_file_open_for_reading_is_read_on_when_any_replica_dies() {
+    let (mut pool, mnt) = replicated(3, false, &[]);
+    let path = mnt.join("r");
+    let data: Vec<u8> = (0..4).flat_map(block).collect();
+    std::fs::write(&path, &data).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    let read_block = |i: usize| {
+        // From the bricks, not the page cache.
+        std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+        let mut got = vec![0; BLOCK];
+        f.read_exact_at(&mut got, (i * BLOCK) as u64)
+            .unwrap_or_else(|e| panic!("block {i}: {e}"));
+        assert!(got == block(i), "block {i} differs");
+    };
+    read_block(0);
+    for victim in 0..3 {
+        pool.kill(victim);
+        read_block(victim + 1);
+        pool.restart(victim);
+        wait_for_client(&pool, &mnt, victim);
+    }
+    read_block(0);
+}
+
 #[test]
 fn names_made_while_a_replica_was_down_reach_it_after_it_returns() {
     let (mut pool, mnt) = replicated(2, false, &[]);

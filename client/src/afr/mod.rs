@@ -665,6 +665,9 @@ impl Replicate {
     }
 
     async fn open(&self, gfid: Gfid, flags: i32) -> FopResult {
+        if let Some(opened) = self.open_for_reading(gfid, flags).await {
+            return opened;
+        }
         let targets: Vec<usize> = (0..self.n()).filter(|i| !self.is_arbiter(*i)).collect();
         let results = self
             .on_each(&targets, |_| Some((Fop::Open { gfid, flags }, Bytes::new())))
@@ -691,6 +694,70 @@ impl Replicate {
             },
             Bytes::new(),
         ))
+    }
+
+    /// A read-only open of a file whose readable replicas are known opens
+    /// it on the replica reads go to, not on all: a cold read of a small
+    /// file then costs one open and one release instead of one per replica.
+    /// Anything that needs the others (a change, a lock) opens it there
+    /// first (`reopen_where_missing`), and a read whose replica is no longer
+    /// readable opens the next (`open_for_read`). None: open everywhere.
+    async fn open_for_reading(&self, gfid: Gfid, flags: i32) -> Option<FopResult> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || self.daemon.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.known(&gfid)?;
+        let order = self.read_order(gfid, Kind::Data, false).await.ok()?;
+        for i in order {
+            match self.on(i, Fop::Open { gfid, flags }, Bytes::new()).await {
+                Ok((Reply::Opened { fh }, _)) => {
+                    let mut fhs = vec![None; self.n()];
+                    fhs[i] = Some(fh);
+                    return Some(Ok((
+                        Reply::Opened {
+                            fh: self.new_handle(gfid, fhs, flags),
+                        },
+                        Bytes::new(),
+                    )));
+                }
+                Err(e) if is_transport(&e) => continue,
+                Ok(_) => return Some(Err(Errno(libc::EIO))),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+
+    /// A read through `fh` (`op` for a child's handle), from the replicas
+    /// it is open on; one opened for reading on a single replica is opened
+    /// on the others when that one is not read from any more, or fails.
+    async fn read_through(&self, fh: u64, op: impl Fn(u64) -> Fop) -> FopResult {
+        let h = self.open_for_read(fh).await?;
+        let r = self.read(h.gfid, Kind::Data, false, |i| h.children[i].map(&op)).await;
+        let lacking = (0..self.n()).any(|i| h.children[i].is_none() && !self.is_arbiter(i));
+        match r {
+            Err(e) if is_transport(&e) && lacking => {
+                self.reopen_where_missing(fh).await;
+                let h = self.handle(fh)?;
+                self.read(h.gfid, Kind::Data, false, |i| h.children[i].map(&op)).await
+            }
+            r => r,
+        }
+    }
+
+    /// Before a read through `fh`: opens it on the first replica reads go
+    /// to if it is not open there (opened for reading on another replica,
+    /// since blamed or gone).
+    async fn open_for_read(&self, fh: u64) -> Result<Handle, Errno> {
+        let h = self.handle(fh)?;
+        let Ok(order) = self.read_order(h.gfid, Kind::Data, false).await else {
+            return Ok(h);
+        };
+        if order.iter().take(1).all(|i| h.children[*i].is_some()) {
+            return Ok(h);
+        }
+        self.reopen_where_missing(fh).await;
+        self.handle(fh)
     }
 
     /// Sends a handle-based request to every child holding the handle
@@ -846,48 +913,28 @@ impl Replicate {
                 }
                 Ok(opened)
             }
-            Fop::Read { fh, offset, size } => {
-                let h = self.handle(fh)?;
-                self.read(h.gfid, Kind::Data, false, |i| {
-                    h.children[i].map(|c| Fop::Read { fh: c, offset, size })
-                })
-                .await
-            }
-            Fop::Lseek { fh, offset, whence } => {
-                let h = self.handle(fh)?;
-                self.read(h.gfid, Kind::Data, false, |i| {
-                    h.children[i].map(|c| Fop::Lseek { fh: c, offset, whence })
-                })
-                .await
-            }
+            Fop::Read { fh, offset, size } => self.read_through(fh, |c| Fop::Read { fh: c, offset, size }).await,
+            Fop::Lseek { fh, offset, whence } => self.read_through(fh, |c| Fop::Lseek { fh: c, offset, whence }).await,
             Fop::Release { fh } => self.dispatch_release(fh).await,
             op @ (Fop::Flush { .. } | Fop::Fsync { .. } | Fop::SetLk { .. }) => {
+                if matches!(op, Fop::SetLk { .. }) {
+                    // A lock holds on every replica, whoever reads where.
+                    self.reopen_where_missing(op.handles()[0]).await;
+                }
                 let h = self.handle(op.handles()[0])?;
                 if !matches!(op, Fop::SetLk { .. }) {
                     self.settle(h.gfid).await;
                 }
                 self.on_handle_holders(&h, &op).await
             }
-            Fop::GetLk { fh, lock } => {
-                let h = self.handle(fh)?;
-                self.read(h.gfid, Kind::Data, false, |i| {
-                    h.children[i].map(|c| Fop::GetLk { fh: c, lock })
-                })
-                .await
-            }
+            Fop::GetLk { fh, lock } => self.read_through(fh, |c| Fop::GetLk { fh: c, lock }).await,
             Fop::Fsyncdir { gfid, datasync } => {
                 let results = self
                     .on_each(&self.all(), |_| Some((Fop::Fsyncdir { gfid, datasync }, Bytes::new())))
                     .await;
                 first_success(results)
             }
-            Fop::Checksum { fh, offset, len } => {
-                let h = self.handle(fh)?;
-                self.read(h.gfid, Kind::Data, false, |i| {
-                    h.children[i].map(|c| Fop::Checksum { fh: c, offset, len })
-                })
-                .await
-            }
+            Fop::Checksum { fh, offset, len } => self.read_through(fh, |c| Fop::Checksum { fh: c, offset, len }).await,
             Fop::MigrateFreeze { gfid, freeze } => self.migrate_freeze(gfid, freeze).await,
             op @ Fop::MigrateDone { .. } => {
                 // Every replica must refuse the old copy from now on.

@@ -14,6 +14,7 @@ mod layouts;
 mod listing;
 mod namespace;
 pub mod rebalance;
+mod recent;
 mod space;
 
 use crate::layer::{Errno, FopFuture, FopResult, Subvolume};
@@ -79,6 +80,8 @@ pub struct Distribute {
     layouts: layouts::LayoutCache,
     space: space::SpaceWatch,
     places: Mutex<HashMap<Gfid, Place>>,
+    /// Where files were just looked up, for the unlink that follows.
+    recent: recent::RecentNames<namespace::Found>,
     handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     /// `cluster.weighted-rebalance`
@@ -109,6 +112,7 @@ impl Distribute {
             layouts: layouts::LayoutCache::default(),
             space: space::SpaceWatch::default(),
             places: Mutex::new(HashMap::new()),
+            recent: recent::RecentNames::default(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             weighted: AtomicBool::new(true),
@@ -185,6 +189,7 @@ impl Distribute {
             places.retain(|_, p| *p == Place::Dir);
         }
         *self.children.write().expect("children poisoned") = Arc::new(children);
+        self.recent.clear();
         self.commit.store(commit, Ordering::Relaxed);
         *self.decommissioned.write().expect("poisoned") = decommissioned;
         self.rebalancing.store(rebalancing, Ordering::Relaxed);
@@ -552,22 +557,40 @@ impl Distribute {
                 self.handles.lock().expect("handles poisoned").remove(&fh);
                 h.layer.call(Fop::Release { fh: h.child_fh }, Bytes::new()).await
             }
-            Fop::Mknod { .. } | Fop::Symlink { .. } | Fop::Create { .. } => self.create_file(op).await,
-            Fop::Mkdir { .. } => self.mkdir(op).await,
+            Fop::Mknod { parent, ref name, .. }
+            | Fop::Symlink { parent, ref name, .. }
+            | Fop::Create { parent, ref name, .. } => {
+                self.recent.forget(parent, name);
+                self.create_file(op).await
+            }
+            Fop::Mkdir { parent, ref name, .. } => {
+                self.recent.forget(parent, name);
+                self.mkdir(op).await
+            }
             Fop::Unlink { parent, name } => self.unlink(parent, &name).await,
-            Fop::Rmdir { parent, name } => self.rmdir(parent, &name).await,
+            Fop::Rmdir { parent, name } => {
+                self.recent.forget(parent, &name);
+                self.rmdir(parent, &name).await
+            }
             Fop::Rename {
                 parent,
                 name,
                 new_parent,
                 new_name,
                 flags,
-            } => self.rename(parent, &name, new_parent, &new_name, flags).await,
+            } => {
+                self.recent.forget(parent, &name);
+                self.recent.forget(new_parent, &new_name);
+                self.rename(parent, &name, new_parent, &new_name, flags).await
+            }
             Fop::Link {
                 gfid,
                 new_parent,
                 new_name,
-            } => self.link(gfid, new_parent, &new_name).await,
+            } => {
+                self.recent.forget(new_parent, &new_name);
+                self.link(gfid, new_parent, &new_name).await
+            }
             Fop::Readdir {
                 gfid,
                 cookie,

@@ -21,7 +21,8 @@ fn reply_entry(a: Attr) -> FopResult {
 }
 
 /// Where a name resolved to.
-struct Found {
+#[derive(Clone, Copy)]
+pub(super) struct Found {
     attr: Attr,
     /// Subvolume holding the data (files) — for directories, the hashed one.
     data: usize,
@@ -207,6 +208,7 @@ impl Distribute {
             return reply_entry(attr);
         }
         self.remember(found.attr.gfid, Place::File(found.data));
+        self.recent.note(parent, name, found);
         reply_entry(found.attr)
     }
 
@@ -363,17 +365,30 @@ impl Distribute {
     }
 
     pub(super) async fn unlink(&self, parent: Gfid, name: &[u8]) -> FopResult {
-        let found = self.find(parent, name).await?;
-        if found.attr.is_dir() {
-            return Err(Errno(libc::EISDIR));
-        }
-        let r = self.unlink_on(found.data, parent, name).await?;
+        let (found, r) = match self.recent.take(parent, name) {
+            Some(found) => match self.unlink_on(found.data, parent, name).await {
+                // Gone from where it was just found: resolve it afresh.
+                Err(Errno(libc::ENOENT)) => self.unlink_found(parent, name).await?,
+                r => (found, r?),
+            },
+            None => self.unlink_found(parent, name).await?,
+        };
         if found.linked {
             if let Err(e) = self.unlink_on(found.hashed, parent, name).await {
                 tracing::warn!(name = %String::from_utf8_lossy(name), errno = e.0, "could not remove a link file");
             }
         }
         Ok(r)
+    }
+
+    /// Resolves `name`, then removes it where its data is.
+    async fn unlink_found(&self, parent: Gfid, name: &[u8]) -> Result<(Found, (Reply, Bytes)), Errno> {
+        let found = self.find(parent, name).await?;
+        if found.attr.is_dir() {
+            return Err(Errno(libc::EISDIR));
+        }
+        let r = self.unlink_on(found.data, parent, name).await?;
+        Ok((found, r))
     }
 
     pub(super) async fn rmdir(&self, parent: Gfid, name: &[u8]) -> FopResult {
