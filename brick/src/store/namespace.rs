@@ -518,7 +518,19 @@ impl Brick {
         let _guard = self.link_lock.lock().expect("link lock poisoned");
         let dst = self.probe(new_parent, new_dir.as_fd(), &cnew)?;
         if dst.map(|d| d.0) == Some(src.0) && flags & EXCHANGE == 0 {
-            // Same inode under both names: POSIX says do nothing.
+            if parent == new_parent && cname == cnew {
+                return Ok(());
+            }
+            // Two names of one inode. The kernel never sends such a rename
+            // (POSIX makes it a no-op, and the VFS answers it itself), so
+            // the client's view has two different files here and this
+            // replica holds a stale extra link a heal made (the 1500 s
+            // soak: an entry heal linked the file at its new name while
+            // its old name's heal had not run yet). A no-op would leave
+            // the old name on this replica alone while the others moved
+            // it; removing it gives what the move gives everywhere else.
+            sys::unlink_at(dir.as_fd(), &cname, false).ctx(|| "rename onto another name of the same file".into())?;
+            self.note_name(src.0, new_parent, new_name);
             return Ok(());
         }
         sys::rename_at(dir.as_fd(), &cname, new_dir.as_fd(), &cnew, flags).ctx(|| "rename".into())?;

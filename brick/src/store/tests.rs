@@ -114,6 +114,28 @@ fn file_handles_follow_the_last_name() {
     assert_eq!(handles_in(&b, "dirs"), 0);
 }
 
+/// A replica can hold a file under its new name before its old name's heal
+/// has run: both names are links to one inode there. A rename of the old
+/// name onto the new one (the client sees two files) must leave this
+/// replica as the move left the others — the old name gone — where POSIX's
+/// no-op for links of one file would keep it here alone (the 1500 s soak
+/// then served the stale old name).
+#[test]
+fn a_rename_onto_another_link_of_the_same_file_removes_the_old_name() {
+    let (_t, b) = brick();
+    let d = mkdir(&b, &Gfid::ROOT, b"d");
+    let f = mkfile(&b, &d.gfid, b"old");
+    b.link(&f.gfid, &Gfid::ROOT, b"new").unwrap();
+    b.rename(&d.gfid, b"old", &Gfid::ROOT, b"new", 0).unwrap();
+    assert_eq!(b.lookup(&d.gfid, b"old").unwrap_err().errno, libc::ENOENT);
+    let kept = b.lookup(&Gfid::ROOT, b"new").unwrap();
+    assert_eq!((kept.gfid, kept.nlink), (f.gfid, 1));
+    assert_eq!(handles_in(&b, "files"), 1);
+    // A rename of a name onto itself still changes nothing.
+    b.rename(&Gfid::ROOT, b"new", &Gfid::ROOT, b"new", 0).unwrap();
+    assert_eq!(b.lookup(&Gfid::ROOT, b"new").unwrap().gfid, f.gfid);
+}
+
 /// A file unlinked while open keeps its handle until the last close; a
 /// daemon killed before that close leaves a handle no name leads to. Its
 /// heal index entry must not wait for ever on replicas that rightly lack
