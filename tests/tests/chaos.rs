@@ -936,9 +936,36 @@ fn brick_copies(bricks: &[PathBuf], rel: &str) -> String {
                     .join(" ")
             })
             .unwrap_or_default();
-        out.push_str(&format!("  brick {i}: {held} {xattrs}\n"));
+        out.push_str(&format!("  brick {i}: {held} {}{xattrs}\n", inode_names(b, &p)));
     }
     out
+}
+
+/// The inode under `path` on a brick and its other names there (a file's
+/// names are its handle under `.cairn` and its names in the namespace):
+/// a stale extra link shows up as a second name.
+fn inode_names(brick: &Path, path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return String::new();
+    };
+    if !meta.is_file() {
+        return String::new();
+    }
+    let mut others = Vec::new();
+    let mut dirs = vec![brick.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() && e.file_name() != ".cairn" {
+                dirs.push(p);
+            } else if m.is_file() && m.ino() == meta.ino() && p != path {
+                others.push(p.strip_prefix(brick).unwrap_or(&p).display().to_string());
+            }
+        }
+    }
+    format!("ino {} nlink {} also named {:?} ", meta.ino(), meta.nlink(), others)
 }
 
 // ---------------------------------------------------------------------------

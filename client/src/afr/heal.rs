@@ -771,6 +771,10 @@ impl Replicate {
             Ok(_) => true,
             // Another name of the same file (a hard link) made it already.
             Err(Errno(libc::EEXIST)) => {
+                // With one name on the source, the sink's other name is
+                // stale until its own directory heals; logged to follow
+                // such pairs (the 1500 s soak saw two names share a file).
+                tracing::debug!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(&e.name), gfid = %a.gfid, source, sink, source_nlink = a.nlink, "entry heal links a name to a file the replica already has");
                 self.on(
                     sink,
                     Fop::Link {
