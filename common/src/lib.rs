@@ -23,7 +23,7 @@ pub use gfid::Gfid;
 /// usually a mount, each with its own runtime, and each request wakes
 /// both: more workers than cores to spare only trade work between threads
 /// (futex wake-ups, cache misses). On the 2-core build machine one worker
-/// each against two did 10–40 % more small-file operations and 5–20 % more
+/// each against two did 10–40 % more small-file operations and 3–20 % more
 /// sequential MB/s with a fifth less CPU (docs/performance.md).
 pub fn worker_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
