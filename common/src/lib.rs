@@ -26,12 +26,11 @@ pub use gfid::Gfid;
 /// each against two did 10–40 % more small-file operations and 3–20 % more
 /// sequential MB/s with a fifth less CPU (docs/performance.md).
 pub fn worker_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::env::var("CAIRN_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| (1..=64).contains(n))
-        .unwrap_or_else(|| default_worker_threads(cores))
+        .unwrap_or_else(|| default_worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get())))
 }
 
 fn default_worker_threads(cores: usize) -> usize {

@@ -952,19 +952,11 @@ fn inode_names(brick: &Path, path: &Path) -> String {
     if !meta.is_file() {
         return String::new();
     }
-    let mut others = Vec::new();
-    let mut dirs = vec![brick.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() && e.file_name() != ".cairn" {
-                dirs.push(p);
-            } else if m.is_file() && m.ino() == meta.ino() && p != path {
-                others.push(p.strip_prefix(brick).unwrap_or(&p).display().to_string());
-            }
-        }
-    }
+    let others: Vec<String> = walk(brick)
+        .into_iter()
+        .filter(|rel| !rel.starts_with(".cairn") && brick.join(rel) != path)
+        .filter(|rel| std::fs::symlink_metadata(brick.join(rel)).is_ok_and(|m| m.ino() == meta.ino()))
+        .collect();
     format!("ino {} nlink {} also named {:?} ", meta.ino(), meta.nlink(), others)
 }
 
