@@ -338,3 +338,104 @@ fn a_name_with_a_minority_gfid_is_served_and_healed_from_the_majority() {
     assert!(healed(), "the daemon gave b2 the majority's copy");
     assert_heals(&pool, "a name with a minority gfid, healed by the daemon");
 }
+
+/// What the crawls that have ended, on all bricks, set out to do and
+/// could not, plus what they healed.
+fn crawled_entries(pool: &Pool) -> u64 {
+    let out = pool.node(0).cli_ok(&["--json", "volume", "heal", "rv", "statistics"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("heal statistics JSON");
+    let bricks = v["heal_statistics"].as_array().cloned().unwrap_or_default();
+    bricks
+        .iter()
+        .flat_map(|b| b["crawls"].as_array().cloned().unwrap_or_default())
+        .filter(|c| !c["ended"].is_null())
+        .map(|c| c["healed"].as_u64().unwrap_or(0) + c["failed"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// The inode number of a brick's copy, if it has one.
+fn ino(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// The 1500 s soak read a new file with another path's contents, on every
+/// brick: one replica missed the rename `f → d/g`, the heal of `d` linked
+/// `d/g` there to the file that replica still held as `f` (same gfid),
+/// and one file had two paths on it until the root healed — long enough
+/// for writes and merges to spread the pair. The heal of a name whose
+/// file the sink holds under a name the source lacks now waits for the
+/// other directory's heal, then makes a fresh copy.
+#[test]
+fn a_rename_a_replica_missed_never_leaves_one_file_under_two_paths() {
+    let (pool, mnt) = replica_3();
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    let content = pattern(4, 3000);
+    write_file(&mnt.join("f"), &content);
+    let brick = |i: usize| pool.brick_dir(&format!("b{i}"));
+    // b0 and b1 took the rename, b2 missed it. Only `d`'s changelog blames
+    // b2 at first: the root's heal has not come round yet.
+    let id2 = brick_id(&pool, 2);
+    let blame_b2 = |dir: &str| {
+        for i in 0..2 {
+            let d = brick(i).join(dir);
+            set_xattr(&d, &format!("trusted.cairn.afr.{id2}"), &counter(0, 0, 1));
+            index(&brick(i), &d);
+        }
+    };
+    for i in 0..2 {
+        std::fs::rename(brick(i).join("f"), brick(i).join("d/g")).unwrap();
+    }
+    let before = crawled_entries(&pool);
+    blame_b2("d");
+    pool.node(0).cli_ok(&["volume", "heal", "rv"]);
+    let tried = poll(Duration::from_secs(30), || {
+        (crawled_entries(&pool) > before).then_some(())
+    });
+    assert!(tried.is_some(), "no crawl looked at d");
+    let (f2, g2) = (brick(2).join("f"), brick(2).join("d/g"));
+    assert!(
+        ino(&g2).is_none() || ino(&g2) != ino(&f2),
+        "b2 holds one file as both f and d/g"
+    );
+    // The root's heal removes b2's stale `f`; then `d/g` is made afresh.
+    blame_b2("");
+    assert_heals(&pool, "a rename one replica missed");
+    for i in 0..3 {
+        let b = brick(i);
+        assert!(ino(&b.join("f")).is_none(), "b{i} still has f");
+        assert!(std::fs::read(b.join("d/g")).unwrap() == content, "b{i}'s d/g");
+        let nlink = std::fs::metadata(b.join("d/g")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.nlink()
+        });
+        assert_eq!(nlink.unwrap(), 2, "b{i}'s d/g: its name and its gfid handle");
+    }
+    assert!(read_file(&mnt.join("d/g")) == content);
+    assert!(std::fs::metadata(mnt.join("f")).is_err(), "f is gone");
+}
+
+/// The other side of the rule above: a hard link a replica missed is
+/// healed as a link to the file it already has, not as a second copy.
+#[test]
+fn a_hard_link_a_replica_missed_is_healed_as_a_link() {
+    let (pool, mnt) = replica_3();
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    let content = pattern(5, 3000);
+    write_file(&mnt.join("f"), &content);
+    let brick = |i: usize| pool.brick_dir(&format!("b{i}"));
+    let id2 = brick_id(&pool, 2);
+    for i in 0..2 {
+        std::fs::hard_link(brick(i).join("f"), brick(i).join("d/h")).unwrap();
+        let d = brick(i).join("d");
+        set_xattr(&d, &format!("trusted.cairn.afr.{id2}"), &counter(0, 0, 1));
+        index(&brick(i), &d);
+    }
+    assert_heals(&pool, "a hard link one replica missed");
+    for i in 0..3 {
+        let b = brick(i);
+        assert!(ino(&b.join("d/h")).is_some(), "b{i} lacks d/h");
+        assert_eq!(ino(&b.join("d/h")), ino(&b.join("f")), "b{i}: d/h is f's file");
+    }
+    assert!(read_file(&mnt.join("d/h")) == content);
+}

@@ -598,7 +598,11 @@ impl Replicate {
         }
         let source = v.sources[0];
         let wanted = self.list_all(source, dir).await?;
+        // Names that must wait for another heal (see `link_held_file`);
+        // the removals still run, since they may be what frees them.
+        let mut waiting = 0;
         for &sink in &v.sinks {
+            let waiting_before = waiting;
             let have = self.list_all(sink, dir).await?;
             // Each name is fixed under its entry lock and re-checked there:
             // a client creating or removing it meanwhile goes first or
@@ -636,7 +640,13 @@ impl Replicate {
                     result
                 }))
                 .await;
-                results.into_iter().collect::<Result<Vec<()>, Errno>>()?;
+                for result in results {
+                    match result {
+                        Ok(()) => {}
+                        Err(Errno(libc::EAGAIN)) => waiting += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             for h in have.iter().filter(|h| !wanted.iter().any(|e| e.name == h.name)) {
                 let locked = self.lock_entry(dir, &h.name, owner, true, &pair).await;
@@ -654,7 +664,13 @@ impl Replicate {
                     return Err(e);
                 }
             }
-            tracing::info!(subvolume = %self.name, %dir, from = source, to = sink, "healed directory entries");
+            if waiting == waiting_before {
+                tracing::info!(subvolume = %self.name, %dir, from = source, to = sink, "healed directory entries");
+            }
+        }
+        if waiting > 0 {
+            tracing::debug!(subvolume = %self.name, %dir, source, waiting, "directory entries healed except names waiting for another heal");
+            return Err(Errno(libc::EAGAIN));
         }
         self.clear_blame(dir, Kind::Entry, &v.sources, &v.sinks, &counters)
             .await;
@@ -674,6 +690,38 @@ impl Replicate {
         }
         tracing::debug!(subvolume = %self.name, %dir, source, "the entry heal's source fell behind meanwhile");
         Err(Errno(libc::EAGAIN))
+    }
+
+    /// Makes `e`'s name on the sink a link to the file the sink already
+    /// holds under another name (its gfid exists there). Right when the
+    /// source has at least as many names for it: a hard link the sink
+    /// lacks. With fewer there, the sink's other name is stale — a rename
+    /// it missed — and a link would make one file of two paths on it;
+    /// a later heal or merge could spread the pair to every replica (the
+    /// 1500 s soak read a new file with another path's contents on all
+    /// bricks). So the name waits (EAGAIN): the stale name's own
+    /// directory heal removes it, the file's handle goes with its last
+    /// name, and a later pass makes a fresh copy. A directory has a single
+    /// name, so its old one always goes first.
+    async fn link_held_file(&self, dir: Gfid, e: &DirEntry, a: &Attr, source: usize, sink: usize) -> Result<(), Errno> {
+        let name = String::from_utf8_lossy(&e.name);
+        let held = self.attr_on(sink, a.gfid).await?;
+        if a.is_dir() || held.nlink + 1 > a.nlink {
+            tracing::debug!(subvolume = %self.name, %dir, %name, gfid = %a.gfid, source, sink, source_nlink = a.nlink, sink_nlink = held.nlink, "entry heal waits: the replica holds this file under a name the source does not have");
+            return Err(Errno(libc::EAGAIN));
+        }
+        tracing::debug!(subvolume = %self.name, %dir, %name, gfid = %a.gfid, source, sink, source_nlink = a.nlink, sink_nlink = held.nlink, "entry heal links a name to a file the replica already has");
+        self.on(
+            sink,
+            Fop::Link {
+                gfid: a.gfid,
+                new_parent: dir,
+                new_name: e.name.clone(),
+            },
+            Bytes::new(),
+        )
+        .await
+        .map(drop)
     }
 
     pub(super) async fn recreate(&self, dir: Gfid, e: &DirEntry, source: usize, sink: usize) -> Result<(), Errno> {
@@ -769,22 +817,9 @@ impl Replicate {
         }
         let made = match self.on(sink, op, Bytes::new()).await {
             Ok(_) => true,
-            // Another name of the same file (a hard link) made it already.
+            // The sink holds this file already, under another name.
             Err(Errno(libc::EEXIST)) => {
-                // With one name on the source, the sink's other name is
-                // stale until its own directory heals; logged to follow
-                // such pairs (the 1500 s soak saw two names share a file).
-                tracing::debug!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(&e.name), gfid = %a.gfid, source, sink, source_nlink = a.nlink, "entry heal links a name to a file the replica already has");
-                self.on(
-                    sink,
-                    Fop::Link {
-                        gfid: a.gfid,
-                        new_parent: dir,
-                        new_name: e.name.clone(),
-                    },
-                    Bytes::new(),
-                )
-                .await?;
+                self.link_held_file(dir, e, &a, source, sink).await?;
                 false
             }
             Err(err) => return Err(err),

@@ -161,6 +161,7 @@ impl Replicate {
             .collect();
         let majority = self.name_majority();
         let mut conflicts = 0;
+        let mut waiting = 0;
         for name in names {
             let holders: Vec<(usize, &DirEntry)> = lists
                 .iter()
@@ -215,17 +216,27 @@ impl Replicate {
                 for &sink in present.iter().filter(|i| !now.iter().any(|(h, _)| h == *i)) {
                     self.recreate(dir, e, source, sink).await?;
                 }
+                tracing::info!(subvolume = %self.name, %dir, name = %String::from_utf8_lossy(&name), gfid = %want, source, "entry split-brain: made a name where it was missing");
                 Ok(true)
             }
             .await;
             self.lock_entry(dir, &name, owner, false, &locked).await;
-            if !settled? {
-                conflicts += 1;
+            match settled {
+                Ok(true) => {}
+                Ok(false) => conflicts += 1,
+                // A name waiting for another heal (`link_held_file`): the
+                // others go on, as one of them may be what it waits for.
+                Err(Errno(libc::EAGAIN)) => waiting += 1,
+                Err(e) => return Err(e),
             }
         }
         if conflicts > 0 {
             tracing::warn!(subvolume = %self.name, %dir, conflicts, "entry split-brain merged except names with different gfids (EIO until settled)");
             return Ok(false);
+        }
+        if waiting > 0 {
+            tracing::debug!(subvolume = %self.name, %dir, waiting, "entry split-brain merged except names waiting for another heal");
+            return Err(Errno(libc::EAGAIN));
         }
         self.clear_blame(dir, Kind::Entry, &present, &present, &seen).await;
         tracing::info!(subvolume = %self.name, %dir, "entry split-brain merged");
@@ -242,7 +253,12 @@ impl Replicate {
         let settled = self.resolve_gfid_locked(parent, name, &present, rule).await;
         self.lock_entry(parent, name, owner, false, &locked).await;
         let merged = match settled {
-            Ok(true) => self.merge_entries_as(parent, owner, None).await.map(|_| true),
+            // The name is settled; names of the merge still waiting for
+            // another heal are the daemon's to finish.
+            Ok(true) => match self.merge_entries_as(parent, owner, None).await {
+                Err(Errno(libc::EAGAIN)) => Ok(true),
+                other => other.map(|_| true),
+            },
             other => other,
         };
         self.unlock_healing(parent, owner, &healers).await;

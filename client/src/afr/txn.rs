@@ -420,8 +420,10 @@ impl Replicate {
     /// EEXIST, or — a create without O_EXCL — the file there opened in
     /// place of the new one. Decided under the entry lock this transaction
     /// holds:
-    /// - fewer replicas hold another name than made ours: theirs are stale
-    ///   (removed and made again while they were away, not healed yet).
+    /// - fewer replicas hold another name than made ours, or the parent's
+    ///   changelog blames every one of them (`holders_are_behind`): theirs
+    ///   are stale (removed, or renamed away, while they were away, not
+    ///   healed yet).
     ///   They go and the change is made there too, rather than leaving
     ///   those replicas behind, or — a create — answering with one file's
     ///   handle on some replicas and another's on the rest: the chaos
@@ -462,7 +464,9 @@ impl Replicate {
         if made.is_empty() || opened.is_empty() && refused.is_empty() {
             return;
         }
-        if opened.len() + refused.len() >= made.len() {
+        let holders: Vec<usize> = opened.iter().map(|(i, _)| *i).chain(refused.iter().copied()).collect();
+        let behind = self.holders_are_behind(parent, &made, &holders).await;
+        if !behind && opened.len() + refused.len() >= made.len() {
             tracing::info!(subvolume = %self.name, ?made, existing = opened.len() + refused.len(), "a name being made exists on as many replicas: the new one is taken back");
             for &i in &made {
                 self.take_back_on(i, out, parent, name, is_dir).await;
@@ -478,7 +482,7 @@ impl Replicate {
             out.done.retain(|(j, _)| j != i);
             out.failed.push((*i, Errno(libc::EEXIST)));
         }
-        for i in opened.iter().map(|(i, _)| *i).chain(refused) {
+        for i in holders {
             let stale_is_dir = match self.lookup_on(i, parent, name).await {
                 Ok(Some(a)) if a.gfid != want => a.is_dir(),
                 _ => continue,
@@ -495,6 +499,20 @@ impl Replicate {
                 out.done.push((i, v));
             }
         }
+    }
+
+    /// Does the parent's entry changelog say the replicas holding another
+    /// name are behind: every one blamed, and a replica that made ours
+    /// blamed by no one? A replica nobody blames has every name that was
+    /// acknowledged (a create that missed it blames it before releasing
+    /// the entry lock this transaction now holds), so the others' name is
+    /// one they kept through a removal or rename they missed. Counting
+    /// alone took it for the file when as many replicas held it as made
+    /// ours (one of three away), and the create opened the stale file.
+    async fn holders_are_behind(&self, parent: Gfid, made: &[usize], holders: &[usize]) -> bool {
+        let counters = self.counters(parent, &self.all()).await;
+        let v = self.judge(&counters, Kind::Entry);
+        !v.split_brain && holders.iter().all(|i| v.sinks.contains(i)) && made.iter().any(|i| v.sources.contains(i))
     }
 
     /// Takes back the name made on child `i` (closing what a create opened
@@ -1133,6 +1151,32 @@ mod tests {
             bricks[2].names.lock().unwrap().is_empty(),
             "the new copy was taken back"
         );
+    }
+
+    /// The 1500 s soak: a rename `f1 → d0/f3` missed by one replica left
+    /// the old name there. With a third replica away, a create of the old
+    /// name met it on as many replicas as made the new one, and counting
+    /// alone took the stale file for the real one. The directory's
+    /// changelog knows better: the replica holding it is blamed.
+    #[tokio::test]
+    async fn a_create_meeting_a_name_on_a_blamed_replica_replaces_it_even_on_a_tie() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|i| FakeBrick::with(false, i == 2)).collect();
+        let (old, new) = (Gfid([1; 16]), Gfid([2; 16]));
+        bricks[1].names.lock().unwrap().push((b"f".to_vec(), old));
+        let behind = changelog_name(&Uuid::from_u128(2));
+        let mut entry_blame = [0; 3];
+        entry_blame[Kind::Entry as usize] = 1;
+        for b in [&bricks[0], &bricks[2]] {
+            b.add(vec![(behind.clone(), entry_blame)]);
+        }
+        let r = replica_of(&bricks);
+        match r.call(create_of(b"f", new), Bytes::new()).await {
+            Ok((Reply::Created { attr, .. }, _)) => assert_eq!(attr.gfid, new),
+            other => panic!("create: {other:?}"),
+        }
+        for b in &bricks[..2] {
+            assert_eq!(*b.names.lock().unwrap(), vec![(b"f".to_vec(), new)]);
+        }
     }
 
     fn changelog_name(id: &Uuid) -> String {
