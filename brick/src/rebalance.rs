@@ -183,7 +183,7 @@ async fn work(node: Arc<Node>, spec: VolumeSpec, task: RebalanceTask, shared: Ar
 
 async fn run(node: &Arc<Node>, spec: &VolumeSpec, task: &RebalanceTask, shared: &Shared) -> anyhow::Result<()> {
     let endpoint = cairn_common::transport::client_endpoint(&node.credentials())?;
-    let graph = cairn_client::volume::Graph::build(&endpoint, spec, CALL_TIMEOUT)?;
+    let graph = cairn_client::volume::Graph::build(&endpoint, spec, CALL_TIMEOUT, Duration::ZERO)?;
     let dht = graph.top.clone();
     cairn_client::layer::Subvolume::reconfigure(dht.as_ref(), &spec.options);
     // Mounts learn of the task (and the volume's new shape) within their

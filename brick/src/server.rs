@@ -690,10 +690,17 @@ impl Server {
                 first_err.get_or_insert_with(|| FsError::new(libc::EINVAL, "unlocking a lock not held"));
             }
         }
-        match first_err {
-            None => Ok((Reply::Empty, Bytes::new())),
-            Some(e) => Err(e),
+        if let Some(e) = first_err {
+            return Err(e);
         }
+        if marks.is_empty() {
+            return Ok((Reply::Empty, Bytes::new()));
+        }
+        // The marked inodes as the change left them: a directory's new
+        // times spare the client the GETATTR the kernel sends after every
+        // create or unlink in it. One that cannot be read is left out.
+        let attrs = marks.iter().filter_map(|m| brick.getattr(&m.gfid).ok()).collect();
+        Ok((Reply::MarkedAttrs(attrs), Bytes::new()))
     }
 
     fn give_back(&self, targets: &[crate::domain_locks::LockTarget], holder: crate::domain_locks::Holder) {

@@ -441,7 +441,7 @@ async fn prepare(opts: &MountOptions) -> anyhow::Result<Arc<CairnFs>> {
     let mut servers = vec![opts.node.clone()];
     servers.extend(opts.backup_servers.iter().cloned());
     let spec = crate::volume::fetch_spec(&endpoint, &servers, &opts.volume, opts.call_timeout).await?;
-    let graph = crate::volume::Graph::build(&endpoint, &spec, opts.call_timeout)?;
+    let graph = crate::volume::Graph::build(&endpoint, &spec, opts.call_timeout, opts.timeouts.attr)?;
     let counting = Arc::new(crate::counting::Counting::new(graph.top.clone()));
     // Write-behind above the counting layer, so metrics show the bricks' latency.
     let write_behind = crate::write_behind::WriteBehind::new(counting.clone(), Some(graph.top.clone()));

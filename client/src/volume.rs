@@ -53,6 +53,9 @@ struct Parts {
     nodes: HashMap<String, Arc<NodeClient>>,
     bricks: HashMap<(Uuid, String), Arc<dyn Subvolume>>,
     sets: HashMap<SetKey, Arc<dyn Subvolume>>,
+    /// How long replica sets may serve directory attributes from memory
+    /// (a mount's attribute timeout; zero for daemons).
+    dir_attr_ttl: Duration,
 }
 
 /// A replica set by its bricks (id and node, in order) and arbiter flag.
@@ -66,8 +69,18 @@ pub fn rebalancing(spec: &VolumeSpec) -> bool {
 }
 
 impl Graph {
-    pub fn build(endpoint: &quinn::Endpoint, spec: &VolumeSpec, call_timeout: Duration) -> anyhow::Result<Arc<Graph>> {
-        let mut parts = Parts::default();
+    /// `dir_attr_ttl`: a mount's attribute timeout, for the directory
+    /// attributes its replica sets learn (zero: none kept).
+    pub fn build(
+        endpoint: &quinn::Endpoint,
+        spec: &VolumeSpec,
+        call_timeout: Duration,
+        dir_attr_ttl: Duration,
+    ) -> anyhow::Result<Arc<Graph>> {
+        let mut parts = Parts {
+            dir_attr_ttl,
+            ..Parts::default()
+        };
         let children = parts.children(endpoint, spec, call_timeout)?;
         let top = Arc::new(Distribute::new(children, spec.layout_commit)?);
         top.reshape(
@@ -150,8 +163,10 @@ impl Parts {
                 l.clone()
             } else {
                 let ids: Vec<uuid::Uuid> = set.iter().map(|b| b.id).collect();
-                let l: Arc<dyn Subvolume> =
+                let set =
                     crate::afr::Replicate::new(format!("{}-replicate-{k}", spec.name), layers, &ids, spec.arbiter)?;
+                set.set_dir_attr_ttl(self.dir_attr_ttl);
+                let l: Arc<dyn Subvolume> = set;
                 self.sets.insert((key, spec.arbiter), l.clone());
                 l
             };

@@ -1197,6 +1197,10 @@ pub enum Reply {
         attr: Attr,
         counters: Option<Vec<(String, [i32; 3])>>,
     },
+    /// `Fop::TxnEnd` with marks: each marked inode's attributes after the
+    /// change (those the brick could read), so the client knows a
+    /// directory's new times without asking again.
+    MarkedAttrs(Vec<Attr>),
 }
 
 // A reply lives for one request and is moved a few times; boxing the

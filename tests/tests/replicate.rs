@@ -925,3 +925,38 @@ fn a_distributed_replicated_volume_spreads_over_sets_and_survives_a_node() {
     });
     assert!(healed.is_some(), "set 0's returning brick was not healed");
 }
+
+/// A mount serves a directory's attributes from memory within its
+/// attribute timeout (the kernel asks for them after every create and
+/// unlink in it): its own changes show at once, with the times the bricks
+/// gave them, and another mount's within the timeout.
+#[test]
+fn a_directorys_times_follow_this_mounts_changes_at_once_and_others_within_the_timeout() {
+    use std::os::unix::fs::MetadataExt;
+    let (mut pool, _) = replicated(2, false, &[]);
+    let (a, b) = (pool.mount(0, "rv", "a", ""), pool.mount(1, "rv", "b", ""));
+    std::fs::create_dir(a.join("d")).unwrap();
+    let mtime = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    let before = mtime(&a.join("d"));
+    std::thread::sleep(Duration::from_millis(20));
+    write_file(&a.join("d/x"), b"x");
+    let after_create = mtime(&a.join("d"));
+    assert!(after_create > before, "this mount's create shows at once");
+    let on_bricks = [0, 1].map(|i| mtime(&pool.brick_dir(&format!("b{i}")).join("d")));
+    assert!(
+        on_bricks.contains(&after_create),
+        "the times are a brick's: {after_create:?}, bricks {on_bricks:?}"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::remove_file(a.join("d/x")).unwrap();
+    let after_unlink = mtime(&a.join("d"));
+    assert!(after_unlink > after_create, "this mount's unlink shows at once");
+    std::thread::sleep(Duration::from_millis(20));
+    write_file(&b.join("d/y"), b"y");
+    let from_b = mtime(&b.join("d"));
+    let seen = poll(Duration::from_secs(3), || (mtime(&a.join("d")) >= from_b).then_some(()));
+    assert!(seen.is_some(), "another mount's create shows within the timeout");
+}

@@ -13,6 +13,7 @@
 pub use cairn_common::changelog;
 mod daemon;
 mod data_heal;
+mod dir_attrs;
 mod heal;
 mod merge;
 mod resolve;
@@ -173,6 +174,9 @@ pub struct Replicate {
     healed_bytes: AtomicU64,
     /// `cluster.data-self-heal-algorithm full`: copy every block.
     full_data_heal: AtomicBool,
+    /// Directory attributes served from memory within the mount's
+    /// attribute timeout (none by default).
+    dir_attrs: dir_attrs::DirAttrs,
 }
 
 impl Replicate {
@@ -217,7 +221,15 @@ impl Replicate {
             daemon: AtomicBool::new(false),
             healed_bytes: AtomicU64::new(0),
             full_data_heal: AtomicBool::new(false),
+            dir_attrs: dir_attrs::DirAttrs::default(),
         }))
+    }
+
+    /// How long directory attributes this set learned may be served
+    /// without asking a brick: a mount's attribute timeout (see
+    /// `dir_attrs`). Zero, the default, serves none.
+    pub fn set_dir_attr_ttl(&self, ttl: std::time::Duration) {
+        self.dir_attrs.set_ttl(ttl);
     }
 
     fn policy(&self) -> Policy {
@@ -796,14 +808,23 @@ impl Replicate {
         match op {
             Fop::Lookup { parent, name } => self.lookup(parent, name).await,
             Fop::GetAttr { gfid } => {
+                if let Some(a) = self.dir_attrs.get(&gfid) {
+                    return Ok((Reply::Attr(a), Bytes::new()));
+                }
+                let epoch = self.dir_attrs.epoch();
                 let is_dir = gfid.is_root()
                     || self
                         .known(&gfid)
                         .is_some_and(|r| r.data.is_empty() && !r.entry.is_empty());
-                self.read(gfid, if is_dir { Kind::Metadata } else { Kind::Data }, is_dir, |_| {
-                    Some(Fop::GetAttr { gfid })
-                })
-                .await
+                let r = self
+                    .read(gfid, if is_dir { Kind::Metadata } else { Kind::Data }, is_dir, |_| {
+                        Some(Fop::GetAttr { gfid })
+                    })
+                    .await;
+                if let Ok((Reply::Attr(a), _)) = &r {
+                    self.dir_attrs.put_fetched(a, epoch);
+                }
+                r
             }
             Fop::Readlink { gfid } => {
                 self.read(gfid, Kind::Metadata, false, |_| Some(Fop::Readlink { gfid }))

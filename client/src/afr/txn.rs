@@ -59,6 +59,15 @@ impl Outcome {
     }
 }
 
+/// What `TxnEnd` gave back.
+#[derive(Default)]
+struct Ended {
+    /// The children whose counters all took the post-op.
+    settled: Vec<usize>,
+    /// Each child's attributes of the marked inodes after the change.
+    attrs: Vec<(usize, Vec<cairn_common::proto::Attr>)>,
+}
+
 /// A child's part in a change.
 enum Part {
     Send(Fop),
@@ -283,13 +292,13 @@ impl Replicate {
 
     /// Post-op and unlock in one round trip per child (`TxnEnd`), all at
     /// once: `deltas_for(child)` are its counter changes (none: unlock
-    /// only). Returns the children whose counters all took the change.
-    async fn end(
-        &self,
-        plan: &Plan,
-        locked: &[usize],
-        deltas_for: impl Fn(usize) -> Vec<(String, [i32; 3])>,
-    ) -> Vec<usize> {
+    /// only). Returns the children whose counters all took the change,
+    /// with the marked inodes' attributes each sent back. What was
+    /// remembered of those inodes is forgotten: the change moved it.
+    async fn end(&self, plan: &Plan, locked: &[usize], deltas_for: impl Fn(usize) -> Vec<(String, [i32; 3])>) -> Ended {
+        for gfid in &plan.marks {
+            self.dir_attrs.forget(gfid);
+        }
         let results = self
             .on_each(locked, |i| {
                 let deltas = deltas_for(i);
@@ -307,7 +316,18 @@ impl Replicate {
                 Some((end, Bytes::new()))
             })
             .await;
-        results.into_iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect()
+        let mut ended = Ended::default();
+        for (i, r) in results {
+            match r {
+                Ok((Reply::MarkedAttrs(attrs), _)) => {
+                    ended.settled.push(i);
+                    ended.attrs.push((i, attrs));
+                }
+                Ok(_) => ended.settled.push(i),
+                Err(_) => {}
+            }
+        }
+        ended
     }
 
     fn marks_of(&self, plan: &Plan, deltas: &[(String, [i32; 3])]) -> Vec<TxnMark> {
@@ -639,6 +659,14 @@ impl Replicate {
                 }
             })
             .await;
+        // The directory's new attributes, as a replica that made the
+        // change has them (see `DirAttrs`).
+        if let Some((_, attrs)) = settled.attrs.iter().find(|(i, _)| succeeded.contains(i)) {
+            for a in attrs {
+                self.dir_attrs.put(a);
+            }
+        }
+        let settled = settled.settled;
         if succeeded.iter().any(|i| !settled.contains(i)) {
             tracing::warn!(subvolume = %self.name, "could not record a change's outcome on every replica; heal will look at it");
         }
