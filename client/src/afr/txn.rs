@@ -530,7 +530,10 @@ impl Replicate {
     /// alone took it for the file when as many replicas held it as made
     /// ours (one of three away), and the create opened the stale file.
     async fn holders_are_behind(&self, parent: Gfid, made: &[usize], holders: &[usize]) -> bool {
-        let counters = self.counters(parent, &self.all()).await;
+        // Only those that just answered: a frozen replica would hold the
+        // create up for a whole call timeout.
+        let asked: Vec<usize> = made.iter().chain(holders).copied().collect();
+        let counters = self.counters(parent, &asked).await;
         let v = self.judge(&counters, Kind::Entry);
         !v.split_brain && holders.iter().all(|i| v.sinks.contains(i)) && made.iter().any(|i| v.sources.contains(i))
     }
