@@ -353,6 +353,18 @@ fn crawled_entries(pool: &Pool) -> u64 {
         .sum()
 }
 
+/// b0's and b1's copies of directory `dir` (relative to the brick; ""
+/// for the root) blame b2 for an entry change, and are in the heal index.
+fn b0_and_b1_blame_b2_for_entries(pool: &Pool, dir: &str) {
+    let id2 = brick_id(pool, 2);
+    for i in 0..2 {
+        let brick = pool.brick_dir(&format!("b{i}"));
+        let d = brick.join(dir);
+        set_xattr(&d, &format!("trusted.cairn.afr.{id2}"), &counter(0, 0, 1));
+        index(&brick, &d);
+    }
+}
+
 /// The inode number of a brick's copy, if it has one.
 fn ino(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -375,14 +387,7 @@ fn a_rename_a_replica_missed_never_leaves_one_file_under_two_paths() {
     let brick = |i: usize| pool.brick_dir(&format!("b{i}"));
     // b0 and b1 took the rename, b2 missed it. Only `d`'s changelog blames
     // b2 at first: the root's heal has not come round yet.
-    let id2 = brick_id(&pool, 2);
-    let blame_b2 = |dir: &str| {
-        for i in 0..2 {
-            let d = brick(i).join(dir);
-            set_xattr(&d, &format!("trusted.cairn.afr.{id2}"), &counter(0, 0, 1));
-            index(&brick(i), &d);
-        }
-    };
+    let blame_b2 = |dir: &str| b0_and_b1_blame_b2_for_entries(&pool, dir);
     for i in 0..2 {
         std::fs::rename(brick(i).join("f"), brick(i).join("d/g")).unwrap();
     }
@@ -424,13 +429,10 @@ fn a_hard_link_a_replica_missed_is_healed_as_a_link() {
     let content = pattern(5, 3000);
     write_file(&mnt.join("f"), &content);
     let brick = |i: usize| pool.brick_dir(&format!("b{i}"));
-    let id2 = brick_id(&pool, 2);
     for i in 0..2 {
         std::fs::hard_link(brick(i).join("f"), brick(i).join("d/h")).unwrap();
-        let d = brick(i).join("d");
-        set_xattr(&d, &format!("trusted.cairn.afr.{id2}"), &counter(0, 0, 1));
-        index(&brick(i), &d);
     }
+    b0_and_b1_blame_b2_for_entries(&pool, "d");
     assert_heals(&pool, "a hard link one replica missed");
     for i in 0..3 {
         let b = brick(i);
