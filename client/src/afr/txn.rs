@@ -87,6 +87,11 @@ struct Plan {
     handle: Option<Handle>,
     /// A second handle (copy_file_range's source).
     source: Option<Handle>,
+    /// A create opened for writing: the new file, whose inode lock is
+    /// taken with the entry lock and, when the create succeeds
+    /// everywhere it can, kept with a dirty mark as the eager hold its
+    /// first write joins (see `carry_hold`).
+    carry: Option<Gfid>,
 }
 
 impl Replicate {
@@ -97,6 +102,7 @@ impl Replicate {
             marks: vec![gfid],
             handle,
             source: None,
+            carry: None,
         };
         let entry = |parent: Gfid, name: &[u8]| Plan {
             kind: Kind::Entry,
@@ -104,6 +110,7 @@ impl Replicate {
             marks: vec![parent],
             handle: None,
             source: None,
+            carry: None,
         };
         Ok(match op {
             Fop::Write { fh, .. } | Fop::Fallocate { fh, .. } => {
@@ -132,8 +139,25 @@ impl Replicate {
             | Fop::Symlink { parent, name, .. }
             | Fop::Unlink { parent, name }
             | Fop::Rmdir { parent, name }
-            | Fop::Create { parent, name, .. }
             | Fop::MakeLink { parent, name, .. } => entry(*parent, name),
+            Fop::Create {
+                parent,
+                name,
+                gfid,
+                flags,
+                ..
+            } => {
+                let mut p = entry(*parent, name);
+                let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+                if writes && self.eager_lock.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Nobody else knows this gfid yet: the lock is never
+                    // contended, and taking it now spares the first write
+                    // a round trip to every replica.
+                    p.locks.push(Lock::Inode(*gfid));
+                    p.carry = Some(*gfid);
+                }
+                p
+            }
             Fop::Link {
                 new_parent, new_name, ..
             } => entry(*new_parent, new_name),
@@ -158,6 +182,7 @@ impl Replicate {
                     marks,
                     handle: None,
                     source: None,
+                    carry: None,
                 }
             }
             _ => return Err(Errno(libc::EINVAL)),
@@ -296,21 +321,35 @@ impl Replicate {
     /// with the marked inodes' attributes each sent back. What was
     /// remembered of those inodes is forgotten: the change moved it.
     async fn end(&self, plan: &Plan, locked: &[usize], deltas_for: impl Fn(usize) -> Vec<(String, [i32; 3])>) -> Ended {
+        self.end_each(plan, locked, |i| {
+            let deltas = deltas_for(i);
+            let marks = if deltas.is_empty() {
+                Vec::new()
+            } else {
+                self.marks_of(plan, &deltas)
+            };
+            (plan.locks.clone(), marks)
+        })
+        .await
+    }
+
+    /// `end` with each child's own locks to give back and marks to make.
+    async fn end_each(
+        &self,
+        plan: &Plan,
+        locked: &[usize],
+        end_for: impl Fn(usize) -> (Vec<Lock>, Vec<TxnMark>),
+    ) -> Ended {
         for gfid in &plan.marks {
             self.dir_attrs.forget(gfid);
         }
         let results = self
             .on_each(locked, |i| {
-                let deltas = deltas_for(i);
-                let marks = if deltas.is_empty() {
-                    Vec::new()
-                } else {
-                    self.marks_of(plan, &deltas)
-                };
+                let (locks, marks) = end_for(i);
                 let end = Fop::TxnEnd {
                     domain: self.domain.clone(),
                     owner: self.owner,
-                    locks: plan.locks.clone(),
+                    locks,
                     marks,
                 };
                 Some((end, Bytes::new()))
@@ -651,14 +690,41 @@ impl Replicate {
         // Failed replicas that are still reachable: their own dirty mark
         // is done with (the blame lives on the others).
         let failed: Vec<usize> = out.failed.iter().map(|(i, _)| *i).collect();
+        let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
+        let carried = carried_file(&plan, &out).filter(|_| quorum.met(&succeeded, n));
+        let hold_pre_op = self.pre_op(Kind::Data, &behind, 1);
         let settled = self
-            .end(&plan, &locked, |i| {
-                if succeeded.contains(&i) {
+            .end_each(&plan, &locked, |i| {
+                let deltas = if succeeded.contains(&i) {
                     post.clone()
                 } else if failed.contains(&i) {
                     vec![(DIRTY.to_string(), plan.kind.delta(-1))]
                 } else {
                     Vec::new()
+                };
+                let mut marks = if deltas.is_empty() {
+                    Vec::new()
+                } else {
+                    self.marks_of(&plan, &deltas)
+                };
+                match carried {
+                    Some(file) if succeeded.contains(&i) => {
+                        // The first write's pre-op, made now: the new
+                        // file's lock stays held and it is marked dirty,
+                        // blaming whoever missed the create.
+                        marks.push(TxnMark {
+                            gfid: file,
+                            deltas: hold_pre_op.clone(),
+                        });
+                        let locks = plan
+                            .locks
+                            .iter()
+                            .filter(|l| **l != Lock::Inode(file))
+                            .cloned()
+                            .collect();
+                        (locks, marks)
+                    }
+                    _ => (plan.locks.clone(), marks),
                 }
             })
             .await;
@@ -673,7 +739,9 @@ impl Replicate {
         if succeeded.iter().any(|i| !settled.contains(i)) {
             tracing::warn!(subvolume = %self.name, "could not record a change's outcome on every replica; heal will look at it");
         }
-        let behind: Vec<usize> = (0..n).filter(|i| !succeeded.contains(i)).collect();
+        if let Some(file) = carried {
+            self.carry_hold(file, &succeeded, &settled).await;
+        }
         for gfid in &plan.marks {
             self.demote(gfid, plan.kind, &behind);
         }
@@ -797,6 +865,32 @@ impl Replicate {
         blamed
     }
 
+    /// A new file's eager hold, begun by its create: `holders` made the
+    /// file and kept its lock; those that `settled` the create's end also
+    /// took the hold's dirty mark. If one of them could not, the hold is
+    /// given back at once and the first write begins its own.
+    async fn carry_hold(&self, file: Gfid, holders: &[usize], settled: &[usize]) {
+        let members: Vec<usize> = holders.iter().copied().filter(|i| settled.contains(i)).collect();
+        let whole = members.len() == holders.len();
+        let now = std::time::Instant::now();
+        self.holds.lock().expect("holds poisoned").insert(
+            file,
+            super::Hold {
+                members,
+                locked: holders.to_vec(),
+                users: 0,
+                since: now,
+                last: now,
+                closing: !whole,
+            },
+        );
+        if whole {
+            self.watch_hold(file);
+        } else {
+            self.release_hold(file).await;
+        }
+    }
+
     fn leave_hold(&self, gfid: Gfid, failed: &[usize]) {
         if let Some(h) = self.holds.lock().expect("holds poisoned").get_mut(&gfid) {
             h.users -= 1;
@@ -862,6 +956,7 @@ impl Replicate {
             marks: vec![gfid],
             handle: None,
             source: None,
+            carry: None,
         };
         self.end(&plan, &h.locked, |i| {
             if h.members.contains(&i) {
@@ -905,6 +1000,15 @@ impl Replicate {
     }
 }
 
+/// The file whose hold a create carries: only if every replica that
+/// answered made this very file (one that met an existing name opened
+/// another, whose lock nobody took).
+fn carried_file(plan: &Plan, out: &Outcome) -> Option<Gfid> {
+    let file = plan.carry?;
+    let ours = |r: &Reply| matches!(r, Reply::Created { attr, .. } if attr.gfid == file);
+    (!out.done.is_empty() && out.done.iter().all(|(_, (r, _))| ours(r))).then_some(file)
+}
+
 /// The name a request makes, the gfid it gives it, and whether it is a
 /// directory; None for requests that make no name.
 fn name_made_by(op: &Fop) -> Option<(Gfid, &[u8], Gfid, bool)> {
@@ -942,6 +1046,8 @@ mod tests {
         names: Mutex<Vec<(Vec<u8>, Gfid)>>,
         /// Creates fail as if the brick had gone away.
         unreachable_for_creates: bool,
+        /// Every request, in order.
+        calls: Mutex<Vec<Fop>>,
     }
 
     impl FakeBrick {
@@ -956,7 +1062,18 @@ mod tests {
                 refuses_xattrop,
                 names: Mutex::new(Vec::new()),
                 unreachable_for_creates,
+                calls: Mutex::new(Vec::new()),
             })
+        }
+
+        fn calls_named(&self, name: &str) -> Vec<Fop> {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|op| op.name() == name)
+                .cloned()
+                .collect()
         }
 
         fn add(&self, deltas: Vec<(String, [i32; 3])>) {
@@ -976,6 +1093,7 @@ mod tests {
 
     impl Subvolume for FakeBrick {
         fn call(&self, op: Fop, _payload: Bytes) -> FopFuture<'_> {
+            self.calls.lock().unwrap().push(op.clone());
             Box::pin(async move {
                 let empty = |r| Ok((r, Bytes::new()));
                 match op {
@@ -1182,6 +1300,18 @@ mod tests {
             bricks[2].names.lock().unwrap().is_empty(),
             "the new copy was taken back"
         );
+        assert!(
+            r.holds.lock().unwrap().is_empty(),
+            "no hold on a file the create did not make"
+        );
+        for (i, b) in bricks.iter().enumerate() {
+            let taken: Vec<Lock> = b.calls_named("txn_begin").iter().flat_map(locks_of).collect();
+            let given: Vec<Lock> = b.calls_named("txn_end").iter().flat_map(locks_of).collect();
+            assert!(
+                taken.iter().all(|l| given.contains(l)),
+                "brick {i} kept a lock: {taken:?} {given:?}"
+            );
+        }
     }
 
     /// The 1500 s soak: a rename `f1 → d0/f3` missed by one replica left
@@ -1212,5 +1342,97 @@ mod tests {
 
     fn changelog_name(id: &Uuid) -> String {
         super::super::changelog::pending_name(id)
+    }
+
+    /// Creates a file for writing, writes it once and flushes it; returns
+    /// the create's handle.
+    async fn create_write_flush(r: &Replicate, file: Gfid) -> u64 {
+        let fh = match r.call(create_of(b"f", file), Bytes::new()).await {
+            Ok((Reply::Created { attr, fh }, _)) => {
+                assert_eq!(attr.gfid, file);
+                fh
+            }
+            other => panic!("create: {other:?}"),
+        };
+        r.call(Fop::Write { fh, offset: 0, len: 4 }, Bytes::from_static(b"data"))
+            .await
+            .expect("write");
+        r.call(Fop::Flush { fh, lock_owner: 1 }, Bytes::new())
+            .await
+            .expect("flush");
+        fh
+    }
+
+    fn locks_of(op: &Fop) -> Vec<Lock> {
+        match op {
+            Fop::TxnBegin { locks, .. } | Fop::TxnEnd { locks, .. } => locks.clone(),
+            other => panic!("not a transaction: {other:?}"),
+        }
+    }
+
+    /// A new file's first write begins no transaction of its own: the
+    /// create took the file's lock with the entry lock, and its end left
+    /// the lock held and the file marked dirty, as the write's pre-op
+    /// would have. The flush settles both.
+    #[tokio::test]
+    async fn a_create_for_writing_carries_its_lock_and_dirty_mark_into_the_first_write() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..2).map(|_| FakeBrick::new(false)).collect();
+        let r = replica_of(&bricks);
+        let file = Gfid([3; 16]);
+        let fh = match r.call(create_of(b"f", file), Bytes::new()).await {
+            Ok((Reply::Created { fh, .. }, _)) => fh,
+            other => panic!("create: {other:?}"),
+        };
+        for (i, b) in bricks.iter().enumerate() {
+            let mut dirty_data = [0; 3];
+            dirty_data[Kind::Data as usize] = 1;
+            assert_eq!(b.counter(DIRTY), dirty_data, "brick {i}: the new file is marked dirty");
+            let ends = b.calls_named("txn_end");
+            assert_eq!(
+                locks_of(&ends[0]),
+                vec![Lock::Entry(Gfid::ROOT, b"f".to_vec())],
+                "brick {i}: the file's lock stays held"
+            );
+        }
+        r.call(Fop::Write { fh, offset: 0, len: 4 }, Bytes::from_static(b"data"))
+            .await
+            .expect("write");
+        r.call(Fop::Flush { fh, lock_owner: 1 }, Bytes::new())
+            .await
+            .expect("flush");
+        for (i, b) in bricks.iter().enumerate() {
+            assert_eq!(b.calls_named("txn_begin").len(), 1, "brick {i}: one transaction begun");
+            let ends = b.calls_named("txn_end");
+            assert_eq!(ends.len(), 2, "brick {i}: the create's end and the flush's");
+            assert_eq!(locks_of(&ends[1]), vec![Lock::Inode(file)], "brick {i}");
+            assert_eq!(*b.writes.lock().unwrap(), 1, "brick {i} took the write");
+            assert_eq!(b.counter(DIRTY), [0; 3], "brick {i}: settled");
+        }
+    }
+
+    /// A replica that missed the create is blamed for the new file's data
+    /// as well as for its directory's entries, and gives the file's lock
+    /// back at once: the hold's writes go on without it.
+    #[tokio::test]
+    async fn a_replica_that_missed_a_create_is_blamed_for_the_files_data_too() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|i| FakeBrick::with(false, i == 2)).collect();
+        let r = replica_of(&bricks);
+        let file = Gfid([4; 16]);
+        create_write_flush(&r, file).await;
+        let missed = changelog_name(&Uuid::from_u128(3));
+        for (i, b) in bricks.iter().enumerate().take(2) {
+            let blame = b.counter(&missed);
+            assert_eq!(blame[Kind::Entry as usize], 1, "brick {i} blames brick 2 for the name");
+            assert_eq!(blame[Kind::Data as usize], 1, "brick {i} blames brick 2 for the data");
+            assert_eq!(b.counter(DIRTY), [0; 3], "brick {i}: settled");
+            assert_eq!(b.calls_named("txn_begin").len(), 1, "brick {i}");
+        }
+        assert_eq!(*bricks[2].writes.lock().unwrap(), 0);
+        let ends = bricks[2].calls_named("txn_end");
+        assert_eq!(ends.len(), 1, "brick 2 took no part in the hold");
+        assert!(
+            locks_of(&ends[0]).contains(&Lock::Inode(file)),
+            "brick 2 gave the file's lock back"
+        );
     }
 }
