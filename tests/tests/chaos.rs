@@ -758,7 +758,7 @@ fn file_change(kind: Kind, path: &Path, rng: &mut Rng, started: impl FnOnce()) -
         Kind::Append => {
             let r = do_append(path, &data);
             let mut changes = vec![Change::Append(data.clone())];
-            if is_short(&r) {
+            if may_be_partial(&r) {
                 // Where the file ended is each model state's own size.
                 changes.extend((0..=data.len() / PAGE).map(|page| Change::AppendToPage {
                     data: data.clone(),
@@ -780,24 +780,31 @@ fn first_page_end(offset: usize) -> usize {
     PAGE - offset % PAGE
 }
 
-fn is_short(r: &Step<()>) -> bool {
+/// A write that may have landed in part: one that returned a short
+/// count, or failed. The kernel sends a write as several requests (split
+/// at page boundaries of the file); if one fails after others were made,
+/// a short count comes back, and if the first fails the call fails — yet
+/// that first request may have been made on the replicas that took it
+/// (a write refused EROFS for want of quorum, say), and heal then spreads
+/// it. POSIX leaves a failed write's range unspecified.
+fn may_be_partial(r: &Step<()>) -> bool {
     matches!(
         r,
         Err(Failure {
-            step: "short write",
+            step: "short write" | "write",
             ..
         })
     )
 }
 
-/// After a short write a prefix may have landed: the model allows those
+/// After a short or failed write a prefix may have landed: the model allows those
 /// a FUSE request could end at, a page boundary of the file (the kernel
 /// splits a write there, so one starting mid-page ends its first request
 /// at that page's end: a short append of 1,449 bytes at 281,370 left
 /// 1,254 of them, which the model, counting pages from the data's start,
 /// took for a violation).
 fn prefixes(r: &Step<()>, offset: usize, data: &Arc<Vec<u8>>) -> impl Iterator<Item = Arc<Vec<u8>>> {
-    let short = is_short(r);
+    let short = may_be_partial(r);
     let (data, len) = (data.clone(), data.len());
     (0..)
         .map(move |k| first_page_end(offset) + k * PAGE)
@@ -1534,7 +1541,7 @@ fn check_after_heal(ctx: &Ctx, pool: &mut Pool, bricks: &[PathBuf]) -> (Option<D
     (healed_in, flagged)
 }
 
-/// The model's short writes end where the kernel may split a write: at a
+/// The model's short (or failed) writes end where the kernel may split a write: at a
 /// page boundary of the file, not of the data (the 1500 s soak's append of
 /// 1,449 bytes at 281,370 left 1,254 of them).
 #[test]
@@ -1564,4 +1571,20 @@ fn a_short_write_may_end_at_any_page_boundary_of_the_file() {
         .collect();
     assert_eq!(written, [3192, 7288], "an overwrite at 5000 splits at 8192 and 12288");
     assert_eq!(prefixes(&Ok(()), 0, &data).count(), 0, "a full write has no prefix");
+    let refused: Step<()> = Err(Failure {
+        step: "write",
+        errno: libc::EROFS,
+    });
+    assert_eq!(
+        prefixes(&refused, 125_675, &Arc::new(vec![0; 34_626]))
+            .next()
+            .map(|p| p.len()),
+        Some(1_301),
+        "a refused write's first request may have landed (the chaos checker's EROFS overwrite)"
+    );
+    let unopened: Step<()> = Err(Failure {
+        step: "open",
+        errno: libc::ENOENT,
+    });
+    assert_eq!(prefixes(&unopened, 0, &data).count(), 0, "nothing was written");
 }
