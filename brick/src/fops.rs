@@ -303,6 +303,7 @@ pub fn blocking_fop(brick: &Arc<Brick>, files: &OpenFiles, op: Fop, payload: Byt
         | Fop::InodeLk { .. }
         | Fop::TxnBegin { .. }
         | Fop::TxnEnd { .. }
+        | Fop::TxnCreate { .. }
         | Fop::EntryLk { .. }
         | Fop::MigrateFreeze { .. }
         | Fop::MigrateDone { .. } => return Err(FsError::new(libc::EINVAL, "lock operation on the blocking path")),

@@ -7,7 +7,8 @@ use crate::node::Node;
 use crate::store::{Brick, FsError};
 use bytes::Bytes;
 use cairn_common::proto::{
-    Creds, Fop, LockSpec, LockType, Reply, Request, Response, TxnLock, TxnMark, MAX_IO_SIZE, PROTOCOL_VERSION,
+    Creds, ErrorReply, Fop, LockSpec, LockType, Reply, Request, Response, TxnLock, TxnMark, MAX_IO_SIZE,
+    PROTOCOL_VERSION,
 };
 use cairn_common::tls::Role;
 use cairn_common::{wire, Gfid};
@@ -209,7 +210,7 @@ impl Server {
                 if let Some(lock) = waited_lock(&req) {
                     return self.serve_waited_lock(&state, req, lock, send, recv).await;
                 }
-                if let Some((brick, Fop::TxnBegin { .. })) = fop_of(&req) {
+                if let Some((brick, Fop::TxnBegin { .. } | Fop::TxnCreate { .. })) = fop_of(&req) {
                     let brick = *brick;
                     return self.serve_txn_begin(&state, brick, req, send, recv).await;
                 }
@@ -297,12 +298,25 @@ impl Server {
                     owner,
                     locks,
                     marks,
+                }
+                | Fop::TxnCreate {
+                    domain,
+                    owner,
+                    locks,
+                    marks,
+                    ..
                 },
             )) => (domain.clone(), *owner, locks.clone(), marks.clone()),
-            _ => unreachable!("only TxnBegin comes here"),
+            _ => unreachable!("only TxnBegin and TxnCreate come here"),
         };
         let (resp, payload) = self.dispatch(state, req, &mut recv).await;
         let begun = matches!(resp, Response::Ok(_));
+        // A create made here stays, and so does its mark, so heal looks at
+        // it: the client counts this brick out and blames it.
+        let made = match &resp {
+            Response::Ok(Reply::TxnCreated(Ok((_, fh)))) => Some(*fh),
+            _ => None,
+        };
         done_reading(recv);
         let mut chunks = if payload.is_empty() { vec![] } else { vec![payload] };
         if let Err(e) = wire::send_message(&mut send, &resp, &mut chunks).await {
@@ -321,7 +335,11 @@ impl Server {
         let Some(brick) = self.node.brick(&brick_id) else {
             return;
         };
-        for m in marks {
+        if let Some(fh) = made {
+            // Nobody will release the file the create opened.
+            state.files.close(fh);
+        }
+        for m in marks.into_iter().filter(|_| made.is_none()) {
             let back: Vec<(String, [i32; 3])> = m.deltas.into_iter().map(|(n, d)| (n, d.map(|v| -v))).collect();
             if let Err(e) = brick.xattrop(&m.gfid, &back) {
                 tracing::warn!(conn = state.id, gfid = %m.gfid, error = %e.context, "could not undo an abandoned pre-op; heal will look at it");
@@ -611,6 +629,7 @@ impl Server {
                 locks,
                 marks,
             } => self.txn_end(state, &brick, brick_id, domain, owner, &locks, &marks),
+            op @ Fop::TxnCreate { .. } => self.txn_create(state, &brick, brick_id, op, caller, recv).await,
             op if runs_inline(&op) => blocking_fop(&brick, &state.files, op, payload),
             op => {
                 let state = state.clone();
@@ -659,6 +678,52 @@ impl Server {
             }
         }
         Ok((Reply::Empty, Bytes::new()))
+    }
+
+    /// `TxnCreate`: `TxnBegin`, then — begun — the create as any create
+    /// is served (access checks, root squash), its outcome in the answer.
+    async fn txn_create(
+        &self,
+        state: &Arc<ConnState>,
+        brick: &Brick,
+        brick_id: Uuid,
+        op: Fop,
+        caller: Option<Creds>,
+        recv: &mut quinn::RecvStream,
+    ) -> Outcome {
+        let Some((
+            Fop::TxnBegin {
+                domain,
+                owner,
+                locks,
+                marks,
+            },
+            create,
+        )) = op.split_txn_create()
+        else {
+            unreachable!("only TxnCreate comes here")
+        };
+        if let Fop::Create { parent, name, .. } = &create {
+            // A name no create could make takes nothing.
+            brick.entry_name(parent, name)?;
+        }
+        self.txn_begin(state, brick, brick_id, domain, owner, locks, marks)?;
+        let started = std::time::Instant::now();
+        let created = Box::pin(self.fop(state, brick_id, create, caller, recv)).await;
+        // `volume profile` counts the create as a create too.
+        self.record(brick_id, "create", started.elapsed(), &created, None, None, false);
+        let outcome = match created {
+            Ok((Reply::Created { attr, fh }, _)) => Ok((attr, fh)),
+            Ok((other, _)) => Err(ErrorReply {
+                errno: libc::EIO,
+                message: format!("a create answered {other:?}"),
+            }),
+            Err(e) => Err(ErrorReply {
+                errno: e.errno,
+                message: e.context,
+            }),
+        };
+        Ok((Reply::TxnCreated(outcome), Bytes::new()))
     }
 
     /// `TxnEnd`: every mark (the first failure is the answer), then every

@@ -174,6 +174,17 @@ impl ProtocolClient {
                     _ => Err(Errno(libc::EIO)),
                 }
             }
+            op @ Fop::TxnCreate { flags, .. } => {
+                let epoch = self.node.ensure_connected().await?;
+                match self.raw(op, payload).await? {
+                    (Reply::TxnCreated(Ok((attr, fh))), data) => Ok((
+                        Reply::TxnCreated(Ok((attr, self.remember(attr.gfid, flags, fh, epoch)))),
+                        data,
+                    )),
+                    (refused @ Reply::TxnCreated(Err(_)), data) => Ok((refused, data)),
+                    _ => Err(Errno(libc::EIO)),
+                }
+            }
             Fop::Release { fh } => {
                 let state = self
                     .open

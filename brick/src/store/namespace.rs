@@ -21,7 +21,7 @@ pub enum NewKind<'a> {
 impl Brick {
     /// Checks an entry name in `parent`; the brick's private directory is
     /// invisible at the root.
-    fn entry_name(&self, parent: &Gfid, name: &[u8]) -> FsResult<CString> {
+    pub(crate) fn entry_name(&self, parent: &Gfid, name: &[u8]) -> FsResult<CString> {
         check_name(name)
             .map_err(|e| FsError::new(e.errno(), format!("name {:?}: {e}", String::from_utf8_lossy(name))))?;
         if parent.is_root() && name == PRIVATE_DIR {

@@ -161,6 +161,8 @@ pub struct Replicate {
     hold_shards: Vec<tokio::sync::Mutex<()>>,
     /// `cluster.eager-lock`
     eager_lock: AtomicBool,
+    /// The bricks understand `TxnCreate` (off after one that did not).
+    txn_create: AtomicBool,
     /// `cluster.favorite-child-policy`
     policy: Mutex<Policy>,
     /// `cluster.split-brain-backup`
@@ -213,6 +215,7 @@ impl Replicate {
             holds: Mutex::new(HashMap::new()),
             hold_shards: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             eager_lock: AtomicBool::new(true),
+            txn_create: AtomicBool::new(true),
             policy: Mutex::new(Policy::None),
             backup: AtomicBool::new(true),
             data_heal: AtomicBool::new(true),

@@ -17,11 +17,13 @@ use cairn_common::Gfid;
 type Lock = TxnLock;
 
 /// A transaction under way: who holds its locks, who also took its pre-op,
-/// and who is not taking part (blamed by the pre-op).
+/// and who is not taking part (blamed by the pre-op, or — `unblamed` —
+/// still to be blamed by the post-op).
 struct Begun {
     locked: Vec<usize>,
     prepared: Vec<usize>,
     absent: Vec<usize>,
+    unblamed: Vec<usize>,
 }
 
 /// Who made a change and who did not.
@@ -294,6 +296,7 @@ impl Replicate {
             locked,
             prepared,
             absent,
+            unblamed: Vec::new(),
         })
     }
 
@@ -312,7 +315,120 @@ impl Replicate {
             locked,
             prepared,
             absent,
+            unblamed: Vec::new(),
         })
+    }
+
+    /// A create's transaction start and the create itself in one round
+    /// trip to every child at once (`TxnCreate`): each child marks the
+    /// change's start before making it, so a crash leaves every copy
+    /// that changed marked, as the pre-op would. Children out of reach are
+    /// blamed by the post-op instead of before the change. `None` when the
+    /// careful way must be taken instead — a lock is contended, or a child
+    /// refused the start for another reason — after what was made and
+    /// taken here was given back.
+    async fn begin_with_create(&self, plan: &Plan, op: &Fop) -> Result<Option<(Begun, Outcome)>, Errno> {
+        let Fop::Create {
+            parent,
+            name,
+            gfid,
+            mode,
+            umask,
+            flags,
+            creds,
+        } = op.clone()
+        else {
+            return Ok(None);
+        };
+        if !self.txn_create.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let n = self.n();
+        let txn = Fop::TxnCreate {
+            domain: self.domain.clone(),
+            owner: self.owner,
+            locks: plan.locks.clone(),
+            marks: self.marks_of(plan, &self.pre_op(plan.kind, &[], 1)),
+            parent,
+            name,
+            gfid,
+            mode,
+            umask,
+            flags,
+            creds,
+        };
+        let results = self.on_each(&self.all(), |_| Some((txn.clone(), Bytes::new()))).await;
+        let mut out = Outcome::default();
+        let mut locked = Vec::new();
+        let mut refused = false;
+        let mut unreachable = None;
+        for (i, r) in results {
+            match r {
+                Ok((Reply::TxnCreated(Ok((attr, fh))), payload)) => {
+                    locked.push(i);
+                    out.done.push((i, (Reply::Created { attr, fh }, payload)));
+                }
+                Ok((Reply::TxnCreated(Err(e)), _)) => {
+                    locked.push(i);
+                    out.failed.push((i, Errno(e.errno)));
+                }
+                Err(Errno(libc::EPROTO)) => {
+                    // A brick from before `TxnCreate` (it could not decode
+                    // it): the careful way from now on.
+                    self.txn_create.store(false, std::sync::atomic::Ordering::Relaxed);
+                    refused = true;
+                }
+                Err(e) if is_transport(&e) => {
+                    unreachable.get_or_insert(e);
+                }
+                Err(_) => refused = true,
+                Ok(_) => refused = true,
+            }
+        }
+        locked.sort_unstable();
+        let quorum = *self.quorum.lock().expect("quorum poisoned");
+        if refused || !quorum.met(&locked, n) {
+            // Nothing half made stays: the names made here are taken back
+            // under the locks still held, then the start is undone (left
+            // marked where a name could not be taken back, for heal).
+            let taken_back = out.done.is_empty() || self.unmake_name(op, &out).await;
+            let undo = if taken_back {
+                self.pre_op(plan.kind, &[], -1)
+            } else {
+                Vec::new()
+            };
+            self.end(plan, &locked, |_| undo.clone()).await;
+            if refused {
+                return Ok(None);
+            }
+            return Err(match (locked.is_empty(), unreachable) {
+                (true, Some(e)) => e,
+                _ => Errno(libc::EROFS),
+            });
+        }
+        let absent: Vec<usize> = (0..n).filter(|i| !locked.contains(i)).collect();
+        out.done.sort_by_key(|(i, _)| *i);
+        let begun = Begun {
+            prepared: locked.clone(),
+            locked,
+            absent: Vec::new(),
+            unblamed: absent,
+        };
+        Ok(Some((begun, out)))
+    }
+
+    /// Ends a transaction that changed nothing: the pre-op undone where it
+    /// was made, every lock given back.
+    async fn abort(&self, plan: &Plan, begun: &Begun) {
+        let undo = self.pre_op(plan.kind, &begun.absent, -1);
+        self.end(plan, &begun.locked, |i| {
+            if begun.prepared.contains(&i) {
+                undo.clone()
+            } else {
+                Vec::new()
+            }
+        })
+        .await;
     }
 
     /// Post-op and unlock in one round trip per child (`TxnEnd`), all at
@@ -447,6 +563,15 @@ impl Replicate {
         let mut d = vec![(DIRTY.to_string(), kind.delta(sign))];
         d.extend(absent.iter().map(|j| (self.blame_names[*j].clone(), kind.delta(sign))));
         d
+    }
+
+    /// The children among `idx` a change can reach: not those lacking its
+    /// open file.
+    fn reachable_for(&self, op: &Fop, plan: &Plan, idx: &[usize]) -> Vec<usize> {
+        idx.iter()
+            .copied()
+            .filter(|&i| !matches!(self.child_op(i, op, plan), Part::NotOpen))
+            .collect()
     }
 
     /// Sends the change to the `prepared` children; sorts out who made it.
@@ -627,16 +752,25 @@ impl Replicate {
             return self.eager_change(op, payload, plan).await;
         }
         let n = self.n();
-        let Begun {
-            locked,
-            prepared,
-            absent,
-        } = self.begin(&plan).await?;
-        if prepared.is_empty() {
-            self.end(&plan, &locked, |_| Vec::new()).await;
-            return Err(Errno(libc::EIO));
-        }
-        let mut out = self.apply_change(&op, &payload, &plan, &prepared).await;
+        let (begun, mut out) = match self.begin_with_create(&plan, &op).await? {
+            Some(begun_and_made) => begun_and_made,
+            None => {
+                let begun = self.begin(&plan).await?;
+                if begun.prepared.is_empty() {
+                    self.end(&plan, &begun.locked, |_| Vec::new()).await;
+                    return Err(Errno(libc::EIO));
+                }
+                let reachable = self.reachable_for(&op, &plan, &begun.prepared);
+                if !self.quorum.lock().expect("quorum poisoned").met(&reachable, n) {
+                    // As in `eager_change`: not made where it could not be
+                    // acknowledged.
+                    self.abort(&plan, &begun).await;
+                    return Err(Errno(libc::EROFS));
+                }
+                let out = self.apply_change(&op, &payload, &plan, &begun.prepared).await;
+                (begun, out)
+            }
+        };
         if !out.done.is_empty() {
             self.settle_existing_names(&op, &plan, &payload, &mut out).await;
         }
@@ -646,15 +780,7 @@ impl Replicate {
             // under the entry lock still held, so the refusal leaves
             // nothing behind (it used to stay on one brick, with nobody
             // blamed on its directory, and its heal waited for ever).
-            let undo = self.pre_op(plan.kind, &absent, -1);
-            self.end(&plan, &locked, |i| {
-                if prepared.contains(&i) {
-                    undo.clone()
-                } else {
-                    Vec::new()
-                }
-            })
-            .await;
+            self.abort(&plan, &begun).await;
             return Err(Errno(libc::EROFS));
         }
         if out.done.is_empty() || out.moved() {
@@ -663,24 +789,23 @@ impl Replicate {
             // Or the file moved away (rebalance) while some replicas still
             // took the change: distribute sends it to the new copy, and
             // the old one is on its way out.
-            let undo = self.pre_op(plan.kind, &absent, -1);
-            self.end(&plan, &locked, |i| {
-                if prepared.contains(&i) {
-                    undo.clone()
-                } else {
-                    Vec::new()
-                }
-            })
-            .await;
+            self.abort(&plan, &begun).await;
             return Err(if out.moved() {
                 Errno(libc::EREMCHG)
             } else {
                 out.first_error()
             });
         }
+        let Begun { locked, unblamed, .. } = begun;
         let succeeded = out.succeeded();
-        // Locked but failed (the pre-op or the change): blame them now.
-        let missed: Vec<usize> = locked.iter().copied().filter(|i| !succeeded.contains(i)).collect();
+        // Locked but failed (the pre-op or the change), or out of reach
+        // and not blamed yet: blame them now.
+        let missed: Vec<usize> = locked
+            .iter()
+            .copied()
+            .filter(|i| !succeeded.contains(i))
+            .chain(unblamed.iter().copied())
+            .collect();
         let mut post = vec![(DIRTY.to_string(), plan.kind.delta(-1))];
         post.extend(
             missed
@@ -759,9 +884,14 @@ impl Replicate {
         let gfid = plan.marks[0];
         let n = self.n();
         let members = self.join_hold(gfid, &plan).await?;
-        if !self.quorum.lock().expect("quorum poisoned").met(&members, n) {
-            // The hold lost members (or quorum was raised) since it began:
-            // a write it could not acknowledge is not made at all.
+        let reachable = self.reachable_for(&op, &plan, &members);
+        if !self.quorum.lock().expect("quorum poisoned").met(&reachable, n) {
+            // The hold lost members (or quorum was raised) since it began,
+            // or a member lacks the open file (its brick restarted, the
+            // reopen not due yet): a write it could not acknowledge is not
+            // made at all. Made on the one replica that could take it, it
+            // made that copy the only source of a write refused EROFS (a
+            // chaos finding).
             self.leave_hold(gfid, &[]);
             return Err(Errno(libc::EROFS));
         }
@@ -1048,6 +1178,13 @@ mod tests {
         unreachable_for_creates: bool,
         /// Every request, in order.
         calls: Mutex<Vec<Fop>>,
+        /// Transaction starts refused (EAGAIN) as if another client held
+        /// the locks, before they are granted.
+        contended: Mutex<u32>,
+        /// A brick from before `TxnCreate`: it cannot decode one.
+        old: std::sync::atomic::AtomicBool,
+        /// Opens fail as if the brick were out of reach.
+        refuses_opens: std::sync::atomic::AtomicBool,
     }
 
     impl FakeBrick {
@@ -1063,7 +1200,18 @@ mod tests {
                 names: Mutex::new(Vec::new()),
                 unreachable_for_creates,
                 calls: Mutex::new(Vec::new()),
+                contended: Mutex::new(0),
+                old: std::sync::atomic::AtomicBool::new(false),
+                refuses_opens: std::sync::atomic::AtomicBool::new(false),
             })
+        }
+
+        /// A contended start is refused; true once for each `contended`.
+        fn contends(&self) -> bool {
+            let mut left = self.contended.lock().unwrap();
+            let refuse = *left > 0;
+            *left = left.saturating_sub(1);
+            refuse
         }
 
         fn calls_named(&self, name: &str) -> Vec<Fop> {
@@ -1094,9 +1242,39 @@ mod tests {
     impl Subvolume for FakeBrick {
         fn call(&self, op: Fop, _payload: Bytes) -> FopFuture<'_> {
             self.calls.lock().unwrap().push(op.clone());
-            Box::pin(async move {
+            Box::pin(self.serve(op))
+        }
+
+        fn name(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    impl FakeBrick {
+        async fn serve(&self, op: Fop) -> FopResult {
+            {
                 let empty = |r| Ok((r, Bytes::new()));
                 match op {
+                    Fop::TxnCreate { .. } if self.old.load(std::sync::atomic::Ordering::Relaxed) => {
+                        Err(Errno(libc::EPROTO))
+                    }
+                    op @ Fop::TxnCreate { .. } => {
+                        let (begin, create) = op.split_txn_create().expect("a TxnCreate");
+                        Box::pin(self.serve(begin)).await?;
+                        let outcome = match Box::pin(self.serve(create)).await {
+                            Ok((Reply::Created { attr, fh }, _)) => Ok((attr, fh)),
+                            Ok(other) => panic!("create answered {other:?}"),
+                            Err(e) => Err(cairn_common::proto::ErrorReply {
+                                errno: e.0,
+                                message: String::new(),
+                            }),
+                        };
+                        empty(Reply::TxnCreated(outcome))
+                    }
+                    Fop::TxnBegin { .. } if self.contends() => Err(Errno(libc::EAGAIN)),
+                    Fop::Open { .. } if self.refuses_opens.load(std::sync::atomic::Ordering::Relaxed) => {
+                        Err(Errno(libc::ENOTCONN))
+                    }
                     Fop::Open { .. } => empty(Reply::Opened { fh: 1 }),
                     Fop::InodeLk { .. } | Fop::Flush { .. } | Fop::Fsync { .. } | Fop::Release { .. } => {
                         empty(Reply::Empty)
@@ -1159,11 +1337,7 @@ mod tests {
                     }
                     _ => Err(Errno(libc::ENOSYS)),
                 }
-            })
-        }
-
-        fn name(&self) -> String {
-            "fake".into()
+            }
         }
     }
 
@@ -1305,12 +1479,7 @@ mod tests {
             "no hold on a file the create did not make"
         );
         for (i, b) in bricks.iter().enumerate() {
-            let taken: Vec<Lock> = b.calls_named("txn_begin").iter().flat_map(locks_of).collect();
-            let given: Vec<Lock> = b.calls_named("txn_end").iter().flat_map(locks_of).collect();
-            assert!(
-                taken.iter().all(|l| given.contains(l)),
-                "brick {i} kept a lock: {taken:?} {given:?}"
-            );
+            assert_no_lock_kept(b, &format!("brick {i}"));
         }
     }
 
@@ -1365,9 +1534,26 @@ mod tests {
 
     fn locks_of(op: &Fop) -> Vec<Lock> {
         match op {
-            Fop::TxnBegin { locks, .. } | Fop::TxnEnd { locks, .. } => locks.clone(),
+            Fop::TxnBegin { locks, .. } | Fop::TxnCreate { locks, .. } | Fop::TxnEnd { locks, .. } => locks.clone(),
             other => panic!("not a transaction: {other:?}"),
         }
+    }
+
+    /// Transaction starts a brick was sent, alone or with a create.
+    fn begins(b: &FakeBrick) -> Vec<Fop> {
+        let mut all = b.calls_named("txn_begin");
+        all.extend(b.calls_named("txn_create"));
+        all
+    }
+
+    /// Every lock a brick was asked to take, it was asked to give back.
+    fn assert_no_lock_kept(b: &FakeBrick, which: &str) {
+        let taken: Vec<Lock> = begins(b).iter().flat_map(locks_of).collect();
+        let given: Vec<Lock> = b.calls_named("txn_end").iter().flat_map(locks_of).collect();
+        assert!(
+            taken.iter().all(|l| given.contains(l)),
+            "{which} kept a lock: took {taken:?}, gave back {given:?}"
+        );
     }
 
     /// A new file's first write begins no transaction of its own: the
@@ -1401,7 +1587,7 @@ mod tests {
             .await
             .expect("flush");
         for (i, b) in bricks.iter().enumerate() {
-            assert_eq!(b.calls_named("txn_begin").len(), 1, "brick {i}: one transaction begun");
+            assert_eq!(begins(b).len(), 1, "brick {i}: one transaction begun");
             let ends = b.calls_named("txn_end");
             assert_eq!(ends.len(), 2, "brick {i}: the create's end and the flush's");
             assert_eq!(locks_of(&ends[1]), vec![Lock::Inode(file)], "brick {i}");
@@ -1425,14 +1611,100 @@ mod tests {
             assert_eq!(blame[Kind::Entry as usize], 1, "brick {i} blames brick 2 for the name");
             assert_eq!(blame[Kind::Data as usize], 1, "brick {i} blames brick 2 for the data");
             assert_eq!(b.counter(DIRTY), [0; 3], "brick {i}: settled");
-            assert_eq!(b.calls_named("txn_begin").len(), 1, "brick {i}");
+            assert_eq!(begins(b).len(), 1, "brick {i}");
         }
-        assert_eq!(*bricks[2].writes.lock().unwrap(), 0);
-        let ends = bricks[2].calls_named("txn_end");
-        assert_eq!(ends.len(), 1, "brick 2 took no part in the hold");
-        assert!(
-            locks_of(&ends[0]).contains(&Lock::Inode(file)),
-            "brick 2 gave the file's lock back"
+        assert_eq!(*bricks[2].writes.lock().unwrap(), 0, "brick 2 took no part in the hold");
+        assert_no_lock_kept(&bricks[2], "brick 2");
+    }
+
+    /// Another client holds the name's lock on one replica: what the
+    /// one-round-trip start made elsewhere is taken back, and the create
+    /// is made the careful way (locks in order, waiting), on every
+    /// replica, with nothing left marked or locked.
+    #[tokio::test]
+    async fn a_create_meeting_a_contended_lock_takes_back_what_it_made_and_goes_the_careful_way() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..2).map(|_| FakeBrick::new(false)).collect();
+        *bricks[1].contended.lock().unwrap() = 1;
+        let r = replica_of(&bricks);
+        let file = Gfid([5; 16]);
+        create_write_flush(&r, file).await;
+        assert_eq!(
+            bricks[0].calls_named("unlink").len(),
+            1,
+            "brick 0's early copy was taken back"
         );
+        for (i, b) in bricks.iter().enumerate() {
+            assert_eq!(*b.names.lock().unwrap(), vec![(b"f".to_vec(), file)], "brick {i}");
+            assert_eq!(b.calls_named("create").len(), 1, "brick {i}: made the careful way");
+            assert_eq!(*b.writes.lock().unwrap(), 1, "brick {i} took the write");
+            let counters = b.counters.lock().unwrap().clone();
+            assert!(
+                counters.values().all(|v| *v == [0; 3]),
+                "brick {i} is left marked: {counters:?}"
+            );
+        }
+        assert_no_lock_kept(&bricks[0], "brick 0");
+    }
+
+    /// The chaos checker: a brick restarted, a writer's hold still counted
+    /// it (its reopen not due yet), and the one other replica up took a
+    /// write refused EROFS — which made that copy the only source, and a
+    /// refused write what everyone read. A write that cannot reach quorum
+    /// is not sent at all.
+    #[tokio::test]
+    async fn a_write_whose_file_is_open_on_too_few_replicas_is_not_made_anywhere() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|_| FakeBrick::new(false)).collect();
+        for b in &bricks[1..] {
+            b.refuses_opens.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let r = replica_of(&bricks);
+        let fh = match r
+            .call(
+                Fop::Open {
+                    gfid: Gfid([7; 16]),
+                    flags: libc::O_RDWR,
+                },
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok((Reply::Opened { fh }, _)) => fh,
+            other => panic!("open: {other:?}"),
+        };
+        let err = r
+            .call(Fop::Write { fh, offset: 0, len: 4 }, Bytes::from_static(b"data"))
+            .await
+            .expect_err("open on one replica of three");
+        assert_eq!(err.0, libc::EROFS);
+        r.call(Fop::Flush { fh, lock_owner: 1 }, Bytes::new())
+            .await
+            .expect("flush");
+        for (i, b) in bricks.iter().enumerate() {
+            assert_eq!(*b.writes.lock().unwrap(), 0, "brick {i} took a refused write");
+            let counters = b.counters.lock().unwrap().clone();
+            assert!(
+                counters.values().all(|v| *v == [0; 3]),
+                "brick {i} is left marked: {counters:?}"
+            );
+        }
+    }
+
+    /// A brick from before `TxnCreate` cannot decode it: the create goes
+    /// the careful way, and so do the next ones without asking again.
+    #[tokio::test]
+    async fn a_brick_that_cannot_decode_a_txn_create_gets_the_careful_way() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..2).map(|_| FakeBrick::new(false)).collect();
+        bricks[1].old.store(true, std::sync::atomic::Ordering::Relaxed);
+        let r = replica_of(&bricks);
+        create_write_flush(&r, Gfid([6; 16])).await;
+        let again = match r.call(create_of(b"g", Gfid([8; 16])), Bytes::new()).await {
+            Ok((Reply::Created { attr, .. }, _)) => attr.gfid,
+            other => panic!("second create: {other:?}"),
+        };
+        assert_eq!(again, Gfid([8; 16]));
+        for (i, b) in bricks.iter().enumerate() {
+            assert_eq!(b.calls_named("txn_create").len(), 1, "brick {i}: asked once");
+            assert_eq!(b.names.lock().unwrap().len(), 2, "brick {i} holds both files");
+        }
     }
 }
