@@ -290,7 +290,7 @@ impl Server {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let (undo, creating) = match fop_of(&req) {
+        let undo = match fop_of(&req) {
             Some((
                 _,
                 Fop::TxnBegin {
@@ -298,31 +298,23 @@ impl Server {
                     owner,
                     locks,
                     marks,
-                },
-            )) => ((domain.clone(), *owner, locks.clone(), marks.clone()), None),
-            Some((
-                _,
-                Fop::TxnCreate {
+                }
+                | Fop::TxnCreate {
                     domain,
                     owner,
                     locks,
                     marks,
-                    parent,
-                    name,
-                    gfid,
                     ..
                 },
-            )) => (
-                (domain.clone(), *owner, locks.clone(), marks.clone()),
-                Some((*parent, name.clone(), *gfid)),
-            ),
+            )) => (domain.clone(), *owner, locks.clone(), marks.clone()),
             _ => unreachable!("only TxnBegin and TxnCreate come here"),
         };
         let (resp, payload) = self.dispatch(state, req, &mut recv).await;
         let begun = matches!(resp, Response::Ok(_));
-        // What a `TxnCreate` opened: the new file, or one already there.
-        let opened = match &resp {
-            Response::Ok(Reply::TxnCreated(Ok((attr, fh)))) => Some((attr.gfid, *fh)),
+        // A create made here stays, and so does its mark, so heal looks at
+        // it: the client counts this brick out and blames it.
+        let made = match &resp {
+            Response::Ok(Reply::TxnCreated(Ok((_, fh)))) => Some(*fh),
             _ => None,
         };
         done_reading(recv);
@@ -343,15 +335,11 @@ impl Server {
         let Some(brick) = self.node.brick(&brick_id) else {
             return;
         };
-        let mut kept = false;
-        if let Some((gfid, fh)) = opened {
+        if let Some(fh) = made {
             // Nobody will release the file the create opened.
             state.files.close(fh);
-            if let Some((parent, name, wanted)) = creating.filter(|(_, _, wanted)| *wanted == gfid) {
-                kept = !self.take_back_abandoned_create(state, &brick, parent, name, wanted);
-            }
         }
-        for m in marks.into_iter().filter(|_| !kept) {
+        for m in marks.into_iter().filter(|_| made.is_none()) {
             let back: Vec<(String, [i32; 3])> = m.deltas.into_iter().map(|(n, d)| (n, d.map(|v| -v))).collect();
             if let Err(e) = brick.xattrop(&m.gfid, &back) {
                 tracing::warn!(conn = state.id, gfid = %m.gfid, error = %e.context, "could not undo an abandoned pre-op; heal will look at it");
@@ -361,33 +349,6 @@ impl Server {
         let holder = crate::domain_locks::Holder { conn: state.id, owner };
         for l in locks.iter().rev() {
             let _ = self.domain_locks.unlock(&txn_lock_target(brick_id, &domain, l), holder);
-        }
-    }
-
-    /// A file made by a `TxnCreate` whose client stopped waiting: the
-    /// client counts this brick out (blamed, if the create was made
-    /// elsewhere, so heal brings the file back), so it is taken back and the
-    /// brick is as before the request — under the entry lock still held.
-    /// With the connection lost the lock is gone and someone may have used
-    /// the name since: the file then stays, with its dirty mark, for heal
-    /// to settle. True if taken back.
-    fn take_back_abandoned_create(
-        &self,
-        state: &ConnState,
-        brick: &Arc<Brick>,
-        parent: Gfid,
-        name: Vec<u8>,
-        gfid: Gfid,
-    ) -> bool {
-        if state.closed.load(Ordering::SeqCst) {
-            return false;
-        }
-        match blocking_fop(brick, &state.files, Fop::Unlink { parent, name }, Bytes::new()) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(conn = state.id, %gfid, error = %e.context, "could not take back a create the client stopped waiting for; heal will look at it");
-                false
-            }
         }
     }
 
