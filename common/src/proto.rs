@@ -496,7 +496,45 @@ pub struct TxnMark {
 }
 
 impl Fop {
-    /// A `TxnCreate`'s parts: its transaction's start and its create.
+    /// A `TxnBegin` and a `Create` as one `TxnCreate`; None for others.
+    pub fn join_txn_create(begin: Fop, create: Fop) -> Option<Fop> {
+        let (
+            Fop::TxnBegin {
+                domain,
+                owner,
+                locks,
+                marks,
+            },
+            Fop::Create {
+                parent,
+                name,
+                gfid,
+                mode,
+                umask,
+                flags,
+                creds,
+            },
+        ) = (begin, create)
+        else {
+            return None;
+        };
+        Some(Fop::TxnCreate {
+            domain,
+            owner,
+            locks,
+            marks,
+            parent,
+            name,
+            gfid,
+            mode,
+            umask,
+            flags,
+            creds,
+        })
+    }
+
+    /// A `TxnCreate`'s parts: its transaction's start and its create (the
+    /// inverse of `join_txn_create`).
     pub fn split_txn_create(self) -> Option<(Fop, Fop)> {
         let Fop::TxnCreate {
             domain,

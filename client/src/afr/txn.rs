@@ -328,35 +328,19 @@ impl Replicate {
     /// refused the start for another reason — after what was made and
     /// taken here was given back.
     async fn begin_with_create(&self, plan: &Plan, op: &Fop) -> Result<Option<(Begun, Outcome)>, Errno> {
-        let Fop::Create {
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            flags,
-            creds,
-        } = op.clone()
-        else {
-            return Ok(None);
-        };
         if !self.txn_create.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(None);
         }
-        let n = self.n();
-        let txn = Fop::TxnCreate {
+        let begin = Fop::TxnBegin {
             domain: self.domain.clone(),
             owner: self.owner,
             locks: plan.locks.clone(),
             marks: self.marks_of(plan, &self.pre_op(plan.kind, &[], 1)),
-            parent,
-            name,
-            gfid,
-            mode,
-            umask,
-            flags,
-            creds,
         };
+        let Some(txn) = Fop::join_txn_create(begin, op.clone()) else {
+            return Ok(None);
+        };
+        let n = self.n();
         let results = self.on_each(&self.all(), |_| Some((txn.clone(), Bytes::new()))).await;
         let mut out = Outcome::default();
         let mut locked = Vec::new();
