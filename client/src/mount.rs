@@ -400,6 +400,9 @@ pub fn run_foreground(mut opts: MountOptions, log: Option<cairn_common::logging:
     });
     let session = match session {
         Ok(s) => {
+            // Recorded before readiness is reported, so whoever waited for
+            // the mount finds the record in the log (a test reads it at once).
+            tracing::info!(source = %opts.source, mountpoint = %opts.mountpoint.display(), "mounted");
             report(&Ok(()));
             s
         }
@@ -408,7 +411,6 @@ pub fn run_foreground(mut opts: MountOptions, log: Option<cairn_common::logging:
             return Err(e);
         }
     };
-    tracing::info!(source = %opts.source, mountpoint = %opts.mountpoint.display(), "mounted");
     if let Err(e) = set_read_ahead(&opts.mountpoint, opts.read_ahead_kb) {
         tracing::warn!(error = %e, "could not set the mount's readahead");
     }
