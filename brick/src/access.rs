@@ -246,7 +246,9 @@ pub fn check(brick: &Brick, op: &Fop, who: &Creds) -> FsResult<()> {
             need(brick, parent, who, SEARCH, "lookup").map(drop)
         }
         Fop::Readdir { gfid, .. } => need(brick, gfid, who, READ, "readdir").map(drop),
-        Fop::Open { gfid, flags } => need(brick, gfid, who, open_access(*flags), "open").map(drop),
+        Fop::Open { gfid, flags } | Fop::OpenRead { gfid, flags, .. } => {
+            need(brick, gfid, who, open_access(*flags), "open").map(drop)
+        }
         Fop::Create {
             parent, name, flags, ..
         } => check_create(brick, parent, name, *flags, who),

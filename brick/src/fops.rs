@@ -169,6 +169,21 @@ pub fn blocking_fop(brick: &Arc<Brick>, files: &OpenFiles, op: Fop, payload: Byt
                 none,
             )
         }
+        Fop::OpenRead { gfid, flags, max } => {
+            let file = brick.open(&gfid, flags)?;
+            let whole = inode::read_whole_if_small(&file, max.min(MAX_IO_SIZE))?;
+            let fh = files.register(brick, gfid, file)?;
+            match whole {
+                Some(data) => (
+                    Reply::OpenedWhole {
+                        fh,
+                        len: data.len() as u32,
+                    },
+                    Bytes::from(data),
+                ),
+                None => (Reply::Opened { fh }, none),
+            }
+        }
         Fop::Create {
             parent,
             name,

@@ -77,7 +77,7 @@ pub fn concern(op: &Fop, fh_gfid: impl Fn(u64) -> Option<Gfid>) -> Concern {
         Fop::SetAttr { gfid, .. } | Fop::SetXattr { gfid, .. } | Fop::RemoveXattr { gfid, .. } => {
             Concern::Changes(*gfid)
         }
-        Fop::Open { gfid, .. } => Concern::Uses(*gfid),
+        Fop::Open { gfid, .. } | Fop::OpenRead { gfid, .. } => Concern::Uses(*gfid),
         Fop::Read { fh, .. }
         | Fop::Fsync { fh, .. }
         | Fop::Flush { fh, .. }

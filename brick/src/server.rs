@@ -834,7 +834,7 @@ impl Server {
     /// The file a fop is about, for `volume top`'s per-file counters.
     fn subject_of(&self, state: &ConnState, brick: Uuid, op: &Fop) -> Option<Gfid> {
         match op {
-            Fop::Open { gfid, .. } | Fop::Readdir { gfid, .. } => Some(*gfid),
+            Fop::Open { gfid, .. } | Fop::OpenRead { gfid, .. } | Fop::Readdir { gfid, .. } => Some(*gfid),
             Fop::Read { fh, .. } | Fop::Write { fh, .. } => state.files.gfid_of(&brick, *fh),
             _ => None,
         }
@@ -852,7 +852,7 @@ impl Server {
         first_listing: bool,
     ) {
         let read = match outcome {
-            Ok((Reply::Data { len }, _)) => Some(u64::from(*len)),
+            Ok((Reply::Data { len } | Reply::OpenedWhole { len, .. }, _)) => Some(u64::from(*len)),
             _ => None,
         };
         // A create's subject is only known from its reply.

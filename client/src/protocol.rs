@@ -144,6 +144,25 @@ impl ProtocolClient {
                     _ => Err(Errno(libc::EIO)),
                 }
             }
+            op @ Fop::OpenRead { gfid, flags, .. } => {
+                let epoch = self.node.ensure_connected().await?;
+                match self.raw(op, payload).await? {
+                    (Reply::Opened { fh }, data) => Ok((
+                        Reply::Opened {
+                            fh: self.remember(gfid, flags, fh, epoch),
+                        },
+                        data,
+                    )),
+                    (Reply::OpenedWhole { fh, len }, data) => Ok((
+                        Reply::OpenedWhole {
+                            fh: self.remember(gfid, flags, fh, epoch),
+                            len,
+                        },
+                        data,
+                    )),
+                    _ => Err(Errno(libc::EIO)),
+                }
+            }
             Fop::Create {
                 parent,
                 name,

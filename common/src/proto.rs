@@ -479,6 +479,15 @@ pub enum Fop {
         flags: i32,
         creds: Creds,
     },
+    /// `Open`, and when the file holds at most `max` bytes, its whole
+    /// content with it (`Reply::OpenedWhole`; a larger file answers
+    /// `Reply::Opened`): a cold read of a small file then needs no `Read`
+    /// round trip. Checked and counted as an open.
+    OpenRead {
+        gfid: Gfid,
+        flags: i32,
+        max: u32,
+    },
 }
 
 /// A replicate lock named by a transaction (`InodeLk` / `EntryLk` targets).
@@ -618,6 +627,8 @@ impl Fop {
             // Still a lookup to whoever counts calls (`volume profile`).
             Fop::LookupCounters { .. } => "lookup",
             Fop::TxnCreate { .. } => "txn_create",
+            // An open to whoever counts calls; the bytes count as read.
+            Fop::OpenRead { .. } => "open",
         }
     }
 
@@ -647,6 +658,7 @@ impl Fop {
                 | Fop::GetAttr { .. }
                 | Fop::Readlink { .. }
                 | Fop::Open { .. }
+                | Fop::OpenRead { .. }
                 | Fop::Read { .. }
                 | Fop::Checksum { .. }
                 | Fop::Write { .. }
@@ -1298,6 +1310,12 @@ pub enum Reply {
     /// `Fop::TxnCreate` began: the create's outcome, as `Created` would
     /// answer it (the new file and its handle) or the error it met.
     TxnCreated(Result<(Attr, u64), ErrorReply>),
+    /// `Fop::OpenRead` of a file small enough: its handle, and its whole
+    /// content (`len` payload bytes) as read just after the open.
+    OpenedWhole {
+        fh: u64,
+        len: u32,
+    },
 }
 
 // A reply lives for one request and is moved a few times; boxing the
@@ -1321,7 +1339,7 @@ impl Response {
     /// Raw payload bytes following this response's header.
     pub fn payload_len(&self) -> u64 {
         match self {
-            Response::Ok(Reply::Data { len }) => u64::from(*len),
+            Response::Ok(Reply::Data { len } | Reply::OpenedWhole { len, .. }) => u64::from(*len),
             _ => 0,
         }
     }

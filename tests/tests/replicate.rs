@@ -139,6 +139,56 @@ fn a_file_open_for_reading_is_read_on_when_any_replica_dies() {
     read_block(0);
 }
 
+/// Calls of `op` (as `volume profile` names it) on every brick so far.
+fn profiled_calls(pool: &Pool, op: &str) -> u64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&pool.node(0).cli_ok(&["--json", "volume", "profile", "rv", "info"])).unwrap();
+    json["profile"]
+        .as_array()
+        .expect("one profile per brick")
+        .iter()
+        .flat_map(|b| b["cumulative"]["fops"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["op"] == op)
+        .map(|f| f["calls"].as_u64().unwrap())
+        .sum()
+}
+
+/// A small file opened for reading comes whole with its open: a cold read
+/// makes no read request. What is served is the file as of the open, but
+/// never older than what this mount wrote since through another handle,
+/// and an open after another mount's change sees that change.
+#[test]
+fn a_small_file_comes_whole_with_its_open_and_never_older_than_this_mounts_writes() {
+    let (mut pool, mnt) = replicated(2, false, &[]);
+    let path = mnt.join("small");
+    std::fs::write(&path, b"first").unwrap();
+    pool.node(0).cli_ok(&["volume", "profile", "rv", "start"]);
+    let drop_caches = || std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    drop_caches();
+    assert_eq!(std::fs::read(&path).unwrap(), b"first");
+    assert!(profiled_calls(&pool, "OPEN") >= 1, "the read opened nothing?");
+    assert_eq!(
+        profiled_calls(&pool, "READ"),
+        0,
+        "a cold read of a small file asked for its data"
+    );
+
+    // Opened (and read whole) before this mount rewrites it elsewhere.
+    let reader = std::fs::File::open(&path).unwrap();
+    std::fs::write(&path, b"second!").unwrap();
+    drop_caches();
+    let mut got = vec![0; 64];
+    let n = reader.read_at(&mut got, 0).unwrap();
+    assert_eq!(&got[..n], b"second!", "read back older data than this mount wrote");
+    drop(reader);
+
+    // Another mount's change, then an open here.
+    let other = pool.mount(1, "rv", "other", "attribute-timeout=0,entry-timeout=0");
+    std::fs::write(other.join("small"), b"third, longer").unwrap();
+    drop_caches();
+    assert_eq!(std::fs::read(&path).unwrap(), b"third, longer");
+}
+
 #[test]
 fn names_made_while_a_replica_was_down_reach_it_after_it_returns() {
     let (mut pool, mnt) = replicated(2, false, &[]);

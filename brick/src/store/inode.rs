@@ -329,6 +329,23 @@ pub fn read_at(file: &File, offset: u64, size: usize) -> FsResult<Vec<u8>> {
     Ok(buf)
 }
 
+/// The whole content of a regular `file` holding at most `max` bytes, or
+/// None (larger, growing as it is read, or not a regular file; unreadable
+/// as opened: write-only).
+pub fn read_whole_if_small(file: &File, max: u32) -> FsResult<Option<Vec<u8>>> {
+    let meta = file.metadata().ctx(|| "fstat".into())?;
+    if !meta.file_type().is_file() || meta.len() > u64::from(max) {
+        return Ok(None);
+    }
+    // One byte more than it holds: getting it means it grew meanwhile.
+    let data = match read_at(file, 0, meta.len() as usize + 1) {
+        Ok(data) => data,
+        Err(e) if e.errno == libc::EBADF => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok((data.len() as u64 <= meta.len()).then_some(data))
+}
+
 /// xxh3 of each `CHECKSUM_BLOCK` of `file` in `[offset, offset + len)`
 /// (the last one short at end of file), `None` for a block that is all
 /// zeros. Holes are found with SEEK_DATA and not read.

@@ -21,6 +21,7 @@ mod resolve;
 pub use daemon::Healed;
 pub use resolve::Rule;
 mod txn;
+mod whole_files;
 
 use crate::layer::{join_all, Errno, FopFuture, FopResult, Subvolume};
 use bytes::Bytes;
@@ -163,6 +164,10 @@ pub struct Replicate {
     eager_lock: AtomicBool,
     /// The bricks understand `TxnCreate` (off after one that did not).
     txn_create: AtomicBool,
+    /// The bricks understand `OpenRead` (off after one that did not).
+    open_read: AtomicBool,
+    /// Small files read whole when opened for reading, by handle.
+    whole_files: whole_files::WholeFiles,
     /// `cluster.favorite-child-policy`
     policy: Mutex<Policy>,
     /// `cluster.split-brain-backup`
@@ -216,6 +221,8 @@ impl Replicate {
             hold_shards: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             eager_lock: AtomicBool::new(true),
             txn_create: AtomicBool::new(true),
+            open_read: AtomicBool::new(true),
+            whole_files: whole_files::WholeFiles::default(),
             policy: Mutex::new(Policy::None),
             backup: AtomicBool::new(true),
             data_heal: AtomicBool::new(true),
@@ -724,23 +731,55 @@ impl Replicate {
         self.known(&gfid)?;
         let order = self.read_order(gfid, Kind::Data, false).await.ok()?;
         for i in order {
-            match self.on(i, Fop::Open { gfid, flags }, Bytes::new()).await {
-                Ok((Reply::Opened { fh }, _)) => {
-                    let mut fhs = vec![None; self.n()];
-                    fhs[i] = Some(fh);
-                    return Some(Ok((
-                        Reply::Opened {
-                            fh: self.new_handle(gfid, fhs, flags),
-                        },
-                        Bytes::new(),
-                    )));
+            let whole_asked = self.open_read.load(Ordering::Relaxed);
+            let open = match whole_asked {
+                true => Fop::OpenRead {
+                    gfid,
+                    flags,
+                    max: whole_files::WHOLE_FILE_MAX,
+                },
+                false => Fop::Open { gfid, flags },
+            };
+            let (child_fh, whole) = match self.on(i, open, Bytes::new()).await {
+                Ok((Reply::Opened { fh }, _)) => (fh, None),
+                Ok((Reply::OpenedWhole { fh, .. }, content)) => (fh, Some(content)),
+                Err(Errno(libc::EPROTO)) if whole_asked => {
+                    // A brick from before `OpenRead` (it could not decode
+                    // it): plain opens from now on.
+                    self.open_read.store(false, Ordering::Relaxed);
+                    match self.on(i, Fop::Open { gfid, flags }, Bytes::new()).await {
+                        Ok((Reply::Opened { fh }, _)) => (fh, None),
+                        Err(e) if is_transport(&e) => continue,
+                        Ok(_) => return Some(Err(Errno(libc::EIO))),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
                 Err(e) if is_transport(&e) => continue,
                 Ok(_) => return Some(Err(Errno(libc::EIO))),
                 Err(e) => return Some(Err(e)),
+            };
+            let mut fhs = vec![None; self.n()];
+            fhs[i] = Some(child_fh);
+            let fh = self.new_handle(gfid, fhs, flags);
+            if let Some(content) = whole {
+                self.whole_files.keep(fh, gfid, content);
             }
+            return Some(Ok((Reply::Opened { fh }, Bytes::new())));
         }
         None
+    }
+
+    /// The file `op` changes the data of, if any: what is kept of it
+    /// whole (`whole_files`) is then out of date.
+    fn data_changed_by(&self, op: &Fop) -> Option<Gfid> {
+        match op {
+            Fop::Write { fh, .. } | Fop::Fallocate { fh, .. } | Fop::CopyFileRange { fh_out: fh, .. } => {
+                self.handle(*fh).ok().map(|h| h.gfid)
+            }
+            Fop::SetAttr { gfid, set, .. } if set.size.is_some() => Some(*gfid),
+            Fop::Open { gfid, flags } if flags & libc::O_TRUNC != 0 => Some(*gfid),
+            _ => None,
+        }
     }
 
     /// A read through `fh` (`op` for a child's handle), from the replicas
@@ -804,10 +843,25 @@ impl Replicate {
         let h = self.handle(fh)?;
         self.settle(h.gfid).await;
         self.handles.lock().expect("handles poisoned").remove(&fh);
+        self.whole_files.forget(fh);
         self.on_handle_holders(&h, &Fop::Release { fh }).await
     }
 
     async fn dispatch(&self, op: Fop, payload: Bytes) -> FopResult {
+        if let Some(gfid) = self.data_changed_by(&op) {
+            self.whole_files.forget_file(gfid);
+        }
+        // A create without O_EXCL opens a file already there, which
+        // O_TRUNC empties: its gfid is only known from the answer.
+        let truncating_create = matches!(op, Fop::Create { flags, .. } if flags & libc::O_TRUNC != 0);
+        let r = self.dispatch_op(op, payload).await;
+        if let (true, Ok((Reply::Created { attr, .. }, _))) = (truncating_create, &r) {
+            self.whole_files.forget_file(attr.gfid);
+        }
+        r
+    }
+
+    async fn dispatch_op(&self, op: Fop, payload: Bytes) -> FopResult {
         match op {
             Fop::Lookup { parent, name } => self.lookup(parent, name).await,
             Fop::GetAttr { gfid } => {
@@ -937,7 +991,10 @@ impl Replicate {
                 }
                 Ok(opened)
             }
-            Fop::Read { fh, offset, size } => self.read_through(fh, |c| Fop::Read { fh: c, offset, size }).await,
+            Fop::Read { fh, offset, size } => match self.whole_files.read(fh, offset, size) {
+                Some(data) => Ok((Reply::Data { len: data.len() as u32 }, data)),
+                None => self.read_through(fh, |c| Fop::Read { fh: c, offset, size }).await,
+            },
             Fop::Lseek { fh, offset, whence } => self.read_through(fh, |c| Fop::Lseek { fh: c, offset, whence }).await,
             Fop::Release { fh } => self.dispatch_release(fh).await,
             op @ (Fop::Flush { .. } | Fop::Fsync { .. } | Fop::SetLk { .. }) => {
