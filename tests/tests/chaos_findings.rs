@@ -441,3 +441,56 @@ fn a_hard_link_a_replica_missed_is_healed_as_a_link() {
     }
     assert!(read_file(&mnt.join("d/h")) == content);
 }
+
+/// Soak seed 7412277449637284012 (1100 s, "Open, 2026-12-06"): `d1/f2`
+/// read stale from brick 1, same size as the others, every counter zero.
+/// Brick 1, frozen, missed a rename of its file X; X was open there (a
+/// handle that outlived the freeze). After the thaw the entry heals
+/// removed the stale name (X's handle stayed: the file was open) and made
+/// X again under the source's name with the same gfid, and the brick took
+/// the open file's handle for an orphan and replaced it: two inodes with
+/// one gfid on brick 1. The writes through the open handle "succeeded"
+/// there — no blame — but landed in the old inode, while the name, the
+/// gfid, reads and heals reach the new one.
+#[test]
+fn a_file_open_on_a_replica_that_missed_its_rename_takes_its_writes_where_its_name_is() {
+    use std::os::unix::fs::FileExt;
+    let (pool, mnt) = replica_3();
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    let before = pattern(6, 3000);
+    write_file(&mnt.join("f"), &before);
+    // A writer has the file open on every replica.
+    let open = std::fs::OpenOptions::new().write(true).open(mnt.join("f")).unwrap();
+    let brick = |i: usize| pool.brick_dir(&format!("b{i}"));
+    // b0 and b1 took the rename `f → d/g`; b2 missed it, and both
+    // directories' changelogs on b0 and b1 blame b2.
+    for i in 0..2 {
+        std::fs::rename(brick(i).join("f"), brick(i).join("d/g")).unwrap();
+    }
+    b0_and_b1_blame_b2_for_entries(&pool, "");
+    b0_and_b1_blame_b2_for_entries(&pool, "d");
+    assert_heals(&pool, "a rename one replica missed while the file was open there");
+    assert!(
+        std::fs::read(brick(2).join("d/g")).unwrap() == before,
+        "b2's d/g after the heal"
+    );
+    // The writer carries on through its handle.
+    let after = pattern(7, 3000);
+    open.write_all_at(&after, 0).unwrap();
+    open.sync_all().unwrap();
+    drop(open);
+    assert_heals(&pool, "after the write");
+    for i in 0..3 {
+        let held = std::fs::read(brick(i).join("d/g")).unwrap();
+        let gfid = get_xattr(&brick(i).join("d/g"), "trusted.cairn.gfid");
+        assert!(
+            held == after,
+            "b{i}'s d/g (gfid {gfid:?}) lacks the acknowledged write (it holds {})",
+            if held == before {
+                "the content before it"
+            } else {
+                "something else"
+            }
+        );
+    }
+}

@@ -131,9 +131,16 @@ impl Brick {
         } else {
             match sys::link_at(dir, name, self.files.as_fd(), &handle) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    // Likewise for a file handle that is its inode's only name.
+                    // Likewise for a file handle that is its inode's only
+                    // name — unless the file is open: unlinked while open
+                    // (an entry heal removing a stale name, say), its
+                    // handle is what the open file is reached by. Replacing
+                    // it gave one gfid two inodes, and writes through the
+                    // open handle went where no read or heal looked (a
+                    // soak's stale read, 2026-12-06). The caller then links
+                    // the name to the open file instead.
                     let orphan = sys::stat_at(self.files.as_fd(), &handle).is_ok_and(|st| st.st_nlink == 1);
-                    if !orphan {
+                    if !orphan || self.is_open(gfid) {
                         return Err(FsError::new(libc::EEXIST, format!("gfid {gfid} is already in use")));
                     }
                     sys::unlink_at(self.files.as_fd(), &handle, false).ctx(|| "dropping an orphan handle".into())?;

@@ -605,3 +605,64 @@ fn new_entries_get_the_mode_asked_whatever_the_daemons_umask() {
     assert_eq!(dir.unwrap().mode & 0o7777, 0o1777);
     assert_eq!(fifo.unwrap().mode & 0o7777, 0o666);
 }
+
+/// Soak seed 7412277449637284012 (the open stale read of 2026-12-06):
+/// a replica back from a freeze held file X under a stale name (a rename
+/// it missed), and X was open there (a client's handle, or a heal's). The
+/// directory's entry heal removed the stale name — the handle stayed, the
+/// file being open — and then made X under the source's name with the same
+/// gfid (`Mknod`, as `recreate` does). `make_handle` took the open file's
+/// handle for an orphan left by a kill (its only link) and replaced it:
+/// two inodes with one gfid on this brick. Writes through the open handle
+/// (counted as made on this replica, so nobody blames it) went to the old
+/// inode, while the name, the gfid, reads, marks and heals reach the new,
+/// empty one: the replica served a stale copy with every counter zero.
+/// A gfid must name one inode: making it again while its file is open
+/// must fail (EEXIST, "the sink holds this file already") or link that file.
+#[test]
+fn a_file_made_again_while_its_old_copy_is_open_is_still_one_inode() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let (_t, b) = brick();
+    let b = Arc::new(b);
+    let d = mkdir(&b, &Gfid::ROOT, b"d0");
+    let x = mkfile(&b, &d.gfid, b"f0");
+    // A client opens X on this replica (its handle survives the freeze).
+    let _open = b.open_ref(x.gfid);
+    let fd = b.open(&x.gfid, libc::O_RDWR).unwrap();
+    fd.write_all_at(b"stale", 0).unwrap();
+    // Entry heal: f0 is stale here (the source renamed X to f2) ...
+    b.unlink(&d.gfid, b"f0").unwrap();
+    // ... and f2 is made here with X's gfid, empty, to be filled by heal.
+    let made = b.make_entry(
+        &d.gfid,
+        b"f2",
+        &x.gfid,
+        NewKind::Special(0),
+        libc::S_IFREG | 0o644,
+        0,
+        &ROOT_CREDS,
+    );
+    // The client's next write through its open handle on this replica.
+    fd.write_all_at(b"acknowledged", 0).unwrap();
+    let by_fd = fd.metadata().unwrap().ino();
+    let by_gfid = b.open(&x.gfid, libc::O_RDONLY).unwrap().metadata().unwrap().ino();
+    match made {
+        // Refused: the open file keeps the gfid.
+        Err(e) => assert_eq!(e.errno, libc::EEXIST),
+        // Made: then it must be the open file, not a second inode.
+        Ok(_) => {
+            let by_name = std::fs::metadata(b.path.join("d0/f2")).unwrap().ino();
+            assert_eq!(
+                (by_gfid, by_name),
+                (by_fd, by_fd),
+                "gfid {} names two inodes on this brick: writes through the open handle go to one, \
+                 reads by gfid and name to the other",
+                x.gfid
+            );
+        }
+    }
+    assert_eq!(
+        by_gfid, by_fd,
+        "the gfid resolves to another inode than the open handle writes to"
+    );
+}
