@@ -782,6 +782,34 @@ impl Replicate {
         }
     }
 
+    /// Empties `gfid`, just opened as `fh`, as a transaction (its
+    /// attributes after, if a replica answered them); on failure `fh` is
+    /// closed.
+    async fn truncate_opened(&self, gfid: Gfid, fh: u64) -> Result<Option<Attr>, Errno> {
+        let set = cairn_common::proto::SetAttr {
+            size: Some(0),
+            ..Default::default()
+        };
+        match self
+            .transact(
+                Fop::SetAttr {
+                    gfid,
+                    fh: Some(fh),
+                    set,
+                },
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok((Reply::Attr(attr), _)) => Ok(Some(attr)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let _ = self.dispatch_release(fh).await;
+                Err(e)
+            }
+        }
+    }
+
     /// A read through `fh` (`op` for a child's handle), from the replicas
     /// it is open on; one opened for reading on a single replica is opened
     /// on the others when that one is not read from any more, or fails.
@@ -969,27 +997,47 @@ impl Replicate {
                 let opened = self.open(gfid, flags & !libc::O_TRUNC).await?;
                 if flags & libc::O_TRUNC != 0 {
                     if let (Reply::Opened { fh }, _) = &opened {
-                        let set = cairn_common::proto::SetAttr {
-                            size: Some(0),
-                            ..Default::default()
-                        };
-                        if let Err(e) = self
-                            .transact(
-                                Fop::SetAttr {
-                                    gfid,
-                                    fh: Some(*fh),
-                                    set,
-                                },
-                                Bytes::new(),
-                            )
-                            .await
-                        {
-                            let _ = self.dispatch_release(*fh).await;
-                            return Err(e);
-                        }
+                        self.truncate_opened(gfid, *fh).await?;
                     }
                 }
                 Ok(opened)
+            }
+            Fop::Create {
+                parent,
+                name,
+                gfid,
+                mode,
+                umask,
+                flags,
+                creds,
+            } if flags & libc::O_TRUNC != 0 => {
+                // Without O_EXCL a create that meets the name made meanwhile
+                // (another client's create won the race) opens that file,
+                // and O_TRUNC empties it: a data change, so it is a
+                // truncate transaction of its own, which blames a replica
+                // that misses it for the file's data. Left to the bricks,
+                // it happened inside the entry transaction, whose marks
+                // are the directory's: a replica away kept the old data,
+                // blamed by nobody.
+                let create = Fop::Create {
+                    parent,
+                    name,
+                    gfid,
+                    mode,
+                    umask,
+                    flags: flags & !libc::O_TRUNC,
+                    creds,
+                };
+                match self.transact(create, payload).await? {
+                    (Reply::Created { attr, fh }, _) if attr.gfid != gfid => {
+                        let attr = self
+                            .truncate_opened(attr.gfid, fh)
+                            .await?
+                            .unwrap_or(Attr { size: 0, ..attr });
+                        Ok((Reply::Created { attr, fh }, Bytes::new()))
+                    }
+                    made => Ok(made),
+                }
             }
             Fop::Read { fh, offset, size } => match self.whole_files.read(fh, offset, size) {
                 Some(data) => Ok((Reply::Data { len: data.len() as u32 }, data)),

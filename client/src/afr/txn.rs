@@ -1289,6 +1289,9 @@ mod tests {
                     }
                     Fop::EntryLk { .. } => empty(Reply::Empty),
                     Fop::Create { .. } if self.unreachable_for_creates => Err(Errno(libc::ENOTCONN)),
+                    // Away for the truncate that follows such a create too.
+                    Fop::SetAttr { .. } if self.unreachable_for_creates => Err(Errno(libc::ENOTCONN)),
+                    Fop::SetAttr { gfid, .. } => empty(Reply::Attr(crate::layer::test_file(gfid, 0))),
                     // As a brick does: without O_EXCL an existing name's
                     // file is opened.
                     Fop::Create { name, gfid, flags, .. } => {
@@ -1407,6 +1410,52 @@ mod tests {
             umask: 0,
             flags: libc::O_WRONLY | libc::O_CREAT,
             creds: cairn_common::proto::Creds { uid: 0, gid: 0 },
+        }
+    }
+
+    /// A create without O_EXCL that meets the name another client made
+    /// meanwhile opens that file, and O_TRUNC empties it: a data change.
+    /// Done by the bricks inside the create, its only marks were the
+    /// directory's, so a replica away kept the old data, blamed by nobody
+    /// (found reading the soak's logs, 2026-12-06).
+    #[tokio::test]
+    async fn a_truncating_create_that_meets_an_existing_file_blames_a_replica_that_missed_it_for_the_data() {
+        let bricks: Vec<Arc<FakeBrick>> = (0..3).map(|i| FakeBrick::with(false, i == 2)).collect();
+        let existing = Gfid([5; 16]);
+        for b in &bricks[..2] {
+            b.names.lock().unwrap().push((b"f".to_vec(), existing));
+        }
+        let r = replica_of(&bricks);
+        let mut create = create_of(b"f", Gfid([6; 16]));
+        if let Fop::Create { flags, .. } = &mut create {
+            *flags |= libc::O_TRUNC;
+        }
+        match r.call(create, Bytes::new()).await {
+            Ok((Reply::Created { attr, .. }, _)) => {
+                assert_eq!(attr.gfid, existing, "the file already there is opened");
+                assert_eq!(attr.size, 0, "answered as emptied");
+            }
+            other => panic!("create: {other:?}"),
+        }
+        let blame = changelog_name(&Uuid::from_u128(3));
+        for (i, b) in bricks.iter().enumerate().take(2) {
+            assert!(
+                b.calls_named("create")
+                    .iter()
+                    .chain(b.calls_named("txn_create").iter())
+                    .all(|op| matches!(op, Fop::Create { flags, .. } | Fop::TxnCreate { flags, .. } if flags & libc::O_TRUNC == 0)),
+                "brick {i} was asked to truncate inside the create"
+            );
+            let truncated = b
+                .calls_named("setattr")
+                .iter()
+                .any(|op| matches!(op, Fop::SetAttr { gfid, set, .. } if *gfid == existing && set.size == Some(0)));
+            assert!(truncated, "brick {i} never emptied the file");
+            assert!(
+                b.counter(&blame)[Kind::Data as usize] > 0,
+                "brick {i} does not blame brick 2 for the file's data: {:?}",
+                b.counters.lock().unwrap()
+            );
         }
     }
 
