@@ -432,6 +432,10 @@ pub fn run_foreground(mut opts: MountOptions, log: Option<cairn_common::logging:
         let _ = lazy_unmount(&target);
     });
     let result = session.run();
+    // Changes answered before their post-op: let those land first.
+    if !runtime.block_on(crate::afr::background_ends::settled(Duration::from_secs(5))) {
+        tracing::warn!("post-ops still running at exit; heal will settle their marks");
+    }
     tracing::info!("session ended");
     runtime.shutdown_timeout(Duration::from_secs(1));
     result.context("FUSE session")

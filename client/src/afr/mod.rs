@@ -11,6 +11,7 @@
 //! locks, names, metadata and the changelog but never holds or serves data.
 
 pub use cairn_common::changelog;
+pub mod background_ends;
 mod daemon;
 mod data_heal;
 mod dir_attrs;
