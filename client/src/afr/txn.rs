@@ -440,14 +440,15 @@ impl Replicate {
     /// four). Safe because nothing depends on it: should it never land
     /// (this client dies, a brick goes away), every replica holds the
     /// change and only `dirty` is left, which heal settles finding nothing
-    /// to do; this client's next change of the same name takes the same
-    /// locks again (they are re-entrant per holder); and the directory's
-    /// remembered attributes are forgotten now, not replaced by the
-    /// post-op's answer, which a later change may already have outdated.
+    /// to do; and this client's next change of the same name takes the
+    /// same locks again (they are re-entrant per holder). The directory's
+    /// remembered attributes are forgotten now; the post-op's answer
+    /// replaces them only if no change was seen meanwhile.
     fn end_later(&self, plan: &Plan, locked: Vec<usize>) {
         for gfid in &plan.marks {
             self.dir_attrs.forget(gfid);
         }
+        let epoch = self.dir_attrs.epoch();
         let Some(me) = self.me.upgrade() else { return };
         let plan = Plan {
             kind: plan.kind,
@@ -459,8 +460,15 @@ impl Replicate {
         };
         let pending = super::background_ends::started();
         tokio::spawn(async move {
-            let settle = vec![(DIRTY.to_string(), plan.kind.delta(-1))];
-            let ended = me.end(&plan, &locked, |_| settle.clone()).await;
+            let marks = me.marks_of(&plan, &[(DIRTY.to_string(), plan.kind.delta(-1))]);
+            let ended = me
+                .send_ends(&plan, &locked, |_| (plan.locks.clone(), marks.clone()))
+                .await;
+            if let Some((_, attrs)) = ended.attrs.first() {
+                for a in attrs {
+                    me.dir_attrs.put_fetched(a, epoch);
+                }
+            }
             if ended.settled.len() < locked.len() {
                 tracing::warn!(subvolume = %me.name, "could not settle a change's marks on every replica; heal will look at it");
             }
@@ -478,6 +486,16 @@ impl Replicate {
         for gfid in &plan.marks {
             self.dir_attrs.forget(gfid);
         }
+        self.send_ends(plan, locked, end_for).await
+    }
+
+    /// The `TxnEnd`s of `end_each`, leaving remembered attributes alone.
+    async fn send_ends(
+        &self,
+        plan: &Plan,
+        locked: &[usize],
+        end_for: impl Fn(usize) -> (Vec<Lock>, Vec<TxnMark>),
+    ) -> Ended {
         let results = self
             .on_each(locked, |i| {
                 let (locks, marks) = end_for(i);
