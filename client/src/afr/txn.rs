@@ -461,9 +461,7 @@ impl Replicate {
         let pending = super::background_ends::started();
         tokio::spawn(async move {
             let marks = me.marks_of(&plan, &[(DIRTY.to_string(), plan.kind.delta(-1))]);
-            let ended = me
-                .send_ends(&plan, &locked, |_| (plan.locks.clone(), marks.clone()))
-                .await;
+            let ended = me.send_ends(&locked, |_| (plan.locks.clone(), marks.clone())).await;
             if let Some((_, attrs)) = ended.attrs.first() {
                 for a in attrs {
                     me.dir_attrs.put_fetched(a, epoch);
@@ -486,16 +484,11 @@ impl Replicate {
         for gfid in &plan.marks {
             self.dir_attrs.forget(gfid);
         }
-        self.send_ends(plan, locked, end_for).await
+        self.send_ends(locked, end_for).await
     }
 
     /// The `TxnEnd`s of `end_each`, leaving remembered attributes alone.
-    async fn send_ends(
-        &self,
-        plan: &Plan,
-        locked: &[usize],
-        end_for: impl Fn(usize) -> (Vec<Lock>, Vec<TxnMark>),
-    ) -> Ended {
+    async fn send_ends(&self, locked: &[usize], end_for: impl Fn(usize) -> (Vec<Lock>, Vec<TxnMark>)) -> Ended {
         let results = self
             .on_each(locked, |i| {
                 let (locks, marks) = end_for(i);
