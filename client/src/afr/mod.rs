@@ -732,7 +732,8 @@ impl Replicate {
         self.known(&gfid)?;
         let order = self.read_order(gfid, Kind::Data, false).await.ok()?;
         for i in order {
-            let whole_asked = self.open_read.load(Ordering::Relaxed);
+            // O_DIRECT readers want what the file holds when they read.
+            let whole_asked = self.open_read.load(Ordering::Relaxed) && flags & libc::O_DIRECT == 0;
             let open = match whole_asked {
                 true => Fop::OpenRead {
                     gfid,
