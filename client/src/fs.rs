@@ -2,7 +2,8 @@
 //! be driven directly in tests: inode numbers ↔ gfids with kernel lookup
 //! counts, new gfids for new inodes, and typed wrappers over each fop.
 
-use crate::layer::{Errno, Subvolume};
+use crate::layer::{Errno, FopResult, Subvolume};
+use crate::listing_ahead::ListingAhead;
 use crate::skip::{AbsentCapabilities, LockHolders, CAPABILITY_XATTR};
 use crate::write_behind::WriteBehind;
 use bytes::Bytes;
@@ -26,6 +27,42 @@ pub struct CairnFs {
     absent_caps: AbsentCapabilities,
     /// The write-behind layer in `top`, which close(2) must settle.
     write_behind: Option<Arc<WriteBehind>>,
+    /// The part of each listing batch the kernel had no room for.
+    ahead: ListingAhead,
+}
+
+/// A batch of directory entries, and the generation of this client's
+/// changes it was fetched under (see [`CairnFs::keep_unlisted`]).
+pub struct Listing {
+    pub entries: Vec<DirEntry>,
+    pub eof: bool,
+    generation: u64,
+}
+
+/// Whether a request only reads: anything else may change what a listing
+/// says (names, or the attributes readdirplus carries).
+fn only_reads(op: &Fop) -> bool {
+    match op {
+        Fop::Open { flags, .. } => flags & libc::O_TRUNC == 0,
+        Fop::Lookup { .. }
+        | Fop::LookupCounters { .. }
+        | Fop::GetAttr { .. }
+        | Fop::Readlink { .. }
+        | Fop::OpenRead { .. }
+        | Fop::Read { .. }
+        | Fop::Checksum { .. }
+        | Fop::Flush { .. }
+        | Fop::Release { .. }
+        | Fop::Fsync { .. }
+        | Fop::Fsyncdir { .. }
+        | Fop::Readdir { .. }
+        | Fop::Statfs
+        | Fop::GetXattr { .. }
+        | Fop::ListXattr { .. }
+        | Fop::Lseek { .. }
+        | Fop::GetLk { .. } => true,
+        _ => false,
+    }
 }
 
 fn unexpected(r: &Reply) -> Errno {
@@ -45,6 +82,7 @@ impl CairnFs {
             lock_holders: LockHolders::default(),
             absent_caps: AbsentCapabilities::new(attr_timeout),
             write_behind: None,
+            ahead: ListingAhead::new(attr_timeout),
         }
     }
 
@@ -102,7 +140,22 @@ impl CairnFs {
     }
 
     async fn call(&self, op: Fop) -> FsResult<Reply> {
-        Ok(self.top.call(op, Bytes::new()).await?.0)
+        Ok(self.call_with(op, Bytes::new()).await?.0)
+    }
+
+    /// Every request goes through here, so a change of any kind also
+    /// drops what listings kept, before it is sent (a listing fetched
+    /// meanwhile is not kept) and once it is answered.
+    async fn call_with(&self, op: Fop, payload: Bytes) -> FopResult {
+        let changes = !only_reads(&op);
+        if changes {
+            self.ahead.changed();
+        }
+        let answer = self.top.call(op, payload).await;
+        if changes {
+            self.ahead.changed();
+        }
+        answer
     }
 
     async fn entry(&self, op: Fop) -> FsResult<Attr> {
@@ -273,7 +326,7 @@ impl CairnFs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        match self.top.call(Fop::Read { fh, offset, size }, Bytes::new()).await? {
+        match self.call_with(Fop::Read { fh, offset, size }, Bytes::new()).await? {
             (Reply::Data { .. }, data) => Ok(data),
             (r, _) => Err(unexpected(&r)),
         }
@@ -281,7 +334,7 @@ impl CairnFs {
 
     pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> FsResult<u32> {
         let len = data.len() as u32;
-        match self.top.call(Fop::Write { fh, offset, len }, data).await? {
+        match self.call_with(Fop::Write { fh, offset, len }, data).await? {
             (Reply::Written { len }, _) => Ok(len),
             (r, _) => Err(unexpected(&r)),
         }
@@ -335,6 +388,37 @@ impl CairnFs {
             Reply::Dir { entries, eof } => Ok((entries, eof)),
             r => Err(unexpected(&r)),
         }
+    }
+
+    /// A batch of `ino`'s entries from `cookie` on: what an earlier batch
+    /// left over there if it was kept and is still good, else fetched.
+    pub async fn list(&self, ino: u64, cookie: u64, plus: bool, max_entries: u32) -> FsResult<Listing> {
+        let generation = self.ahead.generation();
+        if let Some((entries, eof)) = self.ahead.take(ino, plus, cookie) {
+            return Ok(Listing {
+                entries,
+                eof,
+                generation,
+            });
+        }
+        let (entries, eof) = self.readdir(ino, cookie, plus, max_entries).await?;
+        Ok(Listing {
+            entries,
+            eof,
+            generation,
+        })
+    }
+
+    /// The kernel took `listing`'s entries up to index `taken` (exclusive):
+    /// the rest is kept for its next readdir, which resumes from the last
+    /// one taken.
+    pub fn keep_unlisted(&self, ino: u64, plus: bool, mut listing: Listing, taken: usize) {
+        if taken == 0 || taken > listing.entries.len() {
+            return;
+        }
+        let rest = listing.entries.split_off(taken);
+        let after = listing.entries[taken - 1].cookie;
+        self.ahead.keep(ino, plus, after, rest, listing.eof, listing.generation);
     }
 
     pub async fn statfs(&self) -> FsResult<Statfs> {
@@ -470,5 +554,84 @@ impl CairnFs {
         } else {
             Err(Errno(libc::EACCES))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::FopFuture;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A root directory of named files that answers readdir from a cookie
+    /// and unlink, counting the readdirs that reach it.
+    #[derive(Default)]
+    struct Dir {
+        names: Mutex<Vec<String>>,
+        readdirs: AtomicUsize,
+    }
+
+    impl Subvolume for Dir {
+        fn call(&self, op: Fop, _payload: Bytes) -> FopFuture<'_> {
+            Box::pin(async move {
+                match op {
+                    Fop::Readdir { cookie, .. } => {
+                        self.readdirs.fetch_add(1, Ordering::SeqCst);
+                        let names = self.names.lock().unwrap();
+                        let entries = (cookie as usize..names.len())
+                            .map(|i| DirEntry {
+                                cookie: i as u64 + 1,
+                                name: names[i].clone().into_bytes(),
+                                gfid: Gfid([i as u8 + 1; 16]),
+                                kind: libc::S_IFREG,
+                                attr: None,
+                                linkto: None,
+                            })
+                            .collect();
+                        Ok((Reply::Dir { entries, eof: true }, Bytes::new()))
+                    }
+                    Fop::Unlink { name, .. } => {
+                        self.names.lock().unwrap().retain(|n| n.as_bytes() != name);
+                        Ok((Reply::Empty, Bytes::new()))
+                    }
+                    _ => Err(Errno(libc::ENOSYS)),
+                }
+            })
+        }
+
+        fn name(&self) -> String {
+            "dir".into()
+        }
+    }
+
+    fn names(l: &Listing) -> Vec<String> {
+        l.entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_batch_serves_the_next_readdir_until_this_client_changes_anything() {
+        let dir = Arc::new(Dir::default());
+        *dir.names.lock().unwrap() = (0..10).map(|i| format!("f{i}")).collect();
+        let fs = CairnFs::new(dir.clone(), Duration::from_secs(1));
+
+        let first = fs.list(1, 0, false, 512).await.unwrap();
+        assert_eq!(first.entries.len(), 10);
+        fs.keep_unlisted(1, false, first, 4);
+        let rest = fs.list(1, 4, false, 512).await.unwrap();
+        assert_eq!(names(&rest), ["f4", "f5", "f6", "f7", "f8", "f9"]);
+        assert!(rest.eof);
+        assert_eq!(dir.readdirs.load(Ordering::SeqCst), 1, "served from what was kept");
+
+        // Kept again, then a file is removed: the next batch is fetched
+        // and does not show it.
+        fs.keep_unlisted(1, false, rest, 2);
+        fs.unlink(1, b"f9").await.unwrap();
+        let after = fs.list(1, 6, false, 512).await.unwrap();
+        assert_eq!(names(&after), ["f6", "f7", "f8"]);
+        assert_eq!(dir.readdirs.load(Ordering::SeqCst), 2);
     }
 }

@@ -13,6 +13,7 @@ pub mod dht;
 pub mod fs;
 pub mod fuse;
 pub mod layer;
+pub mod listing_ahead;
 pub mod mount;
 pub mod protocol;
 pub mod skip;

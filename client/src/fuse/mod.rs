@@ -390,9 +390,10 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.spawn(req, move |fs, _| async move {
-            match fs.readdir(ino.0, offset, false, READDIR_BATCH).await {
-                Ok((entries, _)) => {
-                    for e in entries {
+            match fs.list(ino.0, offset, false, READDIR_BATCH).await {
+                Ok(listing) => {
+                    let mut taken = 0;
+                    for e in &listing.entries {
                         let ino = if e.name == b".." { 1 } else { e.gfid.inode_number() };
                         if reply.add(
                             INodeNo(ino),
@@ -402,8 +403,10 @@ impl Filesystem for FuseAdapter {
                         ) {
                             break;
                         }
+                        taken += 1;
                     }
                     reply.ok();
+                    fs.keep_unlisted(ino.0, false, listing, taken);
                 }
                 Err(e) => reply.error(errno(e)),
             }
@@ -412,9 +415,12 @@ impl Filesystem for FuseAdapter {
 
     fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.spawn(req, move |fs, t| async move {
-            match fs.readdir(ino.0, offset, true, READDIR_BATCH).await {
-                Ok((entries, _)) => {
-                    for e in entries {
+            match fs.list(ino.0, offset, true, READDIR_BATCH).await {
+                Ok(listing) => {
+                    // Entries up to the last one the kernel took; one
+                    // skipped after it is offered again with the rest.
+                    let mut taken = 0;
+                    for (i, e) in listing.entries.iter().enumerate() {
                         let dots = e.name == b"." || e.name == b"..";
                         let Some(a) = e.attr.or_else(|| dots.then(|| attr::placeholder(e.gfid))) else {
                             continue;
@@ -430,6 +436,7 @@ impl Filesystem for FuseAdapter {
                         ) {
                             break;
                         }
+                        taken = i + 1;
                         // The kernel takes a lookup reference on each entry
                         // but the dots.
                         if !dots {
@@ -437,6 +444,7 @@ impl Filesystem for FuseAdapter {
                         }
                     }
                     reply.ok();
+                    fs.keep_unlisted(ino.0, true, listing, taken);
                 }
                 Err(e) => reply.error(errno(e)),
             }
