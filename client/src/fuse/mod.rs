@@ -417,12 +417,17 @@ impl Filesystem for FuseAdapter {
         self.spawn(req, move |fs, t| async move {
             match fs.list(ino.0, offset, true, READDIR_BATCH).await {
                 Ok(listing) => {
-                    // Entries up to the last one the kernel took; one
-                    // skipped after it is offered again with the rest.
+                    // Entries up to the last one the kernel took or we
+                    // skipped. A remainder kept after a skipped one is
+                    // never served (the kernel resumes from the last
+                    // entry it took): kept after the last taken instead,
+                    // a remainder of only skipped entries would end the
+                    // listing early.
                     let mut taken = 0;
                     for (i, e) in listing.entries.iter().enumerate() {
                         let dots = e.name == b"." || e.name == b"..";
                         let Some(a) = e.attr.or_else(|| dots.then(|| attr::placeholder(e.gfid))) else {
+                            taken = i + 1;
                             continue;
                         };
                         let entry_ino = if dots { ino.0 } else { a.gfid.inode_number() };
