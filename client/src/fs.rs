@@ -39,32 +39,6 @@ pub struct Listing {
     generation: u64,
 }
 
-/// Whether a request only reads: anything else may change what a listing
-/// says (names, or the attributes readdirplus carries).
-fn only_reads(op: &Fop) -> bool {
-    match op {
-        Fop::Open { flags, .. } => flags & libc::O_TRUNC == 0,
-        Fop::Lookup { .. }
-        | Fop::LookupCounters { .. }
-        | Fop::GetAttr { .. }
-        | Fop::Readlink { .. }
-        | Fop::OpenRead { .. }
-        | Fop::Read { .. }
-        | Fop::Checksum { .. }
-        | Fop::Flush { .. }
-        | Fop::Release { .. }
-        | Fop::Fsync { .. }
-        | Fop::Fsyncdir { .. }
-        | Fop::Readdir { .. }
-        | Fop::Statfs
-        | Fop::GetXattr { .. }
-        | Fop::ListXattr { .. }
-        | Fop::Lseek { .. }
-        | Fop::GetLk { .. } => true,
-        _ => false,
-    }
-}
-
 fn unexpected(r: &Reply) -> Errno {
     tracing::error!(reply = ?r, "unexpected reply");
     Errno(libc::EIO)
@@ -147,7 +121,7 @@ impl CairnFs {
     /// drops what listings kept, before it is sent (a listing fetched
     /// meanwhile is not kept) and once it is answered.
     async fn call_with(&self, op: Fop, payload: Bytes) -> FopResult {
-        let changes = !only_reads(&op);
+        let changes = !op.only_reads();
         if changes {
             self.ahead.changed();
         }
@@ -394,14 +368,10 @@ impl CairnFs {
     /// left over there if it was kept and is still good, else fetched.
     pub async fn list(&self, ino: u64, cookie: u64, plus: bool, max_entries: u32) -> FsResult<Listing> {
         let generation = self.ahead.generation();
-        if let Some((entries, eof)) = self.ahead.take(ino, plus, cookie) {
-            return Ok(Listing {
-                entries,
-                eof,
-                generation,
-            });
-        }
-        let (entries, eof) = self.readdir(ino, cookie, plus, max_entries).await?;
+        let (entries, eof) = match self.ahead.take(ino, plus, cookie) {
+            Some(kept) => kept,
+            None => self.readdir(ino, cookie, plus, max_entries).await?,
+        };
         Ok(Listing {
             entries,
             eof,

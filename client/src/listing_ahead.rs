@@ -64,10 +64,7 @@ impl ListingAhead {
     /// served again.
     pub fn changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let mut kept = self.kept.lock().expect("listing remainders poisoned");
-        if !kept.is_empty() {
-            kept.clear();
-        }
+        self.kept.lock().expect("listing remainders poisoned").clear();
     }
 
     /// The entries of `dir` from `cookie` on and whether they end the

@@ -646,6 +646,33 @@ impl Fop {
         }
     }
 
+    /// Only reads: anything else may change what a listing says (names,
+    /// or the attributes readdirplus carries), so the client drops the
+    /// listing remainders it kept.
+    pub fn only_reads(&self) -> bool {
+        match self {
+            Fop::Open { flags, .. } => flags & libc::O_TRUNC == 0,
+            Fop::Lookup { .. }
+            | Fop::LookupCounters { .. }
+            | Fop::GetAttr { .. }
+            | Fop::Readlink { .. }
+            | Fop::OpenRead { .. }
+            | Fop::Read { .. }
+            | Fop::Checksum { .. }
+            | Fop::Flush { .. }
+            | Fop::Release { .. }
+            | Fop::Fsync { .. }
+            | Fop::Fsyncdir { .. }
+            | Fop::Readdir { .. }
+            | Fop::Statfs
+            | Fop::GetXattr { .. }
+            | Fop::ListXattr { .. }
+            | Fop::Lseek { .. }
+            | Fop::GetLk { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Safe to send again when the first attempt's fate is unknown (the
     /// connection died before the reply): repeating it changes nothing.
     /// Writes qualify (same bytes, same offset) except on O_APPEND files,
